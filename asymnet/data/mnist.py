@@ -1,0 +1,247 @@
+"""MNIST from IDX files, verified downloads, and the dequantized view used for likelihoods.
+
+Files are looked for in ``root/mnist/`` and then ``root/`` under their canonical names, gzip or raw.
+A local folder is accepted when its files parse (IDX headers, 28x28 images, as many labels as
+images): offline copies may hold a re-encoded subset whose md5 differs from the official files.
+The md5 is checked only for files this module downloads itself.
+
+Likelihoods are reported on the native 8-bit scale (Theis, van den Oord & Bethge 2016, "A note on
+the evaluation of generative models", sec. 3.1): integer pixels x in {0..255} become continuous by
+adding u ~ U[0, 1); a model of the rescaled value ``scale * (x + u) + offset`` gives a density on the
+8-bit scale through the change of variables, and its negative log in bits per dimension
+upper-bounds the discrete model's code length.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import tempfile
+import http.client
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from asymnet.data.locate import DataError
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+OFFICIAL_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+# IDX type code -> big-endian numpy dtype (LeCun's format description).
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_FETCH_TIMEOUT_S = 60
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse one IDX file, gzip-compressed or raw (told apart by their first bytes).
+
+    Header: two zero bytes, a type code (0x08 uint8 ... 0x0E float64), the number of dimensions n,
+    then n big-endian uint32 sizes; the payload must hold exactly prod(sizes) items.
+    Returns an array of that shape in native byte order. Raises DataError naming the file and the
+    problem (unreadable gzip, wrong magic number, truncated or overlong payload).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, gzip.BadGzipFile) as err:
+            raise DataError(f"{path}: corrupt gzip file: {err}") from err
+    if len(raw) < 4:
+        raise DataError(f"{path}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+    zeros, type_code, ndim = raw[:2], raw[2], raw[3]
+    if zeros != b"\x00\x00" or type_code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(
+            f"{path}: wrong magic number 0x{int.from_bytes(raw[:4], 'big'):08x}: an IDX file starts with "
+            f"0x0000, a type code in {{{', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}}} and a dimension count >= 1"
+        )
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise DataError(f"{path}: truncated IDX file: header declares {ndim} dimensions but ends after {len(raw)} bytes")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_DTYPES[type_code]
+    expected = math.prod(dims) * dtype.itemsize
+    found = len(raw) - header_len
+    shape_text = "x".join(map(str, dims))
+    if found < expected:
+        raise DataError(
+            f"{path}: truncated IDX file: header says {shape_text} = {expected} bytes, found {found}"
+        )
+    if found > expected:
+        raise DataError(
+            f"{path}: IDX file longer than its header: header says {shape_text} = {expected} bytes, found {found}"
+        )
+    data = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def load_mnist(
+    root: Path, split: Literal["train", "test"], download: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) uint8 of one MNIST split.
+
+    Looks in ``root/mnist/`` then ``root/`` for each canonical file name, gzip (``.gz``) or raw.
+    With ``download=True`` missing files are fetched into ``root/mnist/`` and md5-verified.
+    Raises DataError when files are missing (naming the folders searched and the files needed),
+    unparseable, or inconsistent (image/label counts, image size, label range).
+    """
+    if split not in FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    folders = (root / "mnist", root)
+    names = FILES[split]
+    paths = {name: _find(folders, name) for name in names}
+    missing = [name for name, path in paths.items() if path is None]
+    if missing and not download:
+        needed = ", ".join(f"{n}[.gz]" for pair in FILES.values() for n in pair)
+        raise DataError(
+            f"MNIST files not found: looked in {' and '.join(str(f) for f in folders)} for "
+            f"{', '.join(missing)}. MNIST needs {needed}. Fix: pass --data DIR, set ASYMNET_DATA, "
+            "or run with download enabled."
+        )
+    for name in missing:
+        paths[name] = download_file(name + ".gz", root / "mnist")
+    images_path, labels_path = (paths[name] for name in names)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise DataError(
+            f"{images_path}: expected uint8 images of shape (N, 28, 28), found {images.dtype} {images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(f"{labels_path}: expected uint8 labels of shape (N,), found {labels.dtype} {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"image/label count mismatch: {images_path} holds {len(images)} images, "
+            f"{labels_path} holds {len(labels)} labels"
+        )
+    if len(labels) and labels.max() > 9:
+        raise DataError(f"{labels_path}: label {int(labels.max())} outside 0..9")
+    return images, labels
+
+
+def _find(folders: tuple[Path, ...], name: str) -> Path | None:
+    for folder in folders:
+        for candidate in (folder / name, folder / (name + ".gz")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def fetch_url(url: str) -> bytes:
+    """The bytes at ``url``. The one place that touches the network (tests replace it)."""
+    with urllib.request.urlopen(url, timeout=_FETCH_TIMEOUT_S) as response:
+        return response.read()
+
+
+def download_file(filename: str, folder: Path) -> Path:
+    """Fetch ``filename`` (one of the four official ``.gz`` files) into ``folder``, md5-verified.
+
+    Tries each mirror in turn. The bytes go to a temporary file in ``folder``, which is renamed
+    into place only when its md5 equals the official one, so a failed download leaves nothing.
+    """
+    expected = OFFICIAL_MD5[filename]
+    folder.mkdir(parents=True, exist_ok=True)
+    destination = folder / filename
+    problems = []
+    for mirror in MIRRORS:
+        url = mirror + filename
+        try:
+            payload = fetch_url(url)
+        except (OSError, http.client.HTTPException) as err:
+            problems.append(f"{url}: {err}")
+            continue
+        found = hashlib.md5(payload).hexdigest()
+        if found != expected:
+            problems.append(f"{url}: md5 mismatch for {filename}: expected {expected}, found {found}")
+            continue
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=filename + ".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(payload)
+            os.replace(tmp, destination)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return destination
+    raise DataError(f"{destination}: download failed from every mirror: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Rescaling:
+    """The affine map from 8-bit pixel values to model values: ``model = scale * pixel + offset``.
+
+    ``pixel`` is the dequantized 8-bit value in [0, 256). Its Jacobian is ``scale`` in every
+    dimension, so a model density p_model gives p_pixel = p_model * |scale|^D.
+    """
+
+    scale: float
+    offset: float
+
+    def __post_init__(self) -> None:
+        if self.scale == 0 or not math.isfinite(self.scale) or not math.isfinite(self.offset):
+            raise ValueError(f"Rescaling needs a finite non-zero scale and a finite offset, got {self}")
+
+    @property
+    def log_det_per_dim(self) -> float:
+        """log|scale| (nats), the log-Jacobian of the map per dimension."""
+        return math.log(abs(self.scale))
+
+
+DEQUANTIZED = Rescaling(scale=1 / 256, offset=0.0)
+"""The rescaling that ``dequantize`` applies: (x + u) / 256."""
+
+
+def dequantize(
+    images_uint8: torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Uniform dequantization (x + u) / 256, u ~ U[0, 1) per pixel (Theis et al. 2016, sec. 3.1).
+
+    images_uint8: (N, 28, 28) or (N, 784) uint8. Returns (N, 784) in [0, 1) of ``dtype``;
+    its ``Rescaling`` is ``DEQUANTIZED``.
+    """
+    if images_uint8.dtype != torch.uint8:
+        raise ValueError(f"dequantize expects uint8 pixel values 0..255, got dtype {images_uint8.dtype}")
+    x = images_uint8.reshape(images_uint8.shape[0], -1).to(dtype)
+    u = torch.rand(x.shape, generator=generator, dtype=dtype)
+    return (x + u) * DEQUANTIZED.scale
+
+
+def bits_per_dim(log_prob_nats: torch.Tensor, n_dims: int, rescaling: Rescaling) -> torch.Tensor:
+    """Bits per dimension on the 8-bit scale from a log-density of the model-scale value.
+
+    bpd = -(log p_model(y) + D log|scale|) / (D ln 2), with y = scale * pixel + offset
+    (change of variables; Theis et al. 2016). Example: a uniform density on [0, 1]^D with
+    scale 1/256 gives exactly 8 bits/dim, the cost of coding 8-bit pixels without a model.
+
+    log_prob_nats: (batch,) in nats. Returns (batch,) in bits/dim.
+    """
+    return -(log_prob_nats + n_dims * rescaling.log_det_per_dim) / (n_dims * math.log(2.0))

@@ -1,0 +1,68 @@
+"""``python -m asymnet.inspect RUN``: print the summary of a run log, live or finished.
+
+RUN is a run's ``log.h5`` or its run directory. Prints the path, the status, the root
+attributes (versions, seed, device, creation time), the study YAML, every metric's last step
+and value, and the eval figures. Exit status 0; 2 with one ``asymnet.inspect: error: ...``
+line on stderr when RUN is missing, not HDF5, not an asymnet log, or damaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from asymnet.runlog import LogError, RunSummary, read_summary
+
+_HEADLINE_ATTRS = ("asymnet_version", "torch_version", "seed", "device", "created")
+
+
+def format_summary(summary: RunSummary) -> str:
+    """The text ``main`` prints for ``summary``."""
+    attrs = dict(summary.attrs)
+    study_yaml = attrs.pop("study_yaml", None)
+    lines = [f"run log: {summary.path}", f"status:  {summary.status}", ""]
+    keys = [k for k in _HEADLINE_ATTRS if k in attrs] + sorted(
+        k for k in attrs if k not in _HEADLINE_ATTRS
+    )
+    width = max((len(k) for k in keys), default=0)
+    lines += [f"{key:<{width}}  {attrs[key]}" for key in keys]
+    lines += ["", "study YAML:"]
+    if study_yaml:
+        lines += ["  " + line for line in str(study_yaml).rstrip("\n").splitlines()]
+    else:
+        lines.append("  (none recorded)")
+    lines += ["", "metrics:"]
+    if summary.metrics:
+        width = max(len(name) for name in summary.metrics)
+        lines.append(f"  {'name':<{width}}  {'last step':>10}  {'last value':>14}")
+        for name, (step, value) in sorted(summary.metrics.items()):
+            lines.append(f"  {name:<{width}}  {step:>10d}  {value:>14.6g}")
+    else:
+        lines.append("  (no rows yet)")
+    lines += ["", "evals:"]
+    if summary.evals:
+        width = max(len(name) for name in summary.evals)
+        lines += [f"  {name:<{width}}  {value:.6g}" for name, value in sorted(summary.evals.items())]
+    else:
+        lines.append("  (none written yet)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="asymnet.inspect", description="Summarise an asymnet run log (live or finished)."
+    )
+    parser.add_argument("run", metavar="RUN", help="a run's log.h5, or the run directory")
+    args = parser.parse_args(argv)
+    try:
+        summary = read_summary(args.run)
+    except LogError as error:
+        message = str(error).replace("\n", " ")
+        print(f"asymnet.inspect: error: {message}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

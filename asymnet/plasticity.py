@@ -1,0 +1,164 @@
+"""The Variational Walkback update of a recurrent network as a local STDP / reverse-STDP rule.
+
+For F(s) = W phi(s) + b and the Gaussian operator, step t of a heating trajectory contributes
+(DESIGN.md, "The local rule"; the gradient of log p_T(s_{t-1} | s_t)):
+
+    dW_ij = alpha (s_{t-1,i} - mu_i(s_t)) phi(s_{t,j}) / std_i^2,     db_i = alpha (s_{t-1,i} - mu_i(s_t)) / std_i^2
+
+with mu(s_t) = (1 - alpha) s_t + alpha F(s_t) and std_i = g(T_t) softplus(sigma_i). The factor
+phi(s_{t,j}) is presynaptic (unit j's rate at the later heating step), the factor
+(s_{t-1,i} - mu_i(s_t)) / std_i^2 postsynaptic (unit i's error), so every synapse needs only what
+its two ends hold. Since s_{t-1} - mu(s_t) = (s_{t-1} - s_t) + alpha (s_t - F(s_t)), the update splits into
+
+- a temporal term  phi(s_{t,j}) (s_{t-1,i} - s_{t,i}): presynaptic rate times the postsynaptic change
+  from step t to step t-1, i.e. forward in cooling (generative) time. Pre before a rising post
+  potentiates: STDP (Bengio et al. 2015). Read in the heating (destructive) order, in which the
+  trajectory was sampled, the same pair is post change *before* pre, the sign of d post/dt flips:
+  reverse STDP;
+- an equal-time term  alpha phi(s_{t,j}) (s_{t,i} - F_i(s_t)), both factors at one time.
+
+For the Bernoulli operator the postsynaptic factor is (s_{t-1,i} - rho_i(s_t)) / T_t instead.
+All of it is computed here without autograd; tests prove it equals autograd's gradient in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as nnf
+
+from asymnet.networks.recurrent import RecurrentNetwork
+from asymnet.operators import BernoulliOperator, Drive, GaussianOperator, Operator
+
+
+class PlasticityError(Exception):
+    """The local rule was asked for a network or operator it is not derived for."""
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """Gradients of the summed walkback loss (so the update is their negative), and its terms.
+
+    grad_W (n, n), grad_b (n,), grad_sigma_visible (n_visible,) or None when sigma is fixed;
+    loss: sum over steps of the batch-mean -log p_{T_t}(s_{t-1} | s_t), nats;
+    temporal_norm / equal_time_norm: Frobenius norms of the temporal (STDP) and equal-time parts
+    of dW, batch-mean, summed over steps.
+    """
+
+    grad_W: torch.Tensor
+    grad_b: torch.Tensor
+    grad_sigma_visible: torch.Tensor | None
+    loss: torch.Tensor
+    temporal_norm: float
+    equal_time_norm: float
+
+
+def check_supported(study) -> None:
+    """Refuse, before anything is written, a study whose operator the local rule does not cover."""
+    if study.network.kind != "recurrent":
+        raise PlasticityError(
+            f"learning: local needs network.kind: recurrent (the rule is derived for F(s) = W phi(s) + b), "
+            f"got network.kind: {study.network.kind}; use training.learning: autograd for it"
+        )
+
+
+def trajectory_update(
+    network: RecurrentNetwork,
+    operator: Operator,
+    states: list[torch.Tensor],
+    temperatures: list[float],
+    drives: list[Drive] | None = None,
+) -> LocalUpdate:
+    """The local rule summed over a heating trajectory [s_0, ..., s_K] (each (batch, n)).
+
+    ``drives``, if given, are F(s_t) for t = 0..K-1 as the heating computed them; the rule reuses
+    those at s_1..s_{K-1} and computes only F(s_K).
+    """
+    if not isinstance(network, RecurrentNetwork):
+        raise PlasticityError(f"the local rule needs a RecurrentNetwork, got {type(network).__name__}")
+    with torch.no_grad():
+        later = torch.stack(states[1:])  # s_t, t = 1..K: (K, batch, n)
+        earlier = torch.stack(states[:-1])  # s_{t-1}
+        if drives is not None:
+            last = network(states[-1]).mu
+            F = torch.stack([d.mu for d in drives[1:]] + [last])
+        else:
+            F = torch.stack([network(s).mu for s in states[1:]])
+        T = torch.tensor(temperatures, dtype=later.dtype, device=later.device).view(-1, 1, 1)
+        pre = network.phi(later)
+        alpha = operator.alpha
+        if isinstance(operator, GaussianOperator):
+            std = operator.temperature_factor(T) * nnf.softplus(network.sigma)  # (K, 1, n)
+            error = earlier - ((1 - alpha) * later + alpha * F)  # s_{t-1} - mu(s_t)
+            precision = std.pow(-2)
+            post = alpha * error * precision
+            z2 = error.pow(2) * precision
+            loss = (0.5 * z2 + std.log()).sum((0, 2)).mean() + 0.5 * later.shape[0] * later.shape[2] * _LOG_2PI
+            grad_sigma = None
+            if network.sigma_visible.requires_grad:
+                v = network.n_visible
+                dlogp_dsigma = (z2[..., :v] - 1) * torch.sigmoid(network.sigma_visible) / nnf.softplus(network.sigma_visible)
+                grad_sigma = -dlogp_dsigma.sum(0).mean(0)
+            temporal_scale, equal_scale = alpha * precision, alpha * alpha * precision
+        elif isinstance(operator, BernoulliOperator):
+            logits = ((1 - alpha) * later + alpha * F) / T
+            post = alpha * (earlier - torch.sigmoid(logits)) / T
+            loss = nnf.binary_cross_entropy_with_logits(logits, earlier, reduction="none").sum((0, 2)).mean()
+            grad_sigma = None
+            temporal_scale, equal_scale = alpha / T, alpha * alpha / T
+        else:
+            raise PlasticityError(f"no local rule for operator {type(operator).__name__}")
+        batch = later.shape[1]
+        flat_post, flat_pre = post.reshape(-1, post.shape[-1]), pre.reshape(-1, pre.shape[-1])
+        grad_W = -(flat_post.t() @ flat_pre) / batch
+        grad_b = -post.sum((0, 1)) / batch
+        temporal = ((earlier - later) * temporal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
+        equal_time = ((later - F) * equal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
+    return LocalUpdate(grad_W, grad_b, grad_sigma, loss, temporal.norm().item(), equal_time.norm().item())
+
+
+_LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64)))
+
+
+def write_gradients(network: RecurrentNetwork, update: LocalUpdate) -> None:
+    """Place the rule's gradients where an optimizer reads them (``.grad``), as autograd would."""
+    network.W.grad = update.grad_W.clone()
+    network.b.grad = update.grad_b.clone()
+    if update.grad_sigma_visible is not None:
+        network.sigma_visible.grad = update.grad_sigma_visible.clone()
+
+
+def temporal_term(pre_rate: torch.Tensor, post_before: torch.Tensor, post_after: torch.Tensor) -> torch.Tensor:
+    """The rule's temporal factor for one synapse over a sequence: sum_k pre_k (post_after_k - post_before_k).
+
+    Arguments are (steps,) sequences: presynaptic rate at the step's start, postsynaptic value at
+    the step's start and at its end, in the order the rule reads the chain.
+    """
+    return (pre_rate * (post_after - post_before)).sum()
+
+
+def learning_window(lags: torch.Tensor, membrane_steps: float = 5.0, order: str = "cooling",
+                    n_steps: int = 200) -> torch.Tensor:
+    """Weight change of one synapse for a presynaptic and a postsynaptic pulse separated by each lag.
+
+    Both units are leaky: a pulse at time t0 leaves exp(-(t - t0) / membrane_steps) for t >= t0.
+    A lag tau > 0 puts the presynaptic pulse tau steps before the postsynaptic one, in cooling
+    (generative) time. ``order="cooling"`` reads the pair as the rule does in generative time,
+    (pre now) x (post next - post now): STDP, positive for small tau > 0, negative for tau <= 0.
+    ``order="heating"`` puts the presynaptic pulse tau steps before the postsynaptic one in heating
+    time, the order in which the training chain visits them; the rule's change for that pair is
+    the cooling window at -tau, of opposite sign at every small lag: reverse STDP.
+    Returns (len(lags),) float64, in units of the peak rate squared.
+    """
+    time = torch.arange(-n_steps, n_steps + 1, dtype=torch.float64)
+    decay = lambda onset: torch.where(time >= onset, torch.exp(-(time - onset) / membrane_steps), 0.0)  # noqa: E731
+    window = []
+    for lag in lags.tolist():
+        pre, post = decay(0.0), decay(float(lag))
+        if order == "heating":
+            pre, post = pre.flip(0), post.flip(0)
+        elif order != "cooling":
+            raise ValueError(f"order must be 'cooling' or 'heating', got {order!r}")
+        window.append(temporal_term(pre[:-1], post[:-1], post[1:]))
+    return torch.stack(window)

@@ -1,0 +1,203 @@
+"""Matplotlib figures from a run log: training curves, weight symmetry, toy samples, image grids.
+
+Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas, never through pyplot, so no
+display is needed and the global backend of the caller is left alone. Logs are opened read-only with
+SWMR, so a live log, or one left by a killed writer, can be plotted. A metric or sample the log does
+not hold (absent, empty, or NaN-filled) is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+Density = Callable[[np.ndarray], np.ndarray]
+
+_GRID_POINTS = 200
+
+
+def _open_log(log_path: str | Path) -> h5py.File:
+    log_path = Path(log_path)
+    if not log_path.is_file():
+        raise FileNotFoundError(f"no run log at {log_path}")
+    return h5py.File(log_path, "r", swmr=True)
+
+
+def _output_folder(log_path: str | Path, out_dir: str | Path | None) -> Path:
+    folder = Path(log_path).parent if out_dir is None else Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def _read_metric(log: h5py.File, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, values) of /metrics/<name> with non-finite rows dropped; None if nothing is logged."""
+    dataset = log.get(f"metrics/{name}")
+    if dataset is None:
+        return None
+    rows = np.asarray(dataset[...], dtype=np.float64).reshape(-1, 2)
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    if len(rows) == 0:
+        return None
+    return rows[:, 0], rows[:, 1]
+
+
+def _read_samples(log: h5py.File, tag: str) -> np.ndarray | None:
+    """/samples/<tag> as float64 without its never-written (all-NaN) rows; None if nothing is there."""
+    dataset = log.get(f"samples/{tag}")
+    if dataset is None or dataset.size == 0:
+        return None
+    samples = np.asarray(dataset[...], dtype=np.float64)
+    samples = samples.reshape(len(samples), -1)
+    samples = samples[~np.isnan(samples).all(axis=1)]
+    return samples if len(samples) else None
+
+
+def plot_training(log_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """``curves.png`` (walkback loss, held-out bound vs step) and ``symmetry.png`` (cos(W, W^T) and the
+    norms of the symmetric and antisymmetric parts vs step). A panel whose metric is missing is left
+    out; a figure with no panels is not written. Returns the paths written."""
+    folder = _output_folder(log_path, out_dir)
+    with _open_log(log_path) as log:
+        curves = [
+            (_read_metric(log, "loss"), "walkback loss (nats)"),
+            (_read_metric(log, "bound"), "held-out bound (nats / example)"),
+        ]
+        symmetry = [
+            (_read_metric(log, "symmetry_cosine"), "cos(W, W^T)", None),
+            (_read_metric(log, "symmetric_norm"), "||(W + W^T)/2||_F", "symmetric"),
+            (_read_metric(log, "antisymmetric_norm"), "||(W - W^T)/2||_F", "antisymmetric"),
+        ]
+    written = []
+    curves = [(series, label) for series, label in curves if series is not None]
+    if curves:
+        figure = _new_figure(5.0 * len(curves), 3.5)
+        for axes, ((steps, values), label) in zip(figure.subplots(1, len(curves), squeeze=False)[0], curves):
+            axes.plot(steps, values)
+            axes.set_xlabel("step")
+            axes.set_ylabel(label)
+        written.append(_save(figure, folder / "curves.png"))
+    cosine, norms = symmetry[0], [entry for entry in symmetry[1:] if entry[0] is not None]
+    panels = int(cosine[0] is not None) + int(bool(norms))
+    if panels:
+        figure = _new_figure(5.0 * panels, 3.5)
+        axes_row = list(figure.subplots(1, panels, squeeze=False)[0])
+        if cosine[0] is not None:
+            axes = axes_row.pop(0)
+            axes.plot(*cosine[0])
+            axes.axhline(0.0, color="grey", linewidth=0.5)
+            axes.set_xlabel("step")
+            axes.set_ylabel(cosine[1])
+        if norms:
+            axes = axes_row.pop(0)
+            for (steps, values), label, short in norms:
+                axes.plot(steps, values, label=f"{short}: {label}")
+            axes.set_xlabel("step")
+            axes.set_ylabel("Frobenius norm")
+            axes.legend()
+        written.append(_save(figure, folder / "symmetry.png"))
+    return written
+
+
+def _grid_extent(*clouds: np.ndarray) -> tuple[float, float, float, float]:
+    points = np.concatenate(clouds)
+    low, high = np.percentile(points, [0.5, 99.5], axis=0)
+    margin = 0.1 * (high - low) + 1e-6
+    return low[0] - margin[0], high[0] + margin[0], low[1] - margin[1], high[1] + margin[1]
+
+
+def plot_toy_samples(
+    log_path: str | Path, out_dir: str | Path | None = None, density: Density | None = None
+) -> Path:
+    """``samples.png``: generated 2-D samples (/samples/final) scattered over the data density, beside
+    the data (/samples/data). The background is ``density`` evaluated on a grid, density: (m, 2) ->
+    (m,), when given, else a 2-D histogram of the data."""
+    folder = _output_folder(log_path, out_dir)
+    with _open_log(log_path) as log:
+        generated = _read_samples(log, "final")
+        data = _read_samples(log, "data")
+    if generated is None or generated.shape[1] != 2:
+        shape = None if generated is None else generated.shape
+        raise ValueError(f"{log_path}: /samples/final must hold 2-D points (n, 2); found {shape}")
+    if data is not None and data.shape[1] != 2:
+        raise ValueError(f"{log_path}: /samples/data must hold 2-D points (n, 2); found {data.shape}")
+    clouds = [generated] if data is None else [generated, data]
+    x_low, x_high, y_low, y_high = _grid_extent(*clouds)
+    figure = _new_figure(10.0, 4.8)
+    generated_axes, data_axes = figure.subplots(1, 2, sharex=True, sharey=True)
+    if density is not None:
+        xs = np.linspace(x_low, x_high, _GRID_POINTS)
+        ys = np.linspace(y_low, y_high, _GRID_POINTS)
+        grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+        values = np.asarray(density(grid), dtype=np.float64).reshape(_GRID_POINTS, _GRID_POINTS)
+        generated_axes.imshow(
+            values, origin="lower", extent=(x_low, x_high, y_low, y_high), aspect="auto", cmap="Blues"
+        )
+    elif data is not None:
+        generated_axes.hist2d(
+            data[:, 0], data[:, 1], bins=60, range=[[x_low, x_high], [y_low, y_high]], cmap="Blues"
+        )
+    generated_axes.scatter(generated[:, 0], generated[:, 1], s=2, color="tab:red", alpha=0.5)
+    generated_axes.set_title(f"generated ({len(generated)}) over data density")
+    if data is not None:
+        data_axes.scatter(data[:, 0], data[:, 1], s=2, color="tab:blue", alpha=0.5)
+        data_axes.set_title(f"data ({len(data)})")
+    else:
+        data_axes.set_title("data: not logged")
+    generated_axes.set_xlim(x_low, x_high)
+    generated_axes.set_ylim(y_low, y_high)
+    return _save(figure, folder / "samples.png")
+
+
+def plot_image_grid(images: np.ndarray, path: str | Path, n_cols: int = 10) -> Path:
+    """A grid of grey 28x28 images, images: (n, 784) or (n, 28, 28) with values in ~[0, 1] (clipped)."""
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 2 and images.shape[1] == 784:
+        images = images.reshape(-1, 28, 28)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
+        raise ValueError(f"images must be (n, 784) or (n, 28, 28) with n >= 1; got shape {images.shape}")
+    images = np.clip(np.nan_to_num(images), 0.0, 1.0)
+    n_cols = min(n_cols, len(images))
+    n_rows = -(-len(images) // n_cols)
+    canvas = np.ones((n_rows * 29 + 1, n_cols * 29 + 1))
+    for index, image in enumerate(images):
+        row, col = divmod(index, n_cols)
+        canvas[1 + 29 * row : 29 * (row + 1), 1 + 29 * col : 29 * (col + 1)] = image
+    figure = _new_figure(0.6 * n_cols + 0.2, 0.6 * n_rows + 0.2)
+    axes = figure.add_subplot()
+    axes.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_axis_off()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(figure, path)
+
+
+def plot_all(
+    log_path: str | Path, out_dir: str | Path | None = None, density: Density | None = None
+) -> list[Path]:
+    """Every figure the log supports: training curves and symmetry, then ``samples.png`` as a 2-D
+    scatter when /samples/final has 2 columns or as an image grid when it has 784."""
+    folder = _output_folder(log_path, out_dir)
+    written = plot_training(log_path, folder)
+    with _open_log(log_path) as log:
+        generated = _read_samples(log, "final")
+    if generated is not None and generated.shape[1] == 2:
+        written.append(plot_toy_samples(log_path, folder, density))
+    elif generated is not None and generated.shape[1] == 784:
+        written.append(plot_image_grid(generated[:100], folder / "samples.png"))
+    return written

@@ -1,0 +1,349 @@
+"""``python -m asymnet.run STUDY.yaml``: build, train with Variational Walkback, evaluate, log, plot.
+
+This module wires the pure math (operators, networks, schedule, walkback, plasticity, metrics) to
+the study file (study.py), the data (data/), the HDF5 log (runlog.py) and the figures (plots.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from asymnet import __version__, plasticity, plots, schedule, walkback
+from asymnet.data import DataError, Dataset, load_dataset
+from asymnet.metrics.quality import mmd2_rbf
+from asymnet.metrics.symmetry import weight_symmetry
+from asymnet.networks import MLPNetwork, RecurrentNetwork
+from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
+from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
+from asymnet.study import Study, StudyError, load_study, parse_study, replace_in
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class RunError(Exception):
+    """A request the run cannot carry out; the message says what and how to fix it."""
+
+
+class TrainingDiverged(Exception):
+    """The loss or the weights stopped being finite."""
+
+
+@dataclass
+class Model:
+    """Everything that learns or carries state across training steps."""
+
+    network: torch.nn.Module
+    operator: Operator
+    p_star: walkback.PStar
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    n_heating: int
+
+
+def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.dtype) -> Model:
+    """Network, operator, p*, optimizer and the training RNG, all from the study's seed."""
+    generator = torch.Generator(device="cpu").manual_seed(study.seed)
+    net_cfg, op_cfg = study.network, study.operator
+    if net_cfg.kind == "recurrent":
+        network = RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
+                                   net_cfg.init_scale, generator)
+    else:
+        network = MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
+                             net_cfg.temperature_conditioned, generator)
+    network = network.to(device=device, dtype=dtype)
+    if op_cfg.family == "gaussian":
+        operator = GaussianOperator(op_cfg.alpha, op_cfg.noise_scaling)
+    else:
+        operator = BernoulliOperator(op_cfg.alpha)
+    train_points = data.batch(data.train[:10000], generator, torch.float64)
+    sigma_max = study.walkback.sigma_max or train_points.var(0).mean().sqrt().item()
+    T_max = schedule.max_temperature(sigma_max, op_cfg.sigma, op_cfg.noise_scaling) if op_cfg.family == "gaussian" \
+        else 2.0 ** 4
+    optimizer = torch.optim.Adam(network.parameters(), lr=study.training.learning_rate)
+    p_star = walkback.PStar(network.n_units).to(device=device, dtype=dtype)
+    return Model(network, operator, p_star, optimizer, generator,
+                 schedule.n_heating_steps(T_max, study.walkback.heating_factor))
+
+
+def train_step(model: Model, study: Study, data: Dataset, device, dtype) -> dict[str, float]:
+    """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule."""
+    net, gen = model.network, model.generator
+    rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
+    x = data.batch(rows, gen, dtype).to(device)
+    n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
+    temperatures = schedule.heating_temperatures(n_extra, model.n_heating, study.walkback.heating_factor)
+    s0 = walkback.settle_hidden(net, model.operator, x, study.walkback.settle_steps, _on(gen, device))
+    states, drives = walkback.heating_trajectory_with_drives(net, model.operator, s0, temperatures, _on(gen, device))
+    model.optimizer.zero_grad(set_to_none=False)
+    if study.training.learning == "local":
+        update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives)
+        plasticity.write_gradients(net, update)
+        loss = update.loss
+        figures = {"stdp_temporal": update.temporal_norm, "stdp_equal_time": update.equal_time_norm}
+    else:
+        loss = walkback.walkback_losses(net, model.operator, states, temperatures).sum()
+        loss.backward()
+        figures = {}
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"the walkback loss became {loss.item()}")
+    model.optimizer.step()
+    model.p_star.update(states[-1], study.walkback.p_star_momentum)
+    return {"loss": loss.item(), **figures}
+
+
+def _on(generator: torch.Generator, device: torch.device) -> torch.Generator | None:
+    """The training generator where it can drive sampling (CPU); None (global CUDA RNG) on GPU."""
+    return generator if device.type == "cpu" else None
+
+
+def eval_temperatures(model: Model, study: Study) -> list[float]:
+    """The fixed schedule of generation and of the bound: n = n_extra_max steps at T = 1, then heating."""
+    return schedule.heating_temperatures(study.walkback.n_extra_max, model.n_heating, study.walkback.heating_factor)
+
+
+def held_out_bound(model: Model, study: Study, data: Dataset, device, dtype, step: int) -> float:
+    """Mean eq. 5 bound on the first n_bound held-out examples, nats per example (fresh RNG per step)."""
+    gen = torch.Generator().manual_seed(study.seed * 1_000_003 + step)
+    x = data.batch(data.test[: study.evaluation.n_bound], gen, dtype).to(device)
+    s0 = walkback.settle_hidden(model.network, model.operator, x, study.walkback.settle_steps, _on(gen, device))
+    bound = walkback.variational_bound(model.network, model.operator, model.p_star, s0,
+                                       eval_temperatures(model, study), _on(gen, device))
+    return bound.mean().item()
+
+
+def log_symmetry(log: RunLog, model: Model, step: int) -> None:
+    """cos(W, W^T) and the norms of W's symmetric and antisymmetric parts, with a W snapshot."""
+    W = getattr(model.network, "W", None)
+    if W is None:
+        return
+    figures = weight_symmetry(W.detach())
+    log.append("symmetry_cosine", step, figures.cosine)
+    log.append("symmetric_norm", step, figures.symmetric_norm)
+    log.append("antisymmetric_norm", step, figures.antisymmetric_norm)
+    log.snapshot("W", step, W.detach())
+
+
+def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype) -> dict[str, float]:
+    """Samples, the held-out bound, and the sample-quality figures of the dataset."""
+    gen = torch.Generator().manual_seed(study.seed + 7919)
+    n = study.evaluation.n_samples
+    samples = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study), n,
+                                _on(gen, device))[:, : data.n_visible].cpu()
+    log.write_samples("final", samples)
+    figures = {"bound": held_out_bound(model, study, data, device, dtype, study.training.steps)}
+    if data.toy is not None:
+        reference = data.test[:n].to(torch.float64)
+        log.write_samples("data", reference)
+        figures["mmd"] = mmd2_rbf(samples[: len(reference)], reference)
+        figures["mmd_baseline"] = mmd2_rbf(data.toy.sample(len(reference), gen), data.toy.sample(len(reference), gen))
+        figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
+        figures["data_log_density"] = data.toy.log_density(reference).mean().item()
+    for name, value in figures.items():
+        log.write_eval(name, value)
+    return figures
+
+
+def layout_for(study: Study, model: Model, data: Dataset) -> LogLayout:
+    """Every dataset this run will write, declared before the log goes live."""
+    metrics = ["loss", "wall_time", "bound"]
+    weights = {}
+    if isinstance(model.network, RecurrentNetwork):
+        metrics += ["symmetry_cosine", "symmetric_norm", "antisymmetric_norm"]
+        weights["W"] = tuple(model.network.W.shape)
+    if study.training.learning == "local":
+        metrics += ["stdp_temporal", "stdp_equal_time"]
+    samples = {"final": (study.evaluation.n_samples, data.n_visible)}
+    evals = ["bound"]
+    if data.toy is not None:
+        samples["data"] = (min(study.evaluation.n_samples, len(data.test)), data.n_visible)
+        evals += ["mmd", "mmd_baseline", "sample_log_density", "data_log_density"]
+    return LogLayout(tuple(metrics), weights, samples, tuple(evals))
+
+
+def save_checkpoint(path: Path, model: Model, step: int) -> None:
+    """Model, optimizer, p*, RNG state and step, written atomically (temp file, fsync, rename)."""
+    for value in model.network.state_dict().values():
+        if not torch.isfinite(value).all():
+            raise TrainingDiverged("the weights are no longer finite")
+    state = {
+        "step": step,
+        "network": model.network.state_dict(),
+        "optimizer": model.optimizer.state_dict(),
+        "p_star": model.p_star.state_dict(),
+        "generator": model.generator.get_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: Model) -> int:
+    """Restore what save_checkpoint wrote (no pickle: weights_only=True); returns the step."""
+    if not path.exists():
+        raise RunError(f"no checkpoint at {path}: this run stopped before its first checkpoint; start it again "
+                       "without --resume in a new --out directory")
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    model.network.load_state_dict(state["network"])
+    model.optimizer.load_state_dict(state["optimizer"])
+    model.p_star.load_state_dict(state["p_star"])
+    model.generator.set_state(state["generator"])
+    return int(state["step"])
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m asymnet.run", description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", help="study YAML file (omit with --resume: the log holds the study)")
+    parser.add_argument("--out", help="run directory (default runs/<study>/<time>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a study key, e.g. --set training.steps=100 (repeatable)")
+    parser.add_argument("--data", help="data folder (default: $ASYMNET_DATA, then ./data)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--seed", type=int, help="override the study's seed")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def resolve_study(args) -> tuple[Study, str, Path]:
+    """The study, the YAML text that records it, and the run directory; nothing is written yet."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        with open_log(run_dir) as log:
+            text = log.attrs["study_resolved"]
+        if args.overrides or args.seed is not None or args.study:
+            raise RunError("--resume continues a run exactly as it started: drop the study file, --set and --seed")
+        return parse_study(text, source=str(run_dir / LOG_NAME)), text, run_dir
+    if not args.study:
+        raise RunError("no study file given: python -m asymnet.run STUDY.yaml (or --resume RUN_DIR)")
+    study, text = load_study(args.study, args.overrides)
+    if args.seed is not None:
+        study = replace_in(study, "seed", args.seed)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.out) if args.out else Path("runs") / study.name / stamp
+    if (run_dir / LOG_NAME).exists():
+        raise RunError(f"{run_dir} already holds a run log; choose another --out, or continue it with --resume {run_dir}")
+    return study, text, run_dir
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but torch sees no CUDA device (torch.cuda.is_available() is "
+                       "False); use --device cpu or install a CUDA build of torch")
+    return torch.device(name)
+
+
+def run(args) -> Path:
+    study, text, run_dir = resolve_study(args)
+    device = pick_device(args.device)
+    dtype = getattr(torch, study.training.dtype)
+    data_gen = torch.Generator().manual_seed(study.seed + 104729)
+    data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, args.data, data_gen,
+                        study.data.binarize, study.data.download)
+    if study.training.learning == "local":
+        plasticity.check_supported(study)
+    model = build_model(study, data, device, dtype)
+    layout = layout_for(study, model, data)
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if args.resume:
+        start = load_checkpoint(checkpoint, model)
+        log = RunLog.resume(run_dir / LOG_NAME, layout, start)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        attrs = {"asymnet_version": __version__, "torch_version": torch.__version__, "seed": study.seed,
+                 "device": str(device), "study_yaml": text, "study_resolved": _resolved_yaml(study),
+                 "dtype": study.training.dtype, "noise_scaling": study.operator.noise_scaling,
+                 "n_heating_steps": model.n_heating, "created": datetime.datetime.now().isoformat()}
+        log = RunLog.create(run_dir / LOG_NAME, layout, attrs)
+        start = 0
+    with log:
+        try:
+            train(log, model, study, data, device, dtype, start, checkpoint, args.quiet)
+        except TrainingDiverged as error:
+            log.set_status(f"failed: {error}")
+            raise
+        final_evaluation(log, model, study, data, device, dtype)
+        log.set_status("finished")
+    plots.plot_all(run_dir / LOG_NAME, run_dir, density=_density(data))
+    return run_dir
+
+
+def train(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype, start: int, checkpoint: Path,
+          quiet: bool) -> None:
+    """The training loop: one Algorithm 1 minibatch per step, logging and checkpointing on schedule."""
+    every = study.logging
+    window: dict[str, list[float]] = {}
+    clock = time.perf_counter()
+    bar = tqdm(range(start + 1, study.training.steps + 1), initial=start, total=study.training.steps,
+               disable=quiet, unit="step", dynamic_ncols=True)
+    for step in bar:
+        try:
+            figures = train_step(model, study, data, device, dtype)
+        except TrainingDiverged as error:
+            raise TrainingDiverged(f"step {step}: {error}; the last good checkpoint is kept in {checkpoint}") from None
+        for name, value in figures.items():
+            window.setdefault(name, []).append(value)
+        if step % every.metrics_every == 0 or step == study.training.steps:
+            for name, values in window.items():
+                log.append(name, step, sum(values) / len(values))
+            log.append("wall_time", step, time.perf_counter() - clock)
+            bar.set_postfix(loss=f"{window['loss'][-1]:.3f}")
+            window.clear()
+        if step % every.weights_every == 0 or step == study.training.steps:
+            log_symmetry(log, model, step)
+        if step % every.eval_every == 0:
+            log.append("bound", step, held_out_bound(model, study, data, device, dtype, step))
+        if step % every.checkpoint_every == 0 or step == study.training.steps:
+            log.flush()
+            try:
+                save_checkpoint(checkpoint, model, step)
+            except TrainingDiverged as error:
+                raise TrainingDiverged(f"step {step}: {error}; the last good checkpoint is kept in {checkpoint}")
+        elif step % every.metrics_every == 0:
+            log.flush()
+    bar.close()
+
+
+def _resolved_yaml(study: Study) -> str:
+    import yaml
+
+    from asymnet.study import study_to_dict
+
+    return yaml.safe_dump(study_to_dict(study), sort_keys=False)
+
+
+def _density(data: Dataset):
+    if data.toy is None:
+        return None
+    return lambda points: data.toy.log_density(torch.as_tensor(points, dtype=torch.float64)).exp().numpy()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run_dir = run(args)
+    except (StudyError, DataError, LogError, RunError, plasticity.PlasticityError) as error:
+        print(f"asymnet.run: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"asymnet.run: error: training diverged at {error}. Lower training.learning_rate or "
+              "operator.alpha and start again; the log stays readable.", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"run written to {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,322 @@
+"""A study YAML file as typed, frozen configuration objects.
+
+This module alone knows YAML. ``load_study`` turns a file (plus ``--set key.sub=value``
+overrides) into a :class:`Study`; every unknown key, wrong type and out-of-range value is a
+:class:`StudyError` whose message names the key, its line in the file, the value, and what is
+allowed (for an unknown key: the nearest valid spelling). ``parse_study`` does the same for text,
+``replace_in`` for one programmatic override, and ``study_to_dict`` gives the plain nested dict.
+
+Range checks live beside each field, in ``metadata["check"]``, as one of
+``"positive"`` (> 0), ``"non_negative"`` (>= 0), ``"unit_open_closed"`` (in (0, 1]),
+``"at_least_one"`` (>= 1), ``"above_one"`` (> 1), or a tuple of allowed strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import get_type_hints
+
+import yaml
+
+
+def _check(rule, default):
+    return field(default=default, metadata={"check": rule})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset and how much of it."""
+
+    name: str = _check(("spiral", "circle", "mog", "mnist"), "spiral")
+    n_train: int = _check("positive", 20000)
+    n_test: int = _check("positive", 2000)
+    binarize: bool = False
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The network F of the transition operator (DESIGN.md, sec. operators)."""
+
+    kind: str = _check(("recurrent", "mlp"), "recurrent")
+    n_hidden: int = _check("non_negative", 64)
+    phi: str = _check(("tanh", "sigmoid", "relu", "identity", "softplus"), "tanh")
+    init_scale: float = _check("non_negative", 1.0)
+    mlp_width: int = _check("positive", 256)
+    mlp_depth: int = _check("positive", 2)
+    temperature_conditioned: bool = True
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Noise family, leak alpha and T = 1 noise level (paper sec. 3.3)."""
+
+    family: str = _check(("gaussian", "bernoulli"), "gaussian")
+    alpha: float = _check("unit_open_closed", 0.5)
+    sigma: float = _check("positive", 0.1)
+    learn_sigma: bool = True
+    noise_scaling: str = _check(("sqrt_T", "T"), "sqrt_T")
+
+
+@dataclass(frozen=True)
+class WalkbackConfig:
+    """Algorithm 1: extra T = 1 steps n ~ U{0..n_extra_max}, the heating factor (2: T doubles each
+    step), hidden settling, p* tracking; sigma_max = 0 means the data's standard deviation."""
+
+    n_extra_max: int = _check("non_negative", 4)
+    heating_factor: float = _check("above_one", 2.0)
+    settle_steps: int = _check("non_negative", 10)
+    p_star_momentum: float = _check("unit_open_closed", 0.05)
+    sigma_max: float = _check("non_negative", 0.0)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation."""
+
+    steps: int = _check("positive", 2000)
+    batch_size: int = _check("positive", 128)
+    learning_rate: float = _check("positive", 1e-3)
+    learning: str = _check(("autograd", "local"), "autograd")
+    dtype: str = _check(("float32", "float64"), "float32")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """How often the run log gets a metric row, a weight snapshot, a checkpoint, an evaluation."""
+
+    metrics_every: int = _check("positive", 20)
+    weights_every: int = _check("positive", 200)
+    checkpoint_every: int = _check("positive", 200)
+    eval_every: int = _check("positive", 500)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Final figures: generated samples and held-out bound."""
+
+    n_samples: int = _check("positive", 2000)
+    n_bound: int = _check("positive", 1000)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study file."""
+
+    name: str = "study"
+    seed: int = _check("non_negative", 0)
+    data: DataConfig = field(default_factory=DataConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
+    walkback: WalkbackConfig = field(default_factory=WalkbackConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+class StudyError(Exception):
+    """A study file or override that cannot become a :class:`Study`; the message says where and the fix."""
+
+
+def load_study(path, overrides: Sequence[str] = ()) -> tuple[Study, str]:
+    """Read the study file at ``path``, apply ``--set key.sub=value`` overrides, validate.
+
+    Returns the study and the YAML text that ran: the file text, followed by one
+    ``# --set key=value`` comment line per override when there are any.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"no study file at {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{path}: not UTF-8 text (bad byte at offset {error.start})") from None
+    study = parse_study(text, str(path), overrides)
+    if overrides:
+        separator = "\n" if text and not text.endswith("\n") else ""
+        text += separator + "# overrides given with --set:\n" + "".join(f"# --set {o}\n" for o in overrides)
+    return study, text
+
+
+def parse_study(text: str, source: str = "<string>", overrides: Sequence[str] = ()) -> Study:
+    """Validate study YAML ``text``; ``source`` names it in messages (``name`` defaults to its stem)."""
+    if isinstance(overrides, str):
+        raise TypeError("overrides must be a sequence of 'key=value' strings, not one string")
+    lines: dict[str, int] = {}
+    values = _check_section(Study, _read_yaml(text, source, lines), "", lambda path: f"{source}:{lines[path]}: ")
+    if "name" not in values and not source.startswith("<"):
+        values["name"] = Path(source).stem
+    for item in overrides:
+        key, equals, raw = item.partition("=")
+        where = f"--set {item}: "
+        if not equals or not key.strip():
+            raise StudyError(f"{where}expected key=value, e.g. --set training.steps=50")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise StudyError(f"{where}value {raw!r} is not valid YAML ({getattr(error, 'problem', None) or error})") from None
+        _set(values, key.strip(), value, where)
+    return _build(Study, values)
+
+
+def study_to_dict(study: Study) -> dict:
+    """The study as a plain nested dict; ``parse_study(yaml.safe_dump(d))`` gives it back."""
+    return asdict(study)
+
+
+def replace_in(study: Study, dotted_key: str, value) -> Study:
+    """A copy of ``study`` with ``dotted_key`` (e.g. ``"operator.alpha"``) set to ``value``, validated.
+
+    A section key takes a mapping (or a config object) and sets just the keys it names.
+    """
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    values = study_to_dict(study)
+    _set(values, dotted_key, value, "")
+    return _build(Study, values)
+
+
+# rule: (test, allowed range with {} for the key's name, what an integer field must be)
+_RULES = {
+    "positive": (lambda x: x > 0, "{} > 0", "a positive integer"),
+    "non_negative": (lambda x: x >= 0, "{} >= 0", "a non-negative integer"),
+    "unit_open_closed": (lambda x: 0 < x <= 1, "0 < {} <= 1", "an integer in (0, 1]"),
+    "at_least_one": (lambda x: x >= 1, "{} >= 1", "an integer >= 1"),
+    "above_one": (lambda x: x > 1, "{} > 1", "an integer > 1"),
+}
+
+
+def _join(prefix, key) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _read_yaml(text, source, lines) -> dict:
+    """The top-level mapping as nested dicts; ``lines`` gets the line of every key path."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            found = "a list" if isinstance(node, yaml.SequenceNode) else f"the value {loader.construct_object(node)!r}"
+            raise StudyError(f"{source}:{node.start_mark.line + 1}: a study must be a mapping of keys "
+                             f"(e.g. 'training:' with 'steps: 2000' under it), not {found}")
+        return _mapping_node(loader, node, "", source, lines)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise StudyError(f"{where}: not valid YAML: {getattr(error, 'problem', None) or error}") from None
+    finally:
+        loader.dispose()
+
+
+def _mapping_node(loader, node, prefix, source, lines) -> dict:
+    values = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        path = _join(prefix, key)
+        line = key_node.start_mark.line + 1
+        if path in lines:
+            raise StudyError(f"{source}:{line}: duplicate key '{path}' (first given on line {lines[path]})")
+        lines[path] = line
+        if isinstance(value_node, yaml.MappingNode):
+            values[key] = _mapping_node(loader, value_node, path, source, lines)
+        else:
+            values[key] = loader.construct_object(value_node, deep=True)
+    return values
+
+
+def _check_section(cls, values: dict, prefix: str, where) -> dict:
+    """Validated copy of ``values`` (only the keys given) for config class ``cls``; ``where(path)`` places a key."""
+    hints = get_type_hints(cls)
+    rules = {f.name: f.metadata.get("check") for f in fields(cls)}
+    checked = {}
+    for key, value in values.items():
+        path = _join(prefix, key)
+        if key not in rules:
+            raise StudyError(where(path) + _unknown_key(cls, key, path))
+        kind = hints[key]
+        if is_dataclass(kind):
+            if not isinstance(value, dict):
+                keys = ", ".join(sorted(f.name for f in fields(kind)))
+                raise StudyError(f"{where(path)}{path} = {value!r} is not a section (expected a mapping of keys: {keys})")
+            checked[key] = _check_section(kind, value, path, where)
+        else:
+            checked[key] = _check_value(kind, rules[key], value, path, where(path))
+    return checked
+
+
+def _unknown_key(cls, key, path) -> str:
+    names = [f.name for f in fields(cls)]
+    nearest = difflib.get_close_matches(str(key), names, n=1)
+    hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
+    return f"unknown key '{path}'{hint} (valid keys: {', '.join(sorted(names))})"
+
+
+def _check_value(kind, rule, value, path, where):
+    shown = f"{where}{path} = {value!r}"
+    if isinstance(rule, tuple):
+        if value not in rule:
+            raise StudyError(f"{shown} is not one of: {', '.join(rule)}")
+        return value
+    if kind is bool or kind is str:
+        if not isinstance(value, kind):
+            raise StudyError(f"{shown} is not a {'boolean (expected true or false)' if kind is bool else 'string'}")
+        return value
+    test, allowed, integer = _RULES[rule] if rule else (lambda x: True, None, "an integer")
+    allowed = allowed and allowed.format(path.rpartition(".")[2])
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            raise StudyError(f"{shown} is not an integer (write {int(value)}, without a decimal point; expected {integer})")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StudyError(f"{shown} is not an integer (expected {integer})")
+        number = value
+    else:
+        number = _as_float(value)
+        if number is None or not math.isfinite(number):
+            raise StudyError(f"{shown} is not a finite number (expected a number{' with ' + allowed if allowed else ''})")
+    if not test(number):
+        raise StudyError(f"{shown} is out of range (allowed: {allowed})")
+    return number
+
+
+def _as_float(value) -> float | None:
+    """ints, floats, and strings such as '1e-3' (which PyYAML, following YAML 1.1, leaves as text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _set(values: dict, dotted_key: str, value, where: str) -> None:
+    """Validate ``value`` for ``dotted_key`` and merge it into the nested ``values``."""
+    *sections, leaf = dotted_key.split(".")
+    cls, target, prefix = Study, values, ""
+    for part in sections:
+        prefix = _join(prefix, part)
+        kind = get_type_hints(cls).get(part)
+        if kind is None:
+            raise StudyError(where + _unknown_key(cls, part, prefix))
+        if not is_dataclass(kind):
+            raise StudyError(f"{where}{prefix} is a value, not a section, so '{dotted_key}' names nothing")
+        cls, target = kind, target.setdefault(part, {})
+    _merge(target, _check_section(cls, {leaf: value}, prefix, lambda path: where))
+
+
+def _merge(target: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict):
+            _merge(target.setdefault(key, {}), value)
+        else:
+            target[key] = value
+
+
+def _build(cls, values: dict):
+    hints = get_type_hints(cls)
+    return cls(**{k: _build(hints[k], v) if is_dataclass(hints[k]) else v for k, v in values.items()})

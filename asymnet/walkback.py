@@ -1,0 +1,153 @@
+"""Variational Walkback (Goyal et al. 2017, Algorithm 1): heating trajectories, the per-step loss,
+the Gaussian p* at the hot end, generation by cooling, and the variational bound (eq. 5).
+
+States are (batch, n_units) tensors holding the visible units first, then the hidden ones.
+``temperatures`` is [T_1, ..., T_K] from :mod:`asymnet.schedule`; step t maps s_{t-1} to s_t at T_t.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from asymnet.operators import Drive, Operator
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def settle_hidden(
+    network: nn.Module, operator: Operator, x: torch.Tensor, steps: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """s_0 = (x, h_0): h_0 drawn by running the T = 1 chain ``steps`` times with x clamped (paper sec. 6.5).
+
+    x: (batch, n_visible). Hidden units start at 0. Returns (batch, n_units) without gradient; the
+    visible part is x itself at every step.
+    """
+    n_hidden = network.n_units - x.shape[1]
+    s = torch.cat([x, x.new_zeros(x.shape[0], n_hidden)], dim=1)
+    if n_hidden == 0:
+        return s
+    with torch.no_grad():
+        for _ in range(steps):
+            s = operator.sample(s, network(s, 1.0), 1.0, generator)
+            s[:, : x.shape[1]] = x
+    return s
+
+
+def heating_trajectory(
+    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float], generator
+) -> list[torch.Tensor]:
+    """[s_0, s_1, ..., s_K] with s_t ~ p_{T_t}(. | s_{t-1}) (Algorithm 1, line 6). No gradient."""
+    return heating_trajectory_with_drives(network, operator, s0, temperatures, generator)[0]
+
+
+def heating_trajectory_with_drives(
+    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float], generator
+) -> tuple[list[torch.Tensor], list[Drive]]:
+    """The heating trajectory and the drives F(s_t, T_{t+1}) that sampled it, t = 0..K-1. No gradient.
+
+    For a network that ignores T these are the drives at s_1..s_{K-1} that the walk back needs too,
+    which the local rule reuses instead of recomputing.
+    """
+    states, drives = [s0], []
+    with torch.no_grad():
+        for T in temperatures:
+            drives.append(network(states[-1], T))
+            states.append(operator.sample(states[-1], drives[-1], T, generator))
+    return states, drives
+
+
+def walkback_losses(
+    network: nn.Module, operator: Operator, states: list[torch.Tensor], temperatures: list[float]
+) -> torch.Tensor:
+    """loss_t = -log p_{T_t}(s_{t-1} | s_t), averaged over the batch, for t = 1..K: shape (K,), nats.
+
+    Gradient flows into the network's parameters only, never through the sampled states (one step of
+    credit assignment, Algorithm 1 line 7).
+    """
+    losses = []
+    for t, T in enumerate(temperatures, start=1):
+        drive = network(states[t], T)
+        losses.append(-operator.log_prob(states[t - 1], states[t], drive, T).mean())
+    return torch.stack(losses)
+
+
+class PStar(nn.Module):
+    """The diagonal Gaussian p* at the hot end of the chain, tracking s_K (Algorithm 1, line 9).
+
+    Exponential moving averages of the first and second moments of s_K with rate ``momentum``;
+    the first update sets them to that batch's moments exactly.
+    """
+
+    def __init__(self, n_units: int):
+        super().__init__()
+        self.register_buffer("first_moment", torch.zeros(n_units))
+        self.register_buffer("second_moment", torch.ones(n_units))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.first_moment
+
+    @property
+    def var(self) -> torch.Tensor:
+        return (self.second_moment - self.first_moment**2).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def update(self, s_K: torch.Tensor, momentum: float) -> None:
+        """Move the moments towards those of s_K (batch, n_units)."""
+        rate = 1.0 if self.updates.item() == 0 else momentum
+        self.first_moment.lerp_(s_K.mean(0), rate)
+        self.second_moment.lerp_(s_K.pow(2).mean(0), rate)
+        self.updates += 1
+
+    def sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """(n, n_units) draws from N(mean, diag(var))."""
+        noise = torch.randn((n, self.mean.shape[0]), generator=generator, dtype=self.mean.dtype, device=self.mean.device)
+        return self.mean + self.var.sqrt() * noise
+
+    def log_prob(self, s: torch.Tensor) -> torch.Tensor:
+        """log p*(s) in nats, shape (batch,)."""
+        return (-0.5 * (s - self.mean).pow(2) / self.var - 0.5 * self.var.log() - 0.5 * LOG_2PI).sum(-1)
+
+
+@torch.no_grad()
+def generate(
+    network: nn.Module,
+    operator: Operator,
+    p_star: PStar,
+    temperatures: list[float],
+    n: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """s_0 of a cooling chain: s_K ~ p*, then s_{t-1} ~ p_{T_t}(. | s_t) for t = K..1. Shape (n, n_units)."""
+    s = p_star.sample(n, generator)
+    for T in reversed(temperatures):
+        s = operator.sample(s, network(s, T), T, generator)
+    return s
+
+
+@torch.no_grad()
+def variational_bound(
+    network: nn.Module,
+    operator: Operator,
+    p_star: PStar,
+    s0: torch.Tensor,
+    temperatures: list[float],
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """One-sample estimate of the lower bound of eq. 5 on log p(s_0), nats, shape (batch,):
+
+    log p*(s_K) + sum_t [log p_{T_t}(s_{t-1} | s_t) - log p_{T_t}(s_t | s_{t-1})],  s_{1..K} ~ heating.
+    With hidden units s_0 = (x, h_0), so this bounds the joint log p(x, h_0).
+    """
+    states = heating_trajectory(network, operator, s0, temperatures, generator)
+    bound = p_star.log_prob(states[-1])
+    for t, T in enumerate(temperatures, start=1):
+        backward: Drive = network(states[t], T)
+        forward: Drive = network(states[t - 1], T)
+        bound = bound + operator.log_prob(states[t - 1], states[t], backward, T)
+        bound = bound - operator.log_prob(states[t], states[t - 1], forward, T)
+    return bound

@@ -1,0 +1,124 @@
+"""The local STDP / reverse-STDP rule equals autograd's VW gradient, and its learning window."""
+
+import pytest
+import torch
+
+from asymnet import plasticity, schedule, walkback
+from asymnet.networks import RecurrentNetwork
+from asymnet.operators import BernoulliOperator, GaussianOperator
+
+
+def _network(n_visible=5, n_hidden=4, phi="tanh", learn_sigma=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    net = RecurrentNetwork(n_visible, n_hidden, phi=phi, sigma_init=0.3, learn_sigma=learn_sigma, generator=gen).double()
+    with torch.no_grad():
+        net.b.copy_(torch.randn(net.n_units, generator=gen, dtype=torch.float64) * 0.3)
+        net.sigma_visible.add_(torch.randn(n_visible, generator=gen, dtype=torch.float64) * 0.2)
+    return net, gen
+
+
+def _trajectory(net, operator, gen, temperatures, binary=False):
+    x = torch.rand(16, net.n_visible, generator=gen, dtype=torch.float64)
+    if binary:
+        x = (x > 0.5).double()
+    s0 = walkback.settle_hidden(net, operator, x, 3, gen)
+    return walkback.heating_trajectory_with_drives(net, operator, s0, temperatures, gen)
+
+
+def _autograd(net, operator, states, temperatures):
+    net.zero_grad()
+    loss = walkback.walkback_losses(net, operator, states, temperatures).sum()
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+
+
+def _relative_error(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("noise_scaling", ["sqrt_T", "T"])
+@pytest.mark.parametrize("temperatures", [[1.0], [4.0], [1.0, 1.0, 2.0, 4.0, 8.0, 16.0]])
+@pytest.mark.parametrize("alpha", [0.3, 1.0])
+def test_gaussian_rule_equals_autograd_gradient(noise_scaling, temperatures, alpha):
+    net, gen = _network()
+    operator = GaussianOperator(alpha, noise_scaling)
+    states, drives = _trajectory(net, operator, gen, temperatures)
+    loss, grads = _autograd(net, operator, states, temperatures)
+    update = plasticity.trajectory_update(net, operator, states, temperatures, drives)
+    assert torch.allclose(update.loss, loss, rtol=1e-12)
+    assert _relative_error(update.grad_W, grads["W"]) < 1e-10
+    assert _relative_error(update.grad_b, grads["b"]) < 1e-10
+    assert _relative_error(update.grad_sigma_visible, grads["sigma_visible"]) < 1e-10
+
+
+@pytest.mark.parametrize("phi", ["sigmoid", "identity"])
+@pytest.mark.parametrize("temperatures", [[1.0], [1.0, 2.0, 4.0]])
+def test_bernoulli_rule_equals_autograd_gradient(phi, temperatures):
+    net, gen = _network(phi=phi, learn_sigma=False)
+    operator = BernoulliOperator(0.6)
+    states, drives = _trajectory(net, operator, gen, temperatures, binary=True)
+    loss, grads = _autograd(net, operator, states, temperatures)
+    update = plasticity.trajectory_update(net, operator, states, temperatures, drives)
+    assert torch.allclose(update.loss, loss, rtol=1e-12)
+    assert _relative_error(update.grad_W, grads["W"]) < 1e-10
+    assert _relative_error(update.grad_b, grads["b"]) < 1e-10
+    assert update.grad_sigma_visible is None
+
+
+def test_rule_without_reused_drives_is_the_same():
+    net, gen = _network()
+    operator = GaussianOperator(0.5)
+    temperatures = schedule.heating_temperatures(2, 3)
+    states, drives = _trajectory(net, operator, gen, temperatures)
+    reused = plasticity.trajectory_update(net, operator, states, temperatures, drives)
+    fresh = plasticity.trajectory_update(net, operator, states, temperatures)
+    assert torch.equal(reused.grad_W, fresh.grad_W)
+
+
+def test_temporal_and_equal_time_terms_sum_to_the_update():
+    net, gen = _network(learn_sigma=False)
+    operator = GaussianOperator(0.5)
+    temperatures = [1.0, 2.0]
+    states, drives = _trajectory(net, operator, gen, temperatures)
+    update = plasticity.trajectory_update(net, operator, states, temperatures, drives)
+    # rebuild the two terms by hand and check their sum is -grad_W
+    later, earlier = torch.stack(states[1:]), torch.stack(states[:-1])
+    F = torch.stack([net(s).mu for s in states[1:]]).detach()
+    T = torch.tensor(temperatures, dtype=torch.float64).view(-1, 1, 1)
+    precision = (T.sqrt() * torch.nn.functional.softplus(net.sigma.detach())).pow(-2)
+    pre = net.phi(later)
+    temporal = torch.einsum("kbi,kbj->ij", 0.5 * (earlier - later) * precision, pre) / 16
+    equal_time = torch.einsum("kbi,kbj->ij", 0.25 * (later - F) * precision, pre) / 16
+    assert torch.allclose(temporal + equal_time, -update.grad_W, rtol=1e-10, atol=1e-12)
+    assert update.temporal_norm == pytest.approx(temporal.norm().item(), rel=1e-10)
+    assert update.equal_time_norm == pytest.approx(equal_time.norm().item(), rel=1e-10)
+
+
+def test_learning_window_is_stdp_in_cooling_order():
+    lags = torch.arange(-30, 31)
+    window = plasticity.learning_window(lags, membrane_steps=4.0, order="cooling")
+    small_positive = window[(lags > 0) & (lags <= 3)]
+    small_negative = window[(lags < 0) & (lags >= -3)]
+    assert (small_positive > 0).all() and (small_negative < 0).all()
+    assert window[lags.abs() >= 30].abs().max() < 1e-2 * window.abs().max()
+    # closed form for leaky pulses, r = exp(-1 / tau_m): r^(lag - 1) / (1 + r) for lag > 0
+    r = torch.exp(torch.tensor(-1 / 4.0, dtype=torch.float64))
+    assert window[lags == 2].item() == pytest.approx((r / (1 + r)).item(), rel=1e-12)
+    assert window[lags == -2].item() == pytest.approx((-(r**2) / (1 + r)).item(), rel=1e-12)
+
+
+def test_learning_window_is_reverse_stdp_in_heating_order():
+    lags = torch.arange(-5, 6)
+    cooling = plasticity.learning_window(lags, order="cooling")
+    heating = plasticity.learning_window(lags, order="heating")
+    nonzero = lags != 0
+    assert (torch.sign(heating[nonzero]) == -torch.sign(cooling[nonzero])).all()
+    assert torch.allclose(heating, cooling.flip(0), rtol=1e-12)
+
+
+def test_local_rule_refuses_mlp_study():
+    from asymnet.study import parse_study
+
+    study = parse_study("network: {kind: mlp}\ntraining: {learning: local}\n")
+    with pytest.raises(plasticity.PlasticityError, match="learning: local needs network.kind: recurrent"):
+        plasticity.check_supported(study)

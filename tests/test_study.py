@@ -1,0 +1,194 @@
+"""The study loader: exact error messages at the YAML boundary, defaults, overrides, round trip."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from asymnet.study import (
+    OperatorConfig,
+    Study,
+    StudyError,
+    load_study,
+    parse_study,
+    replace_in,
+    study_to_dict,
+)
+
+
+def error_of(text, overrides=()):
+    with pytest.raises(StudyError) as caught:
+        parse_study(text, "spiral.yaml", overrides)
+    return str(caught.value)
+
+
+def test_unknown_top_level_key_names_nearest_spelling_and_valid_keys():
+    assert error_of("seed: 1\ntrainig:\n  steps: 5\n") == (
+        "spiral.yaml:2: unknown key 'trainig'; did you mean 'training'? (valid keys: data, evaluation, "
+        "logging, name, network, operator, seed, training, walkback)"
+    )
+
+
+def test_unknown_nested_key_with_typo_gives_its_line_and_nearest_key():
+    text = "name: spiral\nseed: 3\n\noperator:\n  family: gaussian\n  # leak\n  alhpa: 0.3\n"
+    assert error_of(text) == (
+        "spiral.yaml:7: unknown key 'operator.alhpa'; did you mean 'alpha'? "
+        "(valid keys: alpha, family, learn_sigma, noise_scaling, sigma)"
+    )
+
+
+def test_unknown_key_without_close_match_lists_valid_keys_only():
+    assert error_of("walkback: {zzz: 1}") == (
+        "spiral.yaml:1: unknown key 'walkback.zzz' (valid keys: n_extra_max, p_star_momentum, "
+        "settle_steps, sigma_max)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("training:\n  steps: many\n", "spiral.yaml:2: training.steps = 'many' is not an integer (expected a positive integer)"),
+        ("training:\n  steps: true\n", "spiral.yaml:2: training.steps = True is not an integer (expected a positive integer)"),
+        ("training:\n  steps: 1.5\n", "spiral.yaml:2: training.steps = 1.5 is not an integer (expected a positive integer)"),
+        (
+            "training:\n  steps: 2000.0\n",
+            "spiral.yaml:2: training.steps = 2000.0 is not an integer (write 2000, without a decimal point; "
+            "expected a positive integer)",
+        ),
+        (
+            "seed: 1\nnetwork: [1, 2]\n",
+            "spiral.yaml:2: network = [1, 2] is not a section (expected a mapping of keys: init_scale, kind, "
+            "mlp_depth, mlp_width, n_hidden, phi, temperature_conditioned)",
+        ),
+        ("data: {binarize: 1}", "spiral.yaml:1: data.binarize = 1 is not a boolean (expected true or false)"),
+        ("name: 5", "spiral.yaml:1: name = 5 is not a string"),
+        (
+            "operator: {sigma: wide}",
+            "spiral.yaml:1: operator.sigma = 'wide' is not a finite number (expected a number with sigma > 0)",
+        ),
+    ],
+)
+def test_wrong_type_names_key_line_value_and_expectation(text, message):
+    assert error_of(text) == message
+
+
+@pytest.mark.parametrize("alpha", ["0", "1.5", "-0.1"])
+def test_alpha_outside_unit_open_closed_interval_is_rejected(alpha):
+    assert error_of(f"operator:\n  family: gaussian\n  alpha: {alpha}\n") == (
+        f"spiral.yaml:3: operator.alpha = {alpha} is out of range (allowed: 0 < alpha <= 1)"
+    )
+
+
+def test_alpha_of_exactly_one_is_allowed():
+    assert parse_study("operator: {alpha: 1}").operator.alpha == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data: {n_train: -5}", "spiral.yaml:1: data.n_train = -5 is out of range (allowed: n_train > 0)"),
+        ("training: {batch_size: 0}", "spiral.yaml:1: training.batch_size = 0 is out of range (allowed: batch_size > 0)"),
+        ("network: {n_hidden: -1}", "spiral.yaml:1: network.n_hidden = -1 is out of range (allowed: n_hidden >= 0)"),
+    ],
+)
+def test_negative_or_zero_sizes_are_out_of_range(text, message):
+    assert error_of(text) == message
+
+
+def test_bad_choice_lists_allowed_strings():
+    assert error_of("operator:\n  noise_scaling: sqrtT\n") == (
+        "spiral.yaml:2: operator.noise_scaling = 'sqrtT' is not one of: sqrt_T, T"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- 1\n- 2\n", "spiral.yaml:1: a study must be a mapping of keys (e.g. 'training:' with 'steps: 2000' under it), not a list"),
+        ("seed: 1\ntraining: [\n", "spiral.yaml:3: not valid YAML: expected the node content, but found '<stream end>'"),
+        ("seed: 1\nseed: 2\n", "spiral.yaml:2: duplicate key 'seed' (first given on line 1)"),
+    ],
+)
+def test_malformed_file_is_one_error_with_its_line(text, message):
+    assert error_of(text) == message
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.steps", "--set training.steps: expected key=value, e.g. --set training.steps=50"),
+        (
+            "training.stepz=3",
+            "--set training.stepz=3: unknown key 'training.stepz'; did you mean 'steps'? "
+            "(valid keys: batch_size, dtype, learning, learning_rate, steps)",
+        ),
+        (
+            "trainig.steps=3",
+            "--set trainig.steps=3: unknown key 'trainig'; did you mean 'training'? (valid keys: data, "
+            "evaluation, logging, name, network, operator, seed, training, walkback)",
+        ),
+        ("training.steps=many", "--set training.steps=many: training.steps = 'many' is not an integer (expected a positive integer)"),
+        ("training.steps.x=1", "--set training.steps.x=1: training.steps is a value, not a section, so 'training.steps.x' names nothing"),
+    ],
+)
+def test_bad_override_is_named_in_the_error(override, message):
+    assert error_of("seed: 1", [override]) == message
+
+
+def test_good_overrides_are_applied_over_the_file_and_parse_floats_from_text():
+    study = parse_study(
+        "training:\n  steps: 10\n  learning_rate: 1e-3\n",
+        overrides=["training.steps=50", "training.batch_size=32", "operator={alpha: 0.25}"],
+    )
+    assert study.training.steps == 50 and type(study.training.steps) is int
+    assert study.training.batch_size == 32
+    assert study.training.learning_rate == 1e-3 and type(study.training.learning_rate) is float
+    assert study.operator == OperatorConfig(alpha=0.25)
+    assert parse_study("", overrides=["training.learning_rate=1e-4"]).training.learning_rate == 1e-4
+
+
+def test_missing_keys_take_defaults_and_name_defaults_to_file_stem(tmp_path):
+    path = tmp_path / "spiral.yaml"
+    path.write_text("seed: 7\n")
+    study, text = load_study(path)
+    assert text == "seed: 7\n"
+    assert study == dataclasses.replace(Study(), name="spiral", seed=7)
+    assert parse_study("") == Study()
+    assert parse_study("name: run1", "spiral.yaml").name == "run1"
+
+
+def test_loaded_text_records_overrides_as_comments(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("seed: 7")
+    study, text = load_study(path, ["training.steps=50", "seed=2"])
+    assert study.seed == 2 and study.training.steps == 50
+    assert text == "seed: 7\n# overrides given with --set:\n# --set training.steps=50\n# --set seed=2\n"
+    assert yaml.safe_load(text) == {"seed": 7}
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(StudyError, match=r"^no study file at .*nowhere\.yaml$"):
+        load_study(tmp_path / "nowhere.yaml")
+
+
+def test_study_is_frozen():
+    study = Study()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        study.seed = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        study.operator.alpha = 0.9
+
+
+def test_replace_in_validates_like_the_file():
+    study = replace_in(Study(), "operator.alpha", 1)
+    assert study.operator.alpha == 1.0 and Study().operator.alpha == 0.5
+    assert replace_in(study, "training", {"steps": 9}).training.steps == 9
+    with pytest.raises(StudyError, match=r"^operator\.alpha = 0 is out of range \(allowed: 0 < alpha <= 1\)$"):
+        replace_in(study, "operator.alpha", 0)
+
+
+def test_round_trip_through_plain_dict_and_yaml():
+    study = parse_study("name: r\nseed: 4\noperator: {alpha: 0.3, family: bernoulli}\ntraining: {learning_rate: 2.5e-5}\n")
+    as_dict = study_to_dict(study)
+    assert as_dict["operator"]["family"] == "bernoulli" and isinstance(as_dict["training"], dict)
+    assert parse_study(yaml.safe_dump(as_dict)) == study

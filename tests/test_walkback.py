@@ -1,0 +1,104 @@
+"""Algorithm 1: the schedule, the trajectory, the loss's credit assignment, p*, settling, the bound."""
+
+import math
+
+import pytest
+import torch
+
+from asymnet import schedule, walkback
+from asymnet.networks import RecurrentNetwork
+from asymnet.operators import GaussianOperator
+
+
+def test_T_max_is_where_the_noise_reaches_sigma_max():
+    assert schedule.max_temperature(1.0, 0.1, "sqrt_T") == pytest.approx(100.0)
+    assert schedule.max_temperature(1.0, 0.1, "T") == pytest.approx(10.0)
+    assert schedule.max_temperature(0.05, 0.1, "sqrt_T") == 1.0
+    op = GaussianOperator(0.5, "sqrt_T")
+    assert op.temperature_factor(schedule.max_temperature(2.0, 0.1, "sqrt_T")) * 0.1 == pytest.approx(2.0)
+
+
+def test_K_is_ceil_log2_T_max_plus_n_and_T_doubles_after_n_steps():
+    assert schedule.n_heating_steps(100.0) == 7  # 2^6 = 64 < 100 <= 128
+    assert schedule.n_heating_steps(64.0) == 6
+    assert schedule.n_heating_steps(1.0) == 0
+    assert schedule.heating_temperatures(3, 4) == [1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    assert schedule.heating_temperatures(0, 3) == [2.0, 4.0, 8.0]
+    assert schedule.n_heating_steps(100.0, factor=1.5) == math.ceil(math.log(100) / math.log(1.5))
+    temps = schedule.heating_temperatures(1, 12, factor=1.5)
+    assert temps[-1] == pytest.approx(1.5**12) and temps[:2] == [1.0, 1.5]
+
+
+def test_extra_steps_are_uniform_on_0_to_n_max():
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.tensor([schedule.sample_extra_steps(4, gen) for _ in range(5000)])
+    counts = torch.bincount(draws, minlength=5).double() / 5000
+    assert draws.min() == 0 and draws.max() == 4
+    assert torch.allclose(counts, torch.full((5,), 0.2, dtype=torch.float64), atol=0.025)
+
+
+def _setup(n_hidden=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    net = RecurrentNetwork(2, n_hidden, sigma_init=0.3, generator=gen).double()
+    return net, GaussianOperator(0.5), gen
+
+
+def test_trajectory_states_carry_no_gradient_and_loss_is_one_step_credit_assignment():
+    net, op, gen = _setup()
+    x = torch.randn(8, 2, generator=gen, dtype=torch.float64)
+    temps = [1.0, 2.0, 4.0]
+    states = walkback.heating_trajectory(net, op, walkback.settle_hidden(net, op, x, 2, gen), temps, gen)
+    assert all(not s.requires_grad for s in states)
+    total = walkback.walkback_losses(net, op, states, temps).sum()
+    (grad_total,) = torch.autograd.grad(total, net.W)
+    # the same gradient, step by step, with every state an explicit constant
+    per_step = sum(
+        torch.autograd.grad(-op.log_prob(states[t - 1].clone(), states[t].clone(), net(states[t].clone()), T).mean(), net.W)[0]
+        for t, T in enumerate(temps, start=1)
+    )
+    assert torch.allclose(grad_total, per_step, rtol=1e-12)
+
+
+def test_p_star_matches_mean_and_variance_of_s_K():
+    gen = torch.Generator().manual_seed(1)
+    p_star = walkback.PStar(3).double()
+    first = torch.randn(500, 3, generator=gen, dtype=torch.float64) * 2 + 1
+    p_star.update(first, momentum=0.1)
+    assert torch.allclose(p_star.mean, first.mean(0), rtol=1e-12)
+    assert torch.allclose(p_star.var, first.var(0, unbiased=False), rtol=1e-10)
+    for _ in range(300):  # a stationary stream of s_K: the moments converge to its own
+        p_star.update(torch.randn(500, 3, generator=gen, dtype=torch.float64) * 0.5 - 3, momentum=0.1)
+    assert torch.allclose(p_star.mean, torch.full((3,), -3.0, dtype=torch.float64), atol=0.02)
+    assert torch.allclose(p_star.var, torch.full((3,), 0.25, dtype=torch.float64), rtol=0.05)
+    draws = p_star.sample(50_000, gen)
+    assert torch.allclose(draws.mean(0), p_star.mean, atol=0.01)
+
+
+def test_clamped_settling_leaves_visible_units_exactly_at_the_data():
+    net, op, gen = _setup(n_hidden=6)
+    x = torch.randn(10, 2, generator=gen, dtype=torch.float64)
+    s0 = walkback.settle_hidden(net, op, x, 20, gen)
+    assert torch.equal(s0[:, :2], x)
+    assert s0.shape == (10, 8) and s0[:, 2:].abs().sum() > 0
+
+
+def test_bound_of_a_pure_noise_operator_is_exact_for_gaussian_data():
+    """With F(s) = s (alpha = 1, W = I, phi = identity, b = 0) the operator is a Gaussian random walk and
+    p* = N(0, 1 + sum of step variances) is its exact end marginal for data N(0, 1); the bound is then
+    log p*(s_K) + sum_t log N(s_{t-1}; s_t) - log N(s_t; s_{t-1}) = log p*(s_K), which averages below
+    the exact log N(x; 0, 1) by the KL divergence the bound allows, and never above it."""
+    gen = torch.Generator().manual_seed(2)
+    net = RecurrentNetwork(1, 0, phi="identity", sigma_init=0.5, generator=gen).double()
+    with torch.no_grad():
+        net.W.fill_(1.0)
+    op = GaussianOperator(1.0)
+    temps = [1.0, 2.0, 4.0]
+    total_var = 1 + 0.25 * sum(temps)
+    p_star = walkback.PStar(1).double()
+    p_star.update(torch.randn(400_000, 1, generator=gen, dtype=torch.float64) * math.sqrt(total_var), 1.0)
+    x = torch.randn(20_000, 1, generator=gen, dtype=torch.float64)
+    bound = walkback.variational_bound(net, op, p_star, x, temps, gen)
+    exact = -0.5 * x.pow(2).squeeze(1) - 0.5 * math.log(2 * math.pi)
+    assert bound.mean() < exact.mean()
+    # E[log p*(s_K)] = -0.5 log(2 pi v) - 0.5 and the symmetric step terms cancel exactly
+    assert bound.mean().item() == pytest.approx(-0.5 * math.log(2 * math.pi * total_var) - 0.5, abs=0.02)
