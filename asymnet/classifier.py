@@ -166,8 +166,11 @@ def main(argv: list[str] | None = None) -> None:
 
     data_dir = find_data_dir(args.data)
     out = args.out or data_dir / WEIGHTS_NAME
-    train_images, train_labels = load_mnist(data_dir, "train", download=args.download)
-    test_images, test_labels = load_mnist(data_dir, "test", download=args.download)
+    try:
+        train_images, train_labels = load_mnist(data_dir, "train", download=args.download)
+        test_images, test_labels = load_mnist(data_dir, "test", download=args.download)
+    except DataError as err:
+        parser.exit(2, f"error: {err}\n")
 
     start = time.perf_counter()
     model = train_classifier(

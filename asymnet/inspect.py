@@ -42,7 +42,8 @@ def format_summary(summary: RunSummary) -> str:
     lines += ["", "evals:"]
     if summary.evals:
         width = max(len(name) for name in summary.evals)
-        lines += [f"  {name:<{width}}  {value:.6g}" for name, value in sorted(summary.evals.items())]
+        evals = sorted(summary.evals.items())
+        lines += [f"  {name:<{width}}  {value:.6g}" for name, value in evals]
     else:
         lines.append("  (none written yet)")
     return "\n".join(lines)

@@ -40,7 +40,8 @@ class PlasticityError(Exception):
 class LocalUpdate:
     """Gradients of the summed walkback loss (so the update is their negative), and its terms.
 
-    grad_W (n, n), grad_b (n,), grad_sigma_visible (n_visible,) or None when sigma is fixed;
+    grad_W (n, n), grad_b (n,), grad_sigma_visible (n_visible,) or None when sigma is fixed,
+    grad_w_T (n,) or None without a temperature input (its presynaptic rate is log T);
     loss: sum over steps of the batch-mean -log p_{T_t}(s_{t-1} | s_t), nats;
     temporal_norm / equal_time_norm: Frobenius norms of the temporal (STDP) and equal-time parts
     of dW, batch-mean, summed over steps.
@@ -49,6 +50,7 @@ class LocalUpdate:
     grad_W: torch.Tensor
     grad_b: torch.Tensor
     grad_sigma_visible: torch.Tensor | None
+    grad_w_T: torch.Tensor | None
     loss: torch.Tensor
     temporal_norm: float
     equal_time_norm: float
@@ -80,13 +82,14 @@ def trajectory_update(
     with torch.no_grad():
         later = torch.stack(states[1:])  # s_t, t = 1..K: (K, batch, n)
         earlier = torch.stack(states[:-1])  # s_{t-1}
-        if drives is not None:
-            last = network(states[-1]).mu
-            F = torch.stack([d.mu for d in drives[1:]] + [last])
-        else:
-            F = torch.stack([network(s).mu for s in states[1:]])
         T = torch.tensor(temperatures, dtype=later.dtype, device=later.device).view(-1, 1, 1)
         pre = network.phi(later)
+        if drives is not None and not network.temperature_conditioned:
+            F = torch.stack([d.mu for d in drives[1:]] + [network(states[-1]).mu])
+        else:
+            F = torch.matmul(pre, network.W.t()) + network.b
+            if network.w_T is not None:
+                F = F + network.w_T * T.log()
         alpha = operator.alpha
         if isinstance(operator, GaussianOperator):
             std = operator.temperature_factor(T) * nnf.softplus(network.sigma)  # (K, 1, n)
@@ -113,9 +116,10 @@ def trajectory_update(
         flat_post, flat_pre = post.reshape(-1, post.shape[-1]), pre.reshape(-1, pre.shape[-1])
         grad_W = -(flat_post.t() @ flat_pre) / batch
         grad_b = -post.sum((0, 1)) / batch
+        grad_w_T = -(post * T.log()).sum((0, 1)) / batch if network.w_T is not None else None
         temporal = ((earlier - later) * temporal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
         equal_time = ((later - F) * equal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
-    return LocalUpdate(grad_W, grad_b, grad_sigma, loss, temporal.norm().item(), equal_time.norm().item())
+    return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal.norm().item(), equal_time.norm().item())
 
 
 _LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64)))
@@ -127,6 +131,8 @@ def write_gradients(network: RecurrentNetwork, update: LocalUpdate) -> None:
     network.b.grad = update.grad_b.clone()
     if update.grad_sigma_visible is not None:
         network.sigma_visible.grad = update.grad_sigma_visible.clone()
+    if update.grad_w_T is not None:
+        network.w_T.grad = update.grad_w_T.clone()
 
 
 def temporal_term(pre_rate: torch.Tensor, post_before: torch.Tensor, post_after: torch.Tensor) -> torch.Tensor:

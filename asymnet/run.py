@@ -55,7 +55,8 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
     net_cfg, op_cfg = study.network, study.operator
     if net_cfg.kind == "recurrent":
         network = RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
-                                   net_cfg.init_scale, generator)
+                                   net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
+                                   net_cfg.temperature_conditioned)
     else:
         network = MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
                              net_cfg.temperature_conditioned, generator)
@@ -260,19 +261,22 @@ def run(args) -> Path:
         start = load_checkpoint(checkpoint, model)
         log = RunLog.resume(run_dir / LOG_NAME, layout, start)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        attrs = {"asymnet_version": __version__, "torch_version": torch.__version__, "seed": study.seed,
+        attrs = {"asymnet_version": __version__, "torch_version": str(torch.__version__), "seed": study.seed,
                  "device": str(device), "study_yaml": text, "study_resolved": _resolved_yaml(study),
                  "dtype": study.training.dtype, "noise_scaling": study.operator.noise_scaling,
                  "n_heating_steps": model.n_heating, "created": datetime.datetime.now().isoformat()}
-        log = RunLog.create(run_dir / LOG_NAME, layout, attrs)
-        start = 0
-    with log:
+        made = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            train(log, model, study, data, device, dtype, start, checkpoint, args.quiet)
-        except TrainingDiverged as error:
-            log.set_status(f"failed: {error}")
+            log = RunLog.create(run_dir / LOG_NAME, layout, attrs)
+        except BaseException:
+            if made and not any(run_dir.iterdir()):
+                run_dir.rmdir()
             raise
+        start = 0
+        save_checkpoint(checkpoint, model, 0)
+    with log:
+        train(log, model, study, data, device, dtype, start, checkpoint, args.quiet)
         final_evaluation(log, model, study, data, device, dtype)
         log.set_status("finished")
     plots.plot_all(run_dir / LOG_NAME, run_dir, density=_density(data))

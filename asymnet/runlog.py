@@ -16,8 +16,9 @@ This module alone knows HDF5. Schema (all names plain, no "/"):
 The writer runs in SWMR mode (single writer, many readers), so ``inspect`` and notebooks can
 read a live log, and a writer killed at any moment leaves a log holding everything up to its
 last :meth:`RunLog.flush`. SWMR forbids new objects and attribute changes once started: every
-dataset is declared up front by a :class:`LogLayout`. A log left by a killed writer opens only
-with ``swmr=True``, which is why every reader here opens that way.
+dataset is declared up front by a :class:`LogLayout`. A live log, and one left by a killed
+writer, opens only with ``swmr=True``; :func:`open_log` opens those that way and closed logs
+plainly.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def _check_layout(path: str, layout: LogLayout) -> None:
                 )
 
 
-def _check_attrs(path: str, attrs: dict) -> None:
+def _check_attrs(path: str, attrs: dict) -> dict:
+    """``attrs`` with str subclasses (``torch.__version__``) made plain str, once checked."""
     for key, value in attrs.items():
         if not isinstance(key, str) or not key or "/" in key:
             raise LogError(f"{path}: root attribute name {key!r} is not a plain non-empty str")
@@ -112,6 +114,7 @@ def _check_attrs(path: str, attrs: dict) -> None:
                 f"{path}: root attribute {key!r} is a {type(value).__name__}; "
                 "store a str, int or float (e.g. the YAML text, not the parsed study)"
             )
+    return {key: str(value) if isinstance(value, str) else value for key, value in attrs.items()}
 
 
 def _declare(f: h5py.File, layout: LogLayout) -> None:
@@ -178,6 +181,29 @@ def _publish(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _build_and_publish(path: str, fill) -> h5py.File:
+    """Fill a new file at ``path + ".tmp"`` with ``fill(f)``, start SWMR, rename it to ``path``;
+    return it open for writing. On any failure the ``.tmp`` is removed and ``path`` untouched."""
+    tmp = path + ".tmp"
+    try:
+        f = h5py.File(tmp, "w", libver="latest")
+    except OSError as error:
+        raise LogError(
+            f"cannot create run log {tmp}: {_one_line(error)}; "
+            "check that its directory exists and is writable"
+        ) from error
+    try:
+        fill(f)
+        f.swmr_mode = True
+        f.flush()
+        _publish(tmp, path)
+    except BaseException:
+        f.close()
+        os.unlink(tmp)
+        raise
+    return f
+
+
 def _as_float32(array) -> np.ndarray:
     if hasattr(array, "detach"):
         array = array.detach().cpu().float().numpy()
@@ -217,25 +243,13 @@ class RunLog:
             **attrs,
             "log_schema": LOG_SCHEMA,
         }
-        _check_attrs(path, attrs)
-        tmp = path + ".tmp"
-        try:
-            f = h5py.File(tmp, "w", libver="latest")
-        except OSError as error:
-            raise LogError(
-                f"cannot create run log {tmp}: {_one_line(error)}; "
-                "check that its directory exists and is writable"
-            ) from error
-        try:
+        attrs = _check_attrs(path, attrs)
+
+        def fill(f: h5py.File) -> None:
             f.attrs.update(attrs)
             _declare(f, layout)
-            f.swmr_mode = True
-            f.flush()
-            _publish(tmp, path)
-        except BaseException:
-            f.close()
-            os.unlink(tmp)
-            raise
+
+        f = _build_and_publish(path, fill)
         return cls(f, path)
 
     @classmethod
@@ -255,28 +269,17 @@ class RunLog:
                 f"no run log at {path} to resume; start the run afresh with RunLog.create"
             )
         _check_layout(path, layout)
-        tmp = path + ".tmp"
+
         with open_log(path) as old:
-            try:
-                f = h5py.File(tmp, "w", libver="latest")
-            except OSError as error:
-                raise LogError(
-                    f"cannot write {tmp} to resume {path}: {_one_line(error)}; "
-                    "check that its directory is writable"
-                ) from error
-            try:
+
+            def fill(f: h5py.File) -> None:
                 f.attrs.update(dict(old.attrs))
                 f.attrs["log_schema"] = LOG_SCHEMA
                 _copy_truncated(old, f, step)
                 _declare(f, layout)
                 f["status"][()] = np.array(b"running", dtype=_STATUS_DTYPE)
-                f.swmr_mode = True
-                f.flush()
-            except BaseException:
-                f.close()
-                os.unlink(tmp)
-                raise
-        _publish(tmp, path)
+
+            f = _build_and_publish(path, fill)
         return cls(f, path)
 
     def _dataset(self, group: str, name: str, what: str) -> h5py.Dataset:
@@ -406,8 +409,23 @@ def _copy_truncated(old: h5py.File, new: h5py.File, step: int) -> None:
         )
 
 
+def _open_for_write(path: str) -> bool:
+    """Whether the superblock (version >= 2, at offset 0) says a writer has the file open,
+    or had it open when it was killed.
+
+    Such a file opens only as a SWMR reader. Every other file opens plainly, because a SWMR
+    reader retries unreadable metadata for up to an hour instead of failing.
+    """
+    with open(path, "rb") as raw:
+        head = raw.read(12)
+    if len(head) < 12:
+        return False
+    signature, version, consistency_flags = head[:8], head[8], head[11]
+    return signature == b"\x89HDF\r\n\x1a\n" and version >= 2 and consistency_flags != 0
+
+
 def open_log(path) -> h5py.File:
-    """Open a run log read-only (SWMR, so live logs and logs of killed runs open too).
+    """Open a run log read-only; live logs and logs of killed runs open as a SWMR reader.
 
     ``path`` is the log file or its run directory (then ``<dir>/log.h5``). Close the file, or
     use it as a context manager.
@@ -423,11 +441,11 @@ def open_log(path) -> h5py.File:
     if not h5py.is_hdf5(path):
         raise LogError(f"{path} is not an HDF5 file; give the {LOG_NAME} an asymnet run wrote")
     try:
-        f = h5py.File(path, "r", swmr=True)
+        f = h5py.File(path, "r", swmr=_open_for_write(path))
     except OSError as error:
         raise LogError(
-            f"{path} is an HDF5 file that cannot be opened ({_one_line(error)}); "
-            "it is damaged or still being created"
+            f"{path} is a damaged HDF5 file ({_one_line(error)}); "
+            "nothing can be read from it"
         ) from error
     if "asymnet_version" not in f.attrs:
         f.close()

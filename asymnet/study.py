@@ -40,7 +40,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """The network F of the transition operator (DESIGN.md, sec. operators)."""
+    """The network F of the transition operator (DESIGN.md, sec. operators). temperature_conditioned:
+    the MLP reads log T as an input; the recurrent network gets a log T input neuron (weights w_T)."""
 
     kind: str = _check(("recurrent", "mlp"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -53,12 +54,14 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    """Noise family, leak alpha and T = 1 noise level (paper sec. 3.3)."""
+    """Noise family, leak alpha and T = 1 noise level (paper sec. 3.3); learn_sigma applies to visible
+    units; sigma_hidden is the fixed noise of hidden units (0: the same as sigma)."""
 
     family: str = _check(("gaussian", "bernoulli"), "gaussian")
     alpha: float = _check("unit_open_closed", 0.5)
     sigma: float = _check("positive", 0.1)
     learn_sigma: bool = True
+    sigma_hidden: float = _check("non_negative", 0.0)
     noise_scaling: str = _check(("sqrt_T", "T"), "sqrt_T")
 
 

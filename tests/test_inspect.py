@@ -93,4 +93,6 @@ def test_cli_reads_a_live_log_and_reports_a_foreign_one_without_traceback(tmp_pa
     bad = _run_cli(text)
     assert bad.returncode == 2
     assert bad.stdout == ""
-    assert bad.stderr == f"asymnet.inspect: error: {text} is not an HDF5 file; give the log.h5 an asymnet run wrote\n"
+    assert bad.stderr == (
+        f"asymnet.inspect: error: {text} is not an HDF5 file; give the log.h5 an asymnet run wrote\n"
+    )

@@ -8,11 +8,14 @@ from asymnet.networks import RecurrentNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator
 
 
-def _network(n_visible=5, n_hidden=4, phi="tanh", learn_sigma=True, seed=0):
+def _network(n_visible=5, n_hidden=4, phi="tanh", learn_sigma=True, seed=0, temperature_input=True):
     gen = torch.Generator().manual_seed(seed)
-    net = RecurrentNetwork(n_visible, n_hidden, phi=phi, sigma_init=0.3, learn_sigma=learn_sigma, generator=gen).double()
+    net = RecurrentNetwork(n_visible, n_hidden, phi=phi, sigma_init=0.3, learn_sigma=learn_sigma, generator=gen,
+                           temperature_input=temperature_input).double()
     with torch.no_grad():
         net.b.copy_(torch.randn(net.n_units, generator=gen, dtype=torch.float64) * 0.3)
+        if temperature_input:
+            net.w_T.copy_(torch.randn(net.n_units, generator=gen, dtype=torch.float64) * 0.3)
         net.sigma_visible.add_(torch.randn(n_visible, generator=gen, dtype=torch.float64) * 0.2)
     return net, gen
 
@@ -49,6 +52,8 @@ def test_gaussian_rule_equals_autograd_gradient(noise_scaling, temperatures, alp
     assert _relative_error(update.grad_W, grads["W"]) < 1e-10
     assert _relative_error(update.grad_b, grads["b"]) < 1e-10
     assert _relative_error(update.grad_sigma_visible, grads["sigma_visible"]) < 1e-10
+    if temperatures != [1.0]:  # log 1 = 0: no gradient reaches w_T
+        assert _relative_error(update.grad_w_T, grads["w_T"]) < 1e-10
 
 
 @pytest.mark.parametrize("phi", ["sigmoid", "identity"])
@@ -62,11 +67,13 @@ def test_bernoulli_rule_equals_autograd_gradient(phi, temperatures):
     assert torch.allclose(update.loss, loss, rtol=1e-12)
     assert _relative_error(update.grad_W, grads["W"]) < 1e-10
     assert _relative_error(update.grad_b, grads["b"]) < 1e-10
+    if temperatures != [1.0]:
+        assert _relative_error(update.grad_w_T, grads["w_T"]) < 1e-10
     assert update.grad_sigma_visible is None
 
 
 def test_rule_without_reused_drives_is_the_same():
-    net, gen = _network()
+    net, gen = _network(temperature_input=False)
     operator = GaussianOperator(0.5)
     temperatures = schedule.heating_temperatures(2, 3)
     states, drives = _trajectory(net, operator, gen, temperatures)
@@ -76,7 +83,7 @@ def test_rule_without_reused_drives_is_the_same():
 
 
 def test_temporal_and_equal_time_terms_sum_to_the_update():
-    net, gen = _network(learn_sigma=False)
+    net, gen = _network(learn_sigma=False, temperature_input=False)
     operator = GaussianOperator(0.5)
     temperatures = [1.0, 2.0]
     states, drives = _trajectory(net, operator, gen, temperatures)
@@ -122,3 +129,29 @@ def test_local_rule_refuses_mlp_study():
     study = parse_study("network: {kind: mlp}\ntraining: {learning: local}\n")
     with pytest.raises(plasticity.PlasticityError, match="learning: local needs network.kind: recurrent"):
         plasticity.check_supported(study)
+
+
+def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path):
+    """20 float64 training steps of the run loop, same seed: the two learning modes end at equal weights."""
+    from asymnet import run as run_module
+    from asymnet.data import load_dataset
+    from asymnet.study import parse_study
+
+    finals = {}
+    for learning in ("local", "autograd"):
+        study = parse_study(
+            "data: {name: spiral, n_train: 500, n_test: 100}\n"
+            "network: {kind: recurrent, n_hidden: 5}\n"
+            "operator: {sigma: 0.2, learn_sigma: true, noise_scaling: T}\n"
+            "walkback: {n_extra_max: 2, settle_steps: 3}\n"
+            f"training: {{steps: 20, batch_size: 16, learning_rate: 1.0e-2, learning: {learning}, dtype: float64}}\n"
+        )
+        data = load_dataset("spiral", 500, 100, None, torch.Generator().manual_seed(0))
+        model = run_module.build_model(study, data, torch.device("cpu"), torch.float64)
+        initial_W = model.network.W.detach().clone()
+        for _ in range(study.training.steps):
+            run_module.train_step(model, study, data, torch.device("cpu"), torch.float64)
+        finals[learning] = {k: v.clone() for k, v in model.network.state_dict().items()}
+    for name, value in finals["autograd"].items():
+        assert torch.allclose(finals["local"][name], value, rtol=1e-9, atol=1e-12), name
+    assert (finals["local"]["W"] - initial_W).abs().max() > 1e-2  # the weights did move

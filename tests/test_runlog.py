@@ -28,7 +28,12 @@ LAYOUT = LogLayout(
     samples={"final": (5, 2)},
     evals=("bits_per_dim", "nll"),
 )
-ATTRS = {"seed": 7, "device": "cpu", "torch_version": torch.__version__, "study_yaml": "data:\n  name: spiral\n"}
+ATTRS = {
+    "seed": 7,
+    "device": "cpu",
+    "torch_version": torch.__version__,
+    "study_yaml": "data:\n  name: spiral\n",
+}
 
 # Appends one "loss" row per step, a (2, 3) snapshot of W every 5 steps, flushes, then prints
 # the step: a printed step is on disk.
@@ -177,10 +182,15 @@ def test_open_log_errors_name_the_file_and_the_problem(tmp_path):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["data"] = np.arange(3)
-    with pytest.raises(LogError, match=r"^.*foreign\.h5 is an HDF5 file but not an asymnet run log"):
+    with pytest.raises(LogError, match=r"^.*foreign\.h5 is an HDF5 file but not an asymnet"):
         open_log(foreign)
     with pytest.raises(LogError, match=r"foreign\.h5 is an HDF5 file but not"):
         read_summary(foreign)
+    damaged = tmp_path / "damaged.h5"
+    RunLog.create(damaged, LAYOUT, ATTRS).close()
+    damaged.write_bytes(damaged.read_bytes()[:600])
+    with pytest.raises(LogError, match=r"^.*damaged\.h5 is a damaged HDF5 file \(.*truncated"):
+        open_log(damaged)
 
 
 def test_killed_writer_leaves_a_log_that_opens_and_resumes(tmp_path):
@@ -200,7 +210,7 @@ def test_killed_writer_leaves_a_log_that_opens_and_resumes(tmp_path):
     assert summary.status == "running"
     assert summary.metrics["loss"] == (n - 1, 1.0 / n)
 
-    layout = LogLayout(metrics=("loss", "cosine"), weights={"W": (2, 3)}, samples={}, evals=("nll",))
+    layout = LogLayout(metrics=("loss", "cosine"), weights={"W": (2, 3)}, evals=("nll",))
     log = RunLog.resume(path, layout, step=22)
     assert not (tmp_path / "log.h5.tmp").exists()
     steps, values = read_metric(path, "loss")  # readable while the resumed log is live
@@ -234,7 +244,8 @@ def test_a_failed_resume_leaves_the_old_log_intact(tmp_path):
         log.set_status("finished")
     before = path.read_bytes()
     wrong = LogLayout(metrics=("loss",), weights={"W": (4, 4)})
-    with pytest.raises(LogError, match=r"weights 'W' have snapshots of shape \(3, 4\) but the layout declares \(4, 4\)"):
+    expected = r"weights 'W' have snapshots of shape \(3, 4\) but the layout declares \(4, 4\)"
+    with pytest.raises(LogError, match=expected):
         RunLog.resume(path, wrong, step=0)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["log.h5"]

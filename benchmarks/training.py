@@ -1,0 +1,81 @@
+"""Time one training update of a study's network, local STDP rule vs autograd, and their peak memory.
+
+    python benchmarks/training.py [STUDY.yaml] [--updates N] [--threads T]
+
+Each mode runs in its own subprocess (so peak resident memory, ru_maxrss, is that mode's alone) on
+synthetic 8-bit images of the study's shape (no data folder needed), after warm-up updates, from
+the same seed. Prints a table and writes benchmarks/results/training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def measure(study_path: str, learning: str, updates: int, threads: int) -> dict:
+    from asymnet import run
+    from asymnet.data import Dataset
+    from asymnet.data.mnist import DEQUANTIZED
+    from asymnet.study import load_study, replace_in
+
+    torch.set_num_threads(threads)
+    study, _ = load_study(study_path)
+    study = replace_in(study, "training.learning", learning)
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (2000, 784), generator=gen, dtype=torch.uint8)
+    data = Dataset("synthetic", pixels, pixels[:200], rescaling=DEQUANTIZED)
+    model = run.build_model(study, data, torch.device("cpu"), torch.float32)
+    for _ in range(3):
+        run.train_step(model, study, data, torch.device("cpu"), torch.float32)
+    start = time.perf_counter()
+    for _ in range(updates):
+        run.train_step(model, study, data, torch.device("cpu"), torch.float32)
+    seconds = (time.perf_counter() - start) / updates
+    return {"learning": learning, "seconds_per_update": seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "n_units": model.network.n_units, "batch_size": study.training.batch_size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", default=str(HERE.parent / "studies" / "mnist_stdp.yaml"))
+    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--child", choices=["local", "autograd"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.study, args.child, args.updates, args.threads)))
+        return
+    rows = []
+    for learning in ("local", "autograd"):
+        out = subprocess.run([sys.executable, __file__, args.study, "--updates", str(args.updates), "--threads",
+                              str(args.threads), "--child", learning], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    local, autograd = rows
+    ratio = autograd["seconds_per_update"] / local["seconds_per_update"]
+    print(f"study {args.study}: {local['n_units']} units, batch {local['batch_size']}, {args.threads} threads, "
+          f"{args.updates} updates per mode")
+    print(f"{'learning':<10}{'ms/update':>12}{'peak RSS MiB':>15}")
+    for row in rows:
+        print(f"{row['learning']:<10}{1000 * row['seconds_per_update']:>12.1f}{row['peak_rss_mib']:>15.0f}")
+    print(f"local rule speed-up over autograd: {ratio:.2f}x")
+    result = {"study": args.study, "threads": args.threads, "updates": args.updates, "rows": rows,
+              "speedup_local_over_autograd": ratio, "machine": platform.processor() or platform.machine(),
+              "torch": torch.__version__}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "training.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
