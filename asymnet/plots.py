@@ -200,4 +200,40 @@ def plot_all(
         written.append(plot_toy_samples(log_path, folder, density))
     elif generated is not None and generated.shape[1] == 784:
         written.append(plot_image_grid(generated[:100], folder / "samples.png"))
+    with _open_log(log_path) as log:
+        window = _read_samples(log, "learning_window")
+        stdp = _read_metric(log, "stdp_temporal"), _read_metric(log, "stdp_equal_time")
+    if window is not None:
+        written.append(plot_learning_window(window, folder / "learning_window.png"))
+    if stdp[0] is not None and stdp[1] is not None:
+        written.append(plot_stdp_terms(*stdp, folder / "stdp_terms.png"))
     return written
+
+
+def plot_learning_window(window: np.ndarray, path: str | Path) -> Path:
+    """The classic STDP window: weight change against the pre-to-post lag, in cooling order (STDP) and in
+    heating order (reverse STDP). window: (n_lags, 3) rows of (lag, dW cooling, dW heating)."""
+    figure = _new_figure(6, 4)
+    axes = figure.subplots()
+    axes.axhline(0, color="0.6", lw=0.8)
+    axes.axvline(0, color="0.6", lw=0.8)
+    axes.plot(window[:, 0], window[:, 1], "o-", ms=3, label="cooling (generative) order: STDP")
+    axes.plot(window[:, 0], window[:, 2], "s--", ms=3, label="heating order: reverse STDP")
+    axes.set_xlabel("lag tau = t_post - t_pre (steps)")
+    axes.set_ylabel("weight change (per unit pulse product)")
+    axes.set_title("Learning window of the local VW rule")
+    axes.legend()
+    return _save(figure, Path(path))
+
+
+def plot_stdp_terms(temporal, equal_time, path: str | Path) -> Path:
+    """|temporal (STDP) term| and |equal-time term| of the local update over training."""
+    figure = _new_figure(6, 4)
+    axes = figure.subplots()
+    axes.plot(*temporal, label="temporal term: pre x d(post)/dt (STDP / reverse STDP)")
+    axes.plot(*equal_time, label="equal-time term: alpha pre x (post - F(post))")
+    axes.set_xlabel("step")
+    axes.set_ylabel("Frobenius norm of the term in dW")
+    axes.set_yscale("log")
+    axes.legend()
+    return _save(figure, Path(path))

@@ -19,14 +19,19 @@ from tqdm import tqdm
 
 from asymnet import __version__, plasticity, plots, schedule, walkback
 from asymnet.data import DataError, Dataset, load_dataset
+from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
+from asymnet.data import find_data_dir
+from asymnet.data.mnist import bits_per_dim, load_mnist
+from asymnet.metrics import quality
 from asymnet.metrics.quality import mmd2_rbf
-from asymnet.metrics.symmetry import weight_symmetry
+from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
 from asymnet.networks import MLPNetwork, RecurrentNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
 from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
 from asymnet.study import Study, StudyError, load_study, parse_study, replace_in
 
 CHECKPOINT_NAME = "checkpoint.pt"
+WINDOW_LAGS = torch.arange(-20, 21)
 
 
 class RunError(Exception):
@@ -56,7 +61,8 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
     if net_cfg.kind == "recurrent":
         network = RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
                                    net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
-                                   net_cfg.temperature_conditioned)
+                                   net_cfg.temperature_conditioned,
+                                   None if net_cfg.phi_visible == "same" else net_cfg.phi_visible)
     else:
         network = MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
                              net_cfg.temperature_conditioned, generator)
@@ -67,8 +73,12 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
         operator = BernoulliOperator(op_cfg.alpha)
     train_points = data.batch(data.train[:10000], generator, torch.float64)
     sigma_max = study.walkback.sigma_max or train_points.var(0).mean().sqrt().item()
-    T_max = schedule.max_temperature(sigma_max, op_cfg.sigma, op_cfg.noise_scaling) if op_cfg.family == "gaussian" \
-        else 2.0 ** 4
+    if study.walkback.T_max:
+        T_max = study.walkback.T_max
+    elif op_cfg.family == "gaussian":
+        T_max = schedule.max_temperature(sigma_max, op_cfg.sigma, op_cfg.noise_scaling)
+    else:
+        T_max = 16.0
     optimizer = torch.optim.Adam(network.parameters(), lr=study.training.learning_rate)
     p_star = walkback.PStar(network.n_units).to(device=device, dtype=dtype)
     return Model(network, operator, p_star, optimizer, generator,
@@ -121,24 +131,28 @@ def held_out_bound(model: Model, study: Study, data: Dataset, device, dtype, ste
     return bound.mean().item()
 
 
-def log_symmetry(log: RunLog, model: Model, step: int) -> None:
-    """cos(W, W^T) and the norms of W's symmetric and antisymmetric parts, with a W snapshot."""
-    W = getattr(model.network, "W", None)
-    if W is None:
-        return
-    figures = weight_symmetry(W.detach())
+def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> None:
+    """cos(W, W^T) and the norms of W's symmetric and antisymmetric parts, with a W snapshot; for an
+    MLP the same figures of its Jacobian dF_mu/ds at 64 held-out points, from 16 random probes each."""
+    network = model.network
+    if isinstance(network, RecurrentNetwork):
+        figures = weight_symmetry(network.W.detach())
+        log.snapshot("W", step, network.W.detach())
+    else:
+        gen = torch.Generator().manual_seed(step)
+        points = data.batch(data.test[:64], gen, dtype).to(next(network.parameters()).device)
+        figures = jacobian_symmetry(lambda s: network(s, 1.0).mu, points, 16, gen)
     log.append("symmetry_cosine", step, figures.cosine)
     log.append("symmetric_norm", step, figures.symmetric_norm)
     log.append("antisymmetric_norm", step, figures.antisymmetric_norm)
-    log.snapshot("W", step, W.detach())
 
 
-def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype) -> dict[str, float]:
+def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
+                     classifier=None) -> dict[str, float]:
     """Samples, the held-out bound, and the sample-quality figures of the dataset."""
-    gen = torch.Generator().manual_seed(study.seed + 7919)
-    n = study.evaluation.n_samples
-    samples = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study), n,
-                                _on(gen, device))[:, : data.n_visible].cpu()
+    samples = generate_images(model, study, data, device)
+    n = len(samples)
+    gen = torch.Generator().manual_seed(study.seed + 7877)
     log.write_samples("final", samples)
     figures = {"bound": held_out_bound(model, study, data, device, dtype, study.training.steps)}
     if data.toy is not None:
@@ -148,22 +162,71 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
         figures["mmd_baseline"] = mmd2_rbf(data.toy.sample(len(reference), gen), data.toy.sample(len(reference), gen))
         figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
         figures["data_log_density"] = data.toy.log_density(reference).mean().item()
+    if data.rescaling is not None:
+        if model.network.n_hidden == 0:  # with hidden units the bound is on log p(x, h_0), not on log p(x)
+            figures["bound_bits_per_dim"] = bits_per_dim(torch.tensor([figures["bound"]]), data.n_visible,
+                                                         data.rescaling).item()
+        figures.update(image_quality(samples, data, classifier, prefix=""))
     for name, value in figures.items():
         log.write_eval(name, value)
     return figures
 
 
+IMAGE_FIGURES = ("confident_fraction", "label_entropy", "frechet_distance")
+
+
+def generate_images(model: Model, study: Study, data: Dataset, device) -> torch.Tensor:
+    """n_samples generated visible states (n, n_visible), from a fixed evaluation seed."""
+    gen = torch.Generator().manual_seed(study.seed + 7919)
+    states = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
+                               study.evaluation.n_samples, _on(gen, device))
+    return states[:, : data.n_visible].cpu()
+
+
+def image_quality(samples: torch.Tensor, data: Dataset, classifier, prefix: str) -> dict[str, float]:
+    """Classifier figures of images (n, 784) in [0, 1] (clamped), against the test images not scored."""
+    n = len(samples)
+    reference = classifier.features(data.test[n:].float() / 255.0)
+    scores = quality.classifier_scores(classifier, samples.clamp(0, 1).float(), reference)
+    return {prefix + name: scores[name] for name in IMAGE_FIGURES}
+
+
+def test_set_quality(log: RunLog, data: Dataset, classifier, n: int) -> None:
+    """The same figures for n real test images: the scale a reader compares the model's with."""
+    for name, value in image_quality(data.test[:n].float() / 255.0, data, classifier, "test_").items():
+        log.write_eval(name, value)
+
+
+def mnist_classifier(data_dir: str | None, quiet: bool):
+    """The cached MNIST classifier (data folder, then ./data); trained and cached there when absent."""
+    folders = [find_data_dir(data_dir), Path("data")]
+    for folder in folders:
+        if (folder / WEIGHTS_NAME).is_file():
+            return load_classifier(folder)
+    images, labels = load_mnist(folders[0], "train")
+    model = train_classifier(to_unit_interval(images), torch.from_numpy(labels), progress=not quiet)
+    for folder in folders:
+        if os.access(folder, os.W_OK) or not folder.exists():
+            save_classifier(model, folder / WEIGHTS_NAME)
+            break
+    return model
+
+
 def layout_for(study: Study, model: Model, data: Dataset) -> LogLayout:
     """Every dataset this run will write, declared before the log goes live."""
-    metrics = ["loss", "wall_time", "bound"]
+    metrics = ["loss", "wall_time", "bound", "symmetry_cosine", "symmetric_norm", "antisymmetric_norm"]
     weights = {}
+    samples = {"final": (study.evaluation.n_samples, data.n_visible)}
     if isinstance(model.network, RecurrentNetwork):
-        metrics += ["symmetry_cosine", "symmetric_norm", "antisymmetric_norm"]
         weights["W"] = tuple(model.network.W.shape)
     if study.training.learning == "local":
         metrics += ["stdp_temporal", "stdp_equal_time"]
-    samples = {"final": (study.evaluation.n_samples, data.n_visible)}
+        samples["learning_window"] = (len(WINDOW_LAGS), 3)
     evals = ["bound"]
+    if data.rescaling is not None:
+        samples["untrained"] = samples["final"]
+        evals += [*IMAGE_FIGURES] + (["bound_bits_per_dim"] if model.network.n_hidden == 0 else [])
+        evals += [prefix + name for prefix in ("untrained_", "test_") for name in IMAGE_FIGURES]
     if data.toy is not None:
         samples["data"] = (min(study.evaluation.n_samples, len(data.test)), data.n_visible)
         evals += ["mmd", "mmd_baseline", "sample_log_density", "data_log_density"]
@@ -275,9 +338,20 @@ def run(args) -> Path:
             raise
         start = 0
         save_checkpoint(checkpoint, model, 0)
+    classifier = mnist_classifier(args.data, args.quiet) if data.rescaling is not None else None
     with log:
+        if study.training.learning == "local" and start == 0:
+            log.write_samples("learning_window", torch.stack([WINDOW_LAGS.double(),
+                                                              plasticity.learning_window(WINDOW_LAGS, order="cooling"),
+                                                              plasticity.learning_window(WINDOW_LAGS, order="heating")], 1))
+        if classifier is not None and start == 0:
+            untrained = generate_images(model, study, data, device)
+            log.write_samples("untrained", untrained)
+            for name, value in image_quality(untrained, data, classifier, "untrained_").items():
+                log.write_eval(name, value)
+            test_set_quality(log, data, classifier, study.evaluation.n_samples)
         train(log, model, study, data, device, dtype, start, checkpoint, args.quiet)
-        final_evaluation(log, model, study, data, device, dtype)
+        final_evaluation(log, model, study, data, device, dtype, classifier)
         log.set_status("finished")
     plots.plot_all(run_dir / LOG_NAME, run_dir, density=_density(data))
     return run_dir
@@ -305,7 +379,7 @@ def train(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
             bar.set_postfix(loss=f"{window['loss'][-1]:.3f}")
             window.clear()
         if step % every.weights_every == 0 or step == study.training.steps:
-            log_symmetry(log, model, step)
+            log_symmetry(log, model, data, dtype, step)
         if step % every.eval_every == 0:
             log.append("bound", step, held_out_bound(model, study, data, device, dtype, step))
         if step % every.checkpoint_every == 0 or step == study.training.steps:

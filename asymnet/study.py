@@ -46,6 +46,7 @@ class NetworkConfig:
     kind: str = _check(("recurrent", "mlp"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
     phi: str = _check(("tanh", "sigmoid", "relu", "identity", "softplus"), "tanh")
+    phi_visible: str = _check(("same", "tanh", "sigmoid", "relu", "identity", "softplus"), "same")
     init_scale: float = _check("non_negative", 1.0)
     mlp_width: int = _check("positive", 256)
     mlp_depth: int = _check("positive", 2)
@@ -68,10 +69,12 @@ class OperatorConfig:
 @dataclass(frozen=True)
 class WalkbackConfig:
     """Algorithm 1: extra T = 1 steps n ~ U{0..n_extra_max}, the heating factor (2: T doubles each
-    step), hidden settling, p* tracking; sigma_max = 0 means the data's standard deviation."""
+    step), hidden settling, p* tracking; sigma_max = 0 means the data's standard deviation; T_max = 0
+    means the temperature at which the Gaussian noise reaches sigma_max (16 for the Bernoulli operator)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
+    T_max: float = _check("non_negative", 0.0)
     settle_steps: int = _check("non_negative", 10)
     p_star_momentum: float = _check("unit_open_closed", 0.05)
     sigma_max: float = _check("non_negative", 0.0)

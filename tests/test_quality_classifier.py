@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import shared_data_dir
 import torch
 
 from asymnet.classifier import (
@@ -21,9 +23,9 @@ from asymnet.data.locate import DataError
 from asymnet.data.mnist import load_mnist
 from asymnet.metrics.quality import classifier_scores, frechet_distance, label_entropy
 
-SHARED = Path(os.environ.get("ASYMNET_DATA", "/work/shared/data"))
+SHARED = shared_data_dir() or Path("no-offline-mnist")
 needs_shared = pytest.mark.skipif(
-    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"no MNIST copy under {SHARED}"
+    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(), reason="no offline MNIST copy: set ASYMNET_DATA"
 )
 
 

@@ -60,7 +60,11 @@ def test_a_run_writes_the_log_schema_checkpoint_and_figures(finished_run):
         assert log["samples/data"].shape == (300, 2)
     for name in ("mmd", "mmd_baseline", "bound", "sample_log_density", "data_log_density"):
         assert np.isfinite(summary.evals[name])
-    for figure in ("curves.png", "symmetry.png", "samples.png"):
+    with open_log(finished_run) as log:
+        window = log["samples/learning_window"][()]
+    lags = window[:, 0]
+    assert (window[(lags > 0) & (lags <= 3), 1] > 0).all() and (window[(lags > 0) & (lags <= 3), 2] < 0).all()
+    for figure in ("curves.png", "symmetry.png", "samples.png", "learning_window.png", "stdp_terms.png"):
         assert (finished_run / figure).stat().st_size > 1000
     state = torch.load(finished_run / "checkpoint.pt", weights_only=True)
     assert state["step"] == 60
@@ -204,3 +208,13 @@ def test_a_reader_sees_the_metrics_grow_while_the_run_writes(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+def test_an_mlp_run_logs_the_symmetry_of_its_jacobian(tiny_study, tmp_path):
+    result = run_cli(tiny_study, "--out", tmp_path / "mlp", "--set", "network.kind=mlp", "--set",
+                     "training.learning=autograd", "--set", "network.mlp_width=16", "--quiet")
+    assert result.returncode == 0, result.stderr
+    steps, cosine = read_metric(tmp_path / "mlp" / "log.h5", "symmetry_cosine")
+    assert steps.tolist() == [20, 40, 60] and ((cosine > -1) & (cosine < 1)).all()
+    with open_log(tmp_path / "mlp") as log:
+        assert "W" not in log["weights"]

@@ -39,7 +39,8 @@ class RecurrentNetwork(nn.Module):
     to serve both the T = 1 steps and the hot ones, and the walk back cannot shrink the variance
     that heating added (measured on 1-D Gaussian data: generated variance 4.3 for a true 1.0).
 
-    W: (n, n), row i = postsynaptic unit i, column j = presynaptic unit j, initialised
+    phi_visible (default: phi) is the visible units' rate function, e.g. identity for real-valued
+    data whose range tanh would clip. W: (n, n), row i = postsynaptic unit i, column j = presynaptic unit j, initialised
     N(0, init_scale^2 / n). b: (n,). Pre-softplus noise levels: ``sigma_visible`` (n_visible,),
     a parameter, learned when ``learn_sigma``, starting at softplus^-1(sigma_init); ``sigma_hidden``
     (n_hidden,), a fixed buffer at softplus^-1(sigma_hidden), sigma_init when not given.
@@ -56,13 +57,14 @@ class RecurrentNetwork(nn.Module):
         generator: torch.Generator | None = None,
         sigma_hidden: float | None = None,
         temperature_input: bool = False,
+        phi_visible: str | None = None,
     ):
         super().__init__()
         self.temperature_conditioned = temperature_input
         n = n_visible + n_hidden
         self.n_visible, self.n_hidden, self.n_units = n_visible, n_hidden, n
-        self.phi_name = phi
-        self.phi = ACTIVATIONS[phi]
+        self.phi_name, self.phi_visible_name = phi, phi_visible or phi
+        self._phi_hidden, self._phi_visible = ACTIVATIONS[phi], ACTIVATIONS[phi_visible or phi]
         self.W = nn.Parameter(torch.randn(n, n, generator=generator) * (init_scale / math.sqrt(n)))
         self.b = nn.Parameter(torch.zeros(n))
         self.w_T = nn.Parameter(torch.zeros(n)) if temperature_input else None
@@ -76,6 +78,13 @@ class RecurrentNetwork(nn.Module):
         if self.w_T is not None:
             mu = mu + self.w_T * math.log(T)
         return Drive(mu, self.sigma)
+
+    def phi(self, s: torch.Tensor) -> torch.Tensor:
+        """Presynaptic rates phi(s) (..., n): phi_visible on the visible units, phi on the hidden ones."""
+        if self.phi_visible_name == self.phi_name:
+            return self._phi_hidden(s)
+        v = self.n_visible
+        return torch.cat([self._phi_visible(s[..., :v]), self._phi_hidden(s[..., v:])], dim=-1)
 
     @property
     def sigma(self) -> torch.Tensor:
