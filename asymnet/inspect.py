@@ -20,6 +20,7 @@ def format_summary(summary: RunSummary) -> str:
     """The text ``main`` prints for ``summary``."""
     attrs = dict(summary.attrs)
     study_yaml = attrs.pop("study_yaml", None)
+    attrs.pop("study_resolved", None)  # every key with its default: the study YAML says what was asked
     lines = [f"run log: {summary.path}", f"status:  {summary.status}", ""]
     keys = [k for k in _HEADLINE_ATTRS if k in attrs] + sorted(
         k for k in attrs if k not in _HEADLINE_ATTRS

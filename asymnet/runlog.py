@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import h5py
 import numpy as np

@@ -3,13 +3,10 @@
 import gzip
 import hashlib
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import shared_data_dir
 import torch
 
 from asymnet.data import mnist
@@ -22,11 +19,8 @@ from asymnet.data.mnist import (
     load_mnist,
     read_idx,
 )
+from tests.conftest import SHARED, needs_shared
 
-SHARED = shared_data_dir() or Path("no-offline-mnist")
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(), reason="no offline MNIST copy: set ASYMNET_DATA"
-)
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:

@@ -1,13 +1,9 @@
 """MNIST classifier and the classifier-based quality figures, against closed forms and known logits."""
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import shared_data_dir
 import torch
 
 from asymnet.classifier import (
@@ -22,11 +18,8 @@ from asymnet.classifier import (
 from asymnet.data.locate import DataError
 from asymnet.data.mnist import load_mnist
 from asymnet.metrics.quality import classifier_scores, frechet_distance, label_entropy
+from tests.conftest import SHARED, needs_shared
 
-SHARED = shared_data_dir() or Path("no-offline-mnist")
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(), reason="no offline MNIST copy: set ASYMNET_DATA"
-)
 
 
 def test_frechet_distance_of_identical_gaussians_is_zero():

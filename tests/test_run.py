@@ -1,7 +1,6 @@
 """The run command end to end: what it writes, every bad input, a kill and a resume, a live reader."""
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
