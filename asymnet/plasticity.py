@@ -71,11 +71,13 @@ def trajectory_update(
     states: list[torch.Tensor],
     temperatures: list[float],
     drives: list[Drive] | None = None,
+    with_terms: bool = True,
 ) -> LocalUpdate:
     """The local rule summed over a heating trajectory [s_0, ..., s_K] (each (batch, n)).
 
     ``drives``, if given, are F(s_t) for t = 0..K-1 as the heating computed them; the rule reuses
-    those at s_1..s_{K-1} and computes only F(s_K).
+    those at s_1..s_{K-1} and computes only F(s_K). ``with_terms=False`` skips the norms of the
+    temporal and equal-time terms (one more GEMM; they are then NaN).
     """
     if not isinstance(network, RecurrentNetwork):
         raise PlasticityError(f"the local rule needs a RecurrentNetwork, got {type(network).__name__}")
@@ -91,35 +93,42 @@ def trajectory_update(
             if network.w_T is not None:
                 F = F + network.w_T * T.log()
         alpha = operator.alpha
+        batch = later.shape[1]
         if isinstance(operator, GaussianOperator):
             std = operator.temperature_factor(T) * nnf.softplus(network.sigma)  # (K, 1, n)
-            error = earlier - ((1 - alpha) * later + alpha * F)  # s_{t-1} - mu(s_t)
             precision = std.pow(-2)
-            post = alpha * error * precision
-            z2 = error.pow(2) * precision
-            loss = (0.5 * z2 + std.log()).sum((0, 2)).mean() + 0.5 * later.shape[0] * later.shape[2] * _LOG_2PI
+            # error = s_{t-1} - mu(s_t), built in place in F's buffer (the largest tensors here: (K, batch, n))
+            error = F.mul_(-alpha).add_(later, alpha=alpha - 1).add_(earlier)
+            post = error * (alpha * precision)
+            # sum of z^2 = sum of error * post / alpha, as one dot product without a temporary
+            z2_sum = torch.dot(error.reshape(-1), post.reshape(-1)) / alpha
+            loss = (0.5 * z2_sum / batch + std.log().sum()
+                    + 0.5 * later.shape[0] * later.shape[2] * _LOG_2PI)
             grad_sigma = None
             if network.sigma_visible.requires_grad:
                 v = network.n_visible
-                dlogp_dsigma = (z2[..., :v] - 1) * torch.sigmoid(network.sigma_visible) / nnf.softplus(network.sigma_visible)
-                grad_sigma = -dlogp_dsigma.sum(0).mean(0)
-            temporal_scale, equal_scale = alpha * precision, alpha * alpha * precision
+                z2_visible = (error[..., :v] * post[..., :v]).sum((0, 1)) / (alpha * batch)  # (v,), batch mean
+                slope = torch.sigmoid(network.sigma_visible) / nnf.softplus(network.sigma_visible)
+                grad_sigma = -(z2_visible - len(temperatures)) * slope
+            temporal_scale = alpha * precision
         elif isinstance(operator, BernoulliOperator):
             logits = ((1 - alpha) * later + alpha * F) / T
             post = alpha * (earlier - torch.sigmoid(logits)) / T
             loss = nnf.binary_cross_entropy_with_logits(logits, earlier, reduction="none").sum((0, 2)).mean()
             grad_sigma = None
-            temporal_scale, equal_scale = alpha / T, alpha * alpha / T
+            temporal_scale = alpha / T
         else:
             raise PlasticityError(f"no local rule for operator {type(operator).__name__}")
-        batch = later.shape[1]
         flat_post, flat_pre = post.reshape(-1, post.shape[-1]), pre.reshape(-1, pre.shape[-1])
         grad_W = -(flat_post.t() @ flat_pre) / batch
         grad_b = -post.sum((0, 1)) / batch
         grad_w_T = -(post * T.log()).sum((0, 1)) / batch if network.w_T is not None else None
-        temporal = ((earlier - later) * temporal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
-        equal_time = ((later - F) * equal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
-    return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal.norm().item(), equal_time.norm().item())
+        temporal_norm = equal_time_norm = float("nan")
+        if with_terms:
+            temporal = ((earlier - later) * temporal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
+            temporal_norm = temporal.norm().item()
+            equal_time_norm = (-grad_W - temporal).norm().item()  # the two terms sum to dW = -grad_W
+    return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm)
 
 
 _LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64)))

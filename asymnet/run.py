@@ -85,8 +85,9 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
                  schedule.n_heating_steps(T_max, study.walkback.heating_factor))
 
 
-def train_step(model: Model, study: Study, data: Dataset, device, dtype) -> dict[str, float]:
-    """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule."""
+def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_terms: bool = True) -> dict[str, float]:
+    """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
+    (with the sizes of its STDP and equal-time terms when ``with_terms``)."""
     net, gen = model.network, model.generator
     rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
     x = data.batch(rows, gen, dtype).to(device)
@@ -96,10 +97,11 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype) -> dict
     states, drives = walkback.heating_trajectory_with_drives(net, model.operator, s0, temperatures, _on(gen, device))
     model.optimizer.zero_grad(set_to_none=False)
     if study.training.learning == "local":
-        update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives)
+        update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives, with_terms)
         plasticity.write_gradients(net, update)
         loss = update.loss
-        figures = {"stdp_temporal": update.temporal_norm, "stdp_equal_time": update.equal_time_norm}
+        figures = {"stdp_temporal": update.temporal_norm, "stdp_equal_time": update.equal_time_norm} if with_terms \
+            else {}
     else:
         loss = walkback.walkback_losses(net, model.operator, states, temperatures).sum()
         loss.backward()
@@ -367,7 +369,7 @@ def train(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
                disable=quiet, unit="step", dynamic_ncols=True)
     for step in bar:
         try:
-            figures = train_step(model, study, data, device, dtype)
+            figures = train_step(model, study, data, device, dtype, with_terms=step % every.metrics_every == 0)
         except TrainingDiverged as error:
             raise TrainingDiverged(f"step {step}: {error}; the last good checkpoint is kept in {checkpoint}") from None
         for name, value in figures.items():

@@ -4,7 +4,7 @@
 
 Each mode runs in its own subprocess (so peak resident memory, ru_maxrss, is that mode's alone) on
 synthetic 8-bit images of the study's shape (no data folder needed), after warm-up updates, from
-the same seed. Prints a table and writes benchmarks/results/training.json.
+the same seed; as in training between metric rows, the local rule skips its STDP-term diagnostics. Prints a table and writes benchmarks/results/training.json.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def measure(study_path: str, learning: str, updates: int, threads: int) -> dict:
         run.train_step(model, study, data, torch.device("cpu"), torch.float32)
     start = time.perf_counter()
     for _ in range(updates):
-        run.train_step(model, study, data, torch.device("cpu"), torch.float32)
+        run.train_step(model, study, data, torch.device("cpu"), torch.float32, with_terms=False)
     seconds = (time.perf_counter() - start) / updates
     return {"learning": learning, "seconds_per_update": seconds,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
