@@ -37,7 +37,7 @@ class RecurrentNetwork(nn.Module):
     broadcast of the temperature) projects to every unit through the weights w_T (n,), so the
     operator can act differently at each temperature: without it, one T-independent kernel has
     to serve both the T = 1 steps and the hot ones, and the walk back cannot shrink the variance
-    that heating added (measured on 1-D Gaussian data: generated variance 4.3 for a true 1.0).
+    that heating added (benchmarks/linear_gaussian.py: generated variance 4.4 for a true 1.0).
 
     phi_visible (default: phi) is the visible units' rate function, e.g. identity for real-valued
     data whose range tanh would clip. W: (n, n), row i = postsynaptic unit i, column j = presynaptic unit j, initialised
