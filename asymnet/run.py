@@ -15,20 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from tqdm import tqdm
 
 from asymnet import __version__, plasticity, plots, schedule, walkback
-from asymnet.data import DataError, Dataset, load_dataset
 from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
-from asymnet.data import find_data_dir
+from asymnet.data import DataError, Dataset, find_data_dir, load_dataset
 from asymnet.data.mnist import bits_per_dim, load_mnist
 from asymnet.metrics import quality
-from asymnet.metrics.quality import mmd2_rbf
 from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
 from asymnet.networks import MLPNetwork, RecurrentNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
 from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
-from asymnet.study import Study, StudyError, load_study, parse_study, replace_in
+from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, study_to_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"
 WINDOW_LAGS = torch.arange(-20, 21)
@@ -152,7 +151,7 @@ def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> 
 def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
                      classifier=None) -> dict[str, float]:
     """Samples, the held-out bound, and the sample-quality figures of the dataset."""
-    samples = generate_images(model, study, data, device)
+    samples = generate_visible(model, study, data, device)
     n = len(samples)
     gen = torch.Generator().manual_seed(study.seed + 7877)
     log.write_samples("final", samples)
@@ -160,8 +159,9 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
     if data.toy is not None:
         reference = data.test[:n].to(torch.float64)
         log.write_samples("data", reference)
-        figures["mmd"] = mmd2_rbf(samples[: len(reference)], reference)
-        figures["mmd_baseline"] = mmd2_rbf(data.toy.sample(len(reference), gen), data.toy.sample(len(reference), gen))
+        figures["mmd"] = quality.mmd2_rbf(samples[: len(reference)], reference)
+        figures["mmd_baseline"] = quality.mmd2_rbf(data.toy.sample(len(reference), gen),
+                                                   data.toy.sample(len(reference), gen))
         figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
         figures["data_log_density"] = data.toy.log_density(reference).mean().item()
     if data.rescaling is not None:
@@ -177,8 +177,8 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
 IMAGE_FIGURES = ("confident_fraction", "label_entropy", "frechet_distance")
 
 
-def generate_images(model: Model, study: Study, data: Dataset, device) -> torch.Tensor:
-    """n_samples generated visible states (n, n_visible), from a fixed evaluation seed."""
+def generate_visible(model: Model, study: Study, data: Dataset, device) -> torch.Tensor:
+    """n_samples generated visible states (n, n_visible) by cooling from p*, from a fixed evaluation seed."""
     gen = torch.Generator().manual_seed(study.seed + 7919)
     states = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
                                study.evaluation.n_samples, _on(gen, device))
@@ -347,7 +347,7 @@ def run(args) -> Path:
                                                               plasticity.learning_window(WINDOW_LAGS, order="cooling"),
                                                               plasticity.learning_window(WINDOW_LAGS, order="heating")], 1))
         if classifier is not None and start == 0:
-            untrained = generate_images(model, study, data, device)
+            untrained = generate_visible(model, study, data, device)
             log.write_samples("untrained", untrained)
             for name, value in image_quality(untrained, data, classifier, "untrained_").items():
                 log.write_eval(name, value)
@@ -396,10 +396,6 @@ def train(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
 
 
 def _resolved_yaml(study: Study) -> str:
-    import yaml
-
-    from asymnet.study import study_to_dict
-
     return yaml.safe_dump(study_to_dict(study), sort_keys=False)
 
 

@@ -24,7 +24,7 @@ def test_the_untrained_network_fails_the_mmd_bound(name):
     study, _ = load_study(REPO / "studies" / f"{name}.yaml")
     data = load_dataset(study.data.name, 5000, 2000, None, torch.Generator().manual_seed(1))
     model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
-    samples = run_module.generate_images(model, study, data, torch.device("cpu"))
+    samples = run_module.generate_visible(model, study, data, torch.device("cpu"))
     mmd = mmd2_rbf(samples, data.test)
     baseline = mmd2_rbf(data.toy.sample(2000, torch.Generator().manual_seed(2)),
                         data.toy.sample(2000, torch.Generator().manual_seed(3)))
