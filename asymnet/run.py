@@ -200,17 +200,15 @@ def test_set_quality(log: RunLog, data: Dataset, classifier, n: int) -> None:
 
 
 def mnist_classifier(data_dir: str | None, quiet: bool):
-    """The cached MNIST classifier (data folder, then ./data); trained and cached there when absent."""
-    folders = [find_data_dir(data_dir), Path("data")]
+    """The cached MNIST classifier (./data, then the data folder); when absent, trained on the data
+    folder's training set and cached in ./data (never in a shared data folder)."""
+    folders = [Path("data"), find_data_dir(data_dir)]
     for folder in folders:
         if (folder / WEIGHTS_NAME).is_file():
             return load_classifier(folder)
-    images, labels = load_mnist(folders[0], "train")
+    images, labels = load_mnist(folders[1], "train")
     model = train_classifier(to_unit_interval(images), torch.from_numpy(labels), progress=not quiet)
-    for folder in folders:
-        if os.access(folder, os.W_OK) or not folder.exists():
-            save_classifier(model, folder / WEIGHTS_NAME)
-            break
+    save_classifier(model, folders[0] / WEIGHTS_NAME)
     return model
 
 
