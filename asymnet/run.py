@@ -149,7 +149,7 @@ def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> 
 
 
 def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
-                     classifier=None) -> dict[str, float]:
+                     scorer: "ImageScorer | None" = None) -> dict[str, float]:
     """Samples, the held-out bound, and the sample-quality figures of the dataset."""
     samples = generate_visible(model, study, data, device)
     n = len(samples)
@@ -168,7 +168,7 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
         if model.network.n_hidden == 0:  # with hidden units the bound is on log p(x, h_0), not on log p(x)
             figures["bound_bits_per_dim"] = bits_per_dim(torch.tensor([figures["bound"]]), data.n_visible,
                                                          data.rescaling).item()
-        figures.update(image_quality(samples, data, classifier, prefix=""))
+        figures.update(scorer.figures(samples))
     for name, value in figures.items():
         log.write_eval(name, value)
     return figures
@@ -185,18 +185,22 @@ def generate_visible(model: Model, study: Study, data: Dataset, device) -> torch
     return states[:, : data.n_visible].cpu()
 
 
-def image_quality(samples: torch.Tensor, data: Dataset, classifier, prefix: str) -> dict[str, float]:
-    """Classifier figures of images (n, 784) in [0, 1] (clamped), against the test images not scored."""
-    n = len(samples)
-    reference = classifier.features(data.test[n:].float() / 255.0)
-    scores = quality.classifier_scores(classifier, samples.clamp(0, 1).float(), reference)
-    return {prefix + name: scores[name] for name in IMAGE_FIGURES}
+@dataclass(frozen=True)
+class ImageScorer:
+    """The MNIST classifier and the features of the reference images (the test images after the first
+    n_samples), computed once per run."""
 
+    classifier: torch.nn.Module
+    reference_features: torch.Tensor
 
-def test_set_quality(log: RunLog, data: Dataset, classifier, n: int) -> None:
-    """The same figures for n real test images: the scale a reader compares the model's with."""
-    for name, value in image_quality(data.test[:n].float() / 255.0, data, classifier, "test_").items():
-        log.write_eval(name, value)
+    @classmethod
+    def build(cls, classifier: torch.nn.Module, data: Dataset, n_samples: int) -> "ImageScorer":
+        return cls(classifier, classifier.features(data.test[n_samples:].float() / 255.0))
+
+    def figures(self, images: torch.Tensor, prefix: str = "") -> dict[str, float]:
+        """Classifier figures of images (n, 784) in [0, 1] (clamped) against the reference images."""
+        scores = quality.classifier_scores(self.classifier, images.clamp(0, 1).float(), self.reference_features)
+        return {prefix + name: scores[name] for name in IMAGE_FIGURES}
 
 
 def mnist_classifier(data_dir: str | None, quiet: bool):
@@ -338,20 +342,22 @@ def run(args) -> Path:
             raise
         start = 0
         save_checkpoint(checkpoint, model, 0)
-    classifier = mnist_classifier(args.data, args.quiet) if data.rescaling is not None else None
+    scorer = None
+    if data.rescaling is not None:
+        scorer = ImageScorer.build(mnist_classifier(args.data, args.quiet), data, study.evaluation.n_samples)
     with log:
         if study.training.learning == "local" and start == 0:
             log.write_samples("learning_window", torch.stack([WINDOW_LAGS.double(),
                                                               plasticity.learning_window(WINDOW_LAGS, order="cooling"),
                                                               plasticity.learning_window(WINDOW_LAGS, order="heating")], 1))
-        if classifier is not None and start == 0:
+        if scorer is not None and start == 0:
             untrained = generate_visible(model, study, data, device)
             log.write_samples("untrained", untrained)
-            for name, value in image_quality(untrained, data, classifier, "untrained_").items():
+            real = data.test[: study.evaluation.n_samples].float() / 255.0  # the scale a reader compares with
+            for name, value in {**scorer.figures(untrained, "untrained_"), **scorer.figures(real, "test_")}.items():
                 log.write_eval(name, value)
-            test_set_quality(log, data, classifier, study.evaluation.n_samples)
         train(log, model, study, data, device, dtype, start, checkpoint, args.quiet)
-        final_evaluation(log, model, study, data, device, dtype, classifier)
+        final_evaluation(log, model, study, data, device, dtype, scorer)
         log.set_status("finished")
     plots.plot_all(run_dir / LOG_NAME, run_dir, density=_density(data))
     return run_dir

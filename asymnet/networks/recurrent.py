@@ -40,8 +40,8 @@ class RecurrentNetwork(nn.Module):
     that heating added (benchmarks/linear_gaussian.py: generated variance 4.4 for a true 1.0).
 
     phi_visible (default: phi) is the visible units' rate function, e.g. identity for real-valued
-    data whose range tanh would clip. W: (n, n), row i = postsynaptic unit i, column j = presynaptic unit j, initialised
-    N(0, init_scale^2 / n). b: (n,). Pre-softplus noise levels: ``sigma_visible`` (n_visible,),
+    data whose range tanh would clip. W: (n, n), row i = postsynaptic unit i, column j = presynaptic
+    unit j, initialised N(0, init_scale^2 / n). b: (n,). Pre-softplus noise levels: ``sigma_visible`` (n_visible,),
     a parameter, learned when ``learn_sigma``, starting at softplus^-1(sigma_init); ``sigma_hidden``
     (n_hidden,), a fixed buffer at softplus^-1(sigma_hidden), sigma_init when not given.
     """
@@ -69,7 +69,8 @@ class RecurrentNetwork(nn.Module):
         self.b = nn.Parameter(torch.zeros(n))
         self.w_T = nn.Parameter(torch.zeros(n)) if temperature_input else None
         hidden_level = inverse_softplus(sigma_hidden or sigma_init)
-        self.sigma_visible = nn.Parameter(torch.full((n_visible,), inverse_softplus(sigma_init)), requires_grad=learn_sigma)
+        visible_level = inverse_softplus(sigma_init)
+        self.sigma_visible = nn.Parameter(torch.full((n_visible,), visible_level), requires_grad=learn_sigma)
         self.register_buffer("sigma_hidden", torch.full((n_hidden,), hidden_level))
 
     def forward(self, s: torch.Tensor, T: float = 1.0) -> Drive:
