@@ -2,13 +2,17 @@
 
 RUN is a run's ``log.h5`` or its run directory. Prints the path, the status, the root
 attributes (versions, seed, device, creation time), the study YAML, every metric's last step
-and value, and the eval figures. Exit status 0; 2 with one ``asymnet.inspect: error: ...``
+and value, and the eval figures, among them those that ``asymnet.measure`` (likelihood in bits/dim, EP, relative
+irreversibility), ``asymnet.sample`` (long-run quality) and ``asymnet.inpaint`` added; ``--json``
+prints the same as one JSON object. Exit status 0; 2 with one ``asymnet.inspect: error: ...``
 line on stderr when RUN is missing, not HDF5, not an asymnet log, or damaged.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 
 from asymnet.runlog import LogError, RunSummary, read_summary
@@ -50,11 +54,28 @@ def format_summary(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
+def summary_json(summary: RunSummary) -> str:
+    """The summary as JSON: path, status, attrs, metrics {name: [last step, last value]}, evals {name: value}.
+    Non-finite values become null, so any JSON reader accepts the output."""
+
+    def finite(value):
+        return value if not isinstance(value, float) or math.isfinite(value) else None
+
+    return json.dumps({
+        "path": str(summary.path),
+        "status": summary.status,
+        "attrs": {key: finite(value) for key, value in summary.attrs.items()},
+        "metrics": {name: [step, finite(value)] for name, (step, value) in sorted(summary.metrics.items())},
+        "evals": {name: finite(value) for name, value in sorted(summary.evals.items())},
+    }, indent=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="asymnet.inspect", description="Summarise an asymnet run log (live or finished)."
     )
     parser.add_argument("run", metavar="RUN", help="a run's log.h5, or the run directory")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object, for scripts")
     args = parser.parse_args(argv)
     try:
         summary = read_summary(args.run)
@@ -62,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error).replace("\n", " ")
         print(f"asymnet.inspect: error: {message}", file=sys.stderr)
         return 2
-    print(format_summary(summary))
+    print(summary_json(summary) if args.json else format_summary(summary))
     return 0
 
 

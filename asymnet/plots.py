@@ -237,3 +237,41 @@ def plot_stdp_terms(temporal, equal_time, path: str | Path) -> Path:
     axes.set_yscale("log")
     axes.legend()
     return _save(figure, Path(path))
+
+
+def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
+    """Quality against the number of T = 1 steps after generation (log x axis), one panel per figure,
+    from /samples/long_run; the toy MMD panel shows the data's own baseline as a dashed line."""
+    with _open_log(log_path) as log:
+        group = log["samples/long_run"]
+        steps = group["steps"][()]
+        curves = {name: group[name][()] for name in group if not name.startswith("step")}
+        baseline = float(log["eval/long_run_mmd_baseline"][()]) if "eval/long_run_mmd_baseline" in log else None
+    figure = _new_figure(4 * len(curves), 3.5)
+    axes = np.atleast_1d(figure.subplots(1, len(curves)))
+    for ax, (name, values) in zip(axes, sorted(curves.items())):
+        ax.plot(steps, values, "o-", ms=4)
+        if name == "mmd" and baseline is not None:
+            ax.axhline(baseline, ls="--", color="0.4", label="data vs data")
+            ax.axhline(3 * baseline, ls=":", color="0.4", label="3 x baseline")
+            ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("T = 1 steps after generation")
+        ax.set_title(name)
+    return _save(figure, Path(path))
+
+
+def plot_inpainting(originals: np.ndarray, masked: np.ndarray, completions: np.ndarray, path: str | Path,
+                    n: int = 10) -> Path:
+    """Three rows of n images (side x side): originals, masked inputs (mask shown grey), completions."""
+    side = int(round(originals.shape[1] ** 0.5))
+    figure = _new_figure(1.2 * n, 3.9)
+    axes = figure.subplots(3, n, squeeze=False)
+    for row, (title, images) in enumerate([("original", originals), ("masked", masked), ("completed", completions)]):
+        for col in range(n):
+            ax = axes[row, col]
+            ax.imshow(np.clip(images[col].reshape(side, side), 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(title)
+    return _save(figure, Path(path))

@@ -22,19 +22,16 @@ from asymnet import __version__, plasticity, plots, schedule, walkback
 from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
 from asymnet.data import DataError, Dataset, find_data_dir, load_dataset
 from asymnet.data.mnist import bits_per_dim, load_mnist
+from asymnet.measure import detailed_balance
 from asymnet.metrics import quality
 from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
 from asymnet.networks import MLPNetwork, RecurrentNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
 from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
 from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, study_to_dict
+from asymnet.trained import CHECKPOINT_NAME, RunError, pick_device
 
-CHECKPOINT_NAME = "checkpoint.pt"
 WINDOW_LAGS = torch.arange(-20, 21)
-
-
-class RunError(Exception):
-    """A request the run cannot carry out; the message says what and how to fix it."""
 
 
 class TrainingDiverged(Exception):
@@ -132,6 +129,17 @@ def held_out_bound(model: Model, study: Study, data: Dataset, device, dtype, ste
     return bound.mean().item()
 
 
+def detailed_balance_figures(model: Model, study: Study, data: Dataset, device, step: int) -> dict[str, float]:
+    """EP and relative irreversibility of the T = 1 chain (asymnet.measure's convention) from a fixed
+    evaluation seed per step, beside the symmetry figures; empty when evaluation.ep_chains is 0."""
+    cfg = study.evaluation
+    if cfg.ep_chains == 0:
+        return {}
+    gen = torch.Generator().manual_seed(study.seed + 7907 + step)
+    figures = detailed_balance(model, study, data, device, cfg.ep_chains, cfg.ep_steps, cfg.ep_burn_in, gen, 10)
+    return {name: figures[name] for name in ("ep", "ep_stderr", "relative_irreversibility")}
+
+
 def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> None:
     """cos(W, W^T) and the norms of W's symmetric and antisymmetric parts, with a W snapshot; for an
     MLP the same figures of its Jacobian dF_mu/ds at 64 held-out points, from 16 random probes each."""
@@ -219,6 +227,8 @@ def mnist_classifier(data_dir: str | None, quiet: bool):
 def layout_for(study: Study, model: Model, data: Dataset) -> LogLayout:
     """Every dataset this run will write, declared before the log goes live."""
     metrics = ["loss", "wall_time", "bound", "symmetry_cosine", "symmetric_norm", "antisymmetric_norm"]
+    if study.evaluation.ep_chains:
+        metrics += ["ep", "ep_stderr", "relative_irreversibility"]
     weights = {}
     samples = {"final": (study.evaluation.n_samples, data.n_visible)}
     if isinstance(model.network, RecurrentNetwork):
@@ -305,13 +315,6 @@ def resolve_study(args) -> tuple[Study, str, Path]:
     return study, text, run_dir
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for but torch sees no CUDA device (torch.cuda.is_available() is "
-                       "False); use --device cpu or install a CUDA build of torch")
-    return torch.device(name)
-
-
 def run(args) -> Path:
     study, text, run_dir = resolve_study(args)
     device = pick_device(args.device)
@@ -360,6 +363,10 @@ def run(args) -> Path:
         final_evaluation(log, model, study, data, device, dtype, scorer)
         log.set_status("finished")
     plots.plot_all(run_dir / LOG_NAME, run_dir, density=_density(data))
+    if study.evaluation.long_run_steps:
+        from asymnet.sample import measure_long_run
+
+        measure_long_run(run_dir, study.evaluation.long_run_steps, None, args.data, args.device, study.seed, args.quiet)
     return run_dir
 
 
@@ -388,6 +395,8 @@ def train(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
             log_symmetry(log, model, data, dtype, step)
         if step % every.eval_every == 0:
             log.append("bound", step, held_out_bound(model, study, data, device, dtype, step))
+            for name, value in detailed_balance_figures(model, study, data, device, step).items():
+                log.append(name, step, value)
         if step % every.checkpoint_every == 0 or step == study.training.steps:
             log.flush()
             try:

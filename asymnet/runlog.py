@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from dataclasses import dataclass, field
 
 import h5py
@@ -406,6 +407,51 @@ def _copy_truncated(old: h5py.File, new: h5py.File, step: int) -> None:
             chunks=(_METRIC_CHUNK_ROWS,),
             fillvalue=_STEP_FILL,
         )
+
+
+def add_results(path, evals: dict | None = None, samples: dict | None = None, attrs: dict | None = None) -> None:
+    """Write the figures of a measurement made after training into the finished log at ``path``.
+
+    ``evals``: name -> float, stored as scalar ``/eval/<name>``; ``samples``: tag -> array (a tag
+    may hold ``/``, e.g. ``long_run/step_100``), stored float32 under ``/samples/<tag>`` except
+    integer arrays (steps, labels), kept as int64; ``attrs``: name -> str, root attributes that
+    record how the measurement was made. An existing entry of the same name is replaced.
+
+    The log is copied to ``path + ".tmp"``, changed there and renamed into place, so a kill at any
+    moment leaves either the old log or the new one, never a half-written one.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, LOG_NAME)
+    with open_log(path) as f:
+        status = _plain(f["status"][()]) if "status" in f else "unknown"
+    if status != "finished":
+        raise LogError(f"{path} holds a run whose status is '{status}', not 'finished'; finish it first "
+                       "(python -m asymnet.run --resume RUN_DIR) and measure it then")
+    tmp = path + ".tmp"
+    shutil.copyfile(path, tmp)
+    try:
+        with h5py.File(tmp, "r+") as f:
+            for name, value in (evals or {}).items():
+                group = f.require_group("eval")
+                if name in group:
+                    del group[name]
+                group.create_dataset(name, data=np.float64(value))
+            for tag, array in (samples or {}).items():
+                group = f.require_group("samples")
+                if tag in group:
+                    del group[tag]
+                if hasattr(array, "detach"):
+                    array = array.detach().cpu().numpy()
+                array = np.asarray(array)
+                array = array.astype(np.int64) if np.issubdtype(array.dtype, np.integer) else _as_float32(array)
+                group.create_dataset(tag, data=array)
+            f.attrs.update({name: str(value) for name, value in (attrs or {}).items()})
+        _publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _open_for_write(path: str) -> bool:

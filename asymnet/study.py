@@ -103,10 +103,17 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Final figures: generated samples and held-out bound."""
+    """Final figures: generated samples and held-out bound. At every evaluation (logging.eval_every) the
+    detailed-balance violation of the T = 1 chain: ep_chains chains, ep_burn_in unrecorded then ep_steps
+    recorded steps (0 chains: off). long_run_steps > 0 runs ``asymnet.sample`` for that many T = 1 steps
+    after training."""
 
     n_samples: int = _check("positive", 2000)
     n_bound: int = _check("positive", 1000)
+    ep_chains: int = _check("non_negative", 64)
+    ep_steps: int = _check("positive", 400)
+    ep_burn_in: int = _check("non_negative", 100)
+    long_run_steps: int = _check("non_negative", 0)
 
 
 @dataclass(frozen=True)

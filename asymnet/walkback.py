@@ -121,10 +121,32 @@ def generate(
     temperatures: list[float],
     n: int,
     generator: torch.Generator | None,
+    known: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """s_0 of a cooling chain: s_K ~ p*, then s_{t-1} ~ p_{T_t}(. | s_t) for t = K..1. Shape (n, n_units)."""
+    """s_0 of a cooling chain: s_K ~ p*, then s_{t-1} ~ p_{T_t}(. | s_t) for t = K..1. Shape (n, n_units).
+
+    Conditional generation (inpainting, paper sec. 6): with ``known`` (n_units,) bool and ``values``
+    (n, n_units), the known units are held at ``values`` at every step of the chain, from s_K on.
+    """
     s = p_star.sample(n, generator)
+    clamp = known is not None
+    if clamp:
+        s = torch.where(known, values, s)
     for T in reversed(temperatures):
+        s = operator.sample(s, network(s, T), T, generator)
+        if clamp:
+            s = torch.where(known, values, s)
+    return s
+
+
+@torch.no_grad()
+def run_chain(
+    network: nn.Module, operator: Operator, s: torch.Tensor, n_steps: int, generator: torch.Generator | None,
+    T: float = 1.0,
+) -> torch.Tensor:
+    """s after ``n_steps`` more steps s_{t+1} ~ p_T(. | s_t) of the chain (batch, n_units); memory O(batch)."""
+    for _ in range(n_steps):
         s = operator.sample(s, network(s, T), T, generator)
     return s
 

@@ -1,0 +1,117 @@
+"""A finished run, loaded back from its directory for the measurements made after training
+(``asymnet.measure``, ``asymnet.sample``, ``asymnet.inpaint``).
+
+The log says which study was run; the checkpoint holds the weights and p*; the data are rebuilt
+exactly as ``asymnet.run`` built them (same seed), so a toy run's test points are the ones it saw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from asymnet.data import Dataset, load_dataset
+from asymnet.runlog import LOG_NAME, LogError, read_summary
+from asymnet.study import Study, parse_study
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class RunError(Exception):
+    """A run directory or command-line request that cannot be honoured; the message says the fix."""
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    study: Study
+    data: Dataset
+    model: "object"  # asymnet.run.Model
+    device: torch.device
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_NAME
+
+
+def pick_device(name: str) -> torch.device:
+    """The torch device ``name`` ('cpu' or 'cuda'), with a clear error when CUDA is asked for and absent."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but torch sees no CUDA device (torch.cuda.is_available() is "
+                       "False); use --device cpu or install a CUDA build of torch")
+    return torch.device(name)
+
+
+def load_run(run_dir, data_dir: str | None = None, device: str = "cpu") -> TrainedRun:
+    """The finished run in ``run_dir``: its study, data and trained model (weights, p*).
+
+    Raises LogError when ``run_dir`` holds no asymnet log, RunError when its run has not finished
+    or its checkpoint is missing, DataError when the data folder is missing.
+    """
+    from asymnet.run import build_model, load_checkpoint  # run.py wires training; this module reuses it
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a directory; give the run directory that asymnet.run wrote "
+                       f"(it holds {LOG_NAME} and {CHECKPOINT_NAME})")
+    summary = read_summary(run_dir)
+    status, text = summary.status, summary.attrs.get("study_resolved")
+    if text is None:
+        raise LogError(f"{run_dir / LOG_NAME} records no study (root attribute 'study_resolved'); "
+                       "it was not written by asymnet.run")
+    if status != "finished":
+        raise RunError(f"{run_dir} has no finished model: its run's status is '{status}'; finish it with "
+                       f"python -m asymnet.run --resume {run_dir}, then measure it")
+    study = parse_study(text, source=str(run_dir / LOG_NAME))
+    torch_device = pick_device(device)
+    data_gen = torch.Generator().manual_seed(study.seed + 104729)
+    data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, data_dir, data_gen,
+                        study.data.binarize, False)
+    model = build_model(study, data, torch_device, getattr(torch, study.training.dtype))
+    load_checkpoint(run_dir / CHECKPOINT_NAME, model)
+    model.network.eval()
+    return TrainedRun(run_dir, study, data, model, torch_device)
+
+
+def log_spaced_steps(n_steps: int) -> list[int]:
+    """10, 30, 100, 300, ... up to and including ``n_steps`` (n_steps itself ends the list)."""
+    if n_steps < 1:
+        raise RunError(f"the number of steps must be a positive integer, got {n_steps}")
+    steps, decade = [], 1
+    while True:
+        for mantissa in (1, 3):
+            step = mantissa * 10**decade
+            if step >= n_steps:
+                return steps + [n_steps]
+            steps.append(step)
+        decade += 1
+
+
+def mask_of(name: str, side: int = 28) -> torch.Tensor:
+    """The (side * side,) bool mask of the pixels to fill in (True = unknown), row-major images."""
+    rows = torch.arange(side).unsqueeze(1).expand(side, side)
+    cols = torch.arange(side).unsqueeze(0).expand(side, side)
+    half, quarter = side // 2, side // 4
+    masks = {
+        "bottom_half": rows >= half,
+        "top_half": rows < half,
+        "left_half": cols < half,
+        "right_half": cols >= half,
+        "centre_square": (rows >= quarter) & (rows < side - quarter) & (cols >= quarter) & (cols < side - quarter),
+    }
+    if name not in masks:
+        raise RunError(f"unknown mask '{name}'; choose one of {', '.join(masks)}")
+    return masks[name].reshape(-1)
+
+
+MASKS = ("bottom_half", "top_half", "left_half", "right_half", "centre_square")
+
+
+def image_side(n_visible: int) -> int:
+    side = math.isqrt(n_visible)
+    if side * side != n_visible:
+        raise RunError(f"inpainting needs square images; this run's data have {n_visible} visible units")
+    return side

@@ -1,0 +1,226 @@
+"""The measurements made after training: long runs (asymnet.sample), likelihood and detailed balance
+(asymnet.measure), inpainting (asymnet.inpaint), and what inspect prints of them."""
+
+import hashlib
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from asymnet import inpaint, measure, run, sample, walkback
+from asymnet.metrics import likelihood, quality
+from asymnet.networks.recurrent import RecurrentNetwork
+from asymnet.operators import GaussianOperator
+from asymnet.runlog import LogError, add_results, open_log
+from asymnet.trained import RunError, load_run, log_spaced_steps, mask_of
+from tests.conftest import SHARED, TINY_STUDY, needs_shared, run_cli
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toy")
+    study = folder / "tiny.yaml"
+    study.write_text(TINY_STUDY)
+    assert run.main([str(study), "--out", str(folder / "run"), "--quiet"]) == 0
+    return folder / "run"
+
+
+def test_log_spaced_steps_are_1_3_per_decade_and_end_at_the_total():
+    assert log_spaced_steps(100000) == [10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000]
+    assert log_spaced_steps(500) == [10, 30, 100, 300, 500]
+    assert log_spaced_steps(7) == [7]
+    with pytest.raises(RunError, match="positive integer"):
+        log_spaced_steps(0)
+
+
+def test_masks_cover_the_named_regions():
+    bottom = mask_of("bottom_half").reshape(28, 28)
+    assert bottom[14:].all() and not bottom[:14].any()
+    assert (mask_of("top_half") == ~mask_of("bottom_half")).all()
+    assert (mask_of("left_half") == ~mask_of("right_half")).all()
+    centre = mask_of("centre_square").reshape(28, 28)
+    assert centre.sum() == 14 * 14 and centre[7:21, 7:21].all()
+    with pytest.raises(RunError, match="unknown mask 'bottom'; choose one of bottom_half"):
+        mask_of("bottom")
+
+
+def test_long_run_stores_log_spaced_samples_whose_recomputed_mmd_matches_the_curve(toy_run):
+    before = open_log(toy_run)
+    earlier_evals = {name: float(before["eval"][name][()]) for name in before["eval"]}
+    before.close()
+    curves = sample.measure_long_run(toy_run, 300, n_chains=100, seed=4)
+    trained = load_run(toy_run)
+    reference = trained.data.test[:100].to(torch.float64)
+    with open_log(toy_run) as log:
+        assert list(log["samples/long_run/steps"][()]) == [10, 30, 100, 300]
+        stored = torch.from_numpy(log["samples/long_run/step_0000300"][()])
+        assert stored.shape == (100, 2)
+        assert np.allclose(log["samples/long_run/mmd"][()], curves["mmd"])
+        assert float(log["eval/long_run_mmd"][()]) == pytest.approx(curves["mmd"][-1])
+        assert float(log["eval/long_run_steps"][()]) == 300
+        assert "100 chains, 300 T = 1 steps" in log.attrs["long_run"]
+        for name, value in earlier_evals.items():  # measuring adds, never changes what training wrote
+            assert float(log["eval"][name][()]) == value or (math.isnan(value) and math.isnan(log["eval"][name][()]))
+    assert quality.mmd2_rbf(stored, reference) == pytest.approx(curves["mmd"][-1], rel=1e-5)
+    assert (toy_run / "long_run.png").stat().st_size > 0
+
+
+def test_long_run_is_the_cooling_chain_continued_at_T1(toy_run):
+    trained = load_run(toy_run)
+    m = trained.model
+    temps = run.eval_temperatures(m, trained.study)
+    gen = torch.Generator().manual_seed(11)
+    _, samples, _ = sample.long_run(trained, 30, 8, gen)
+    gen = torch.Generator().manual_seed(11)
+    s = walkback.generate(m.network, m.operator, m.p_star, temps, 8, gen)
+    s = walkback.run_chain(m.network, m.operator, s, 10, gen)
+    assert torch.equal(samples[10], s[:, :2])
+    s = walkback.run_chain(m.network, m.operator, s, 20, gen)
+    assert torch.equal(samples[30], s[:, :2])
+
+
+def test_measure_writes_bound_below_importance_estimate_and_ep_figures(toy_run):
+    figures = measure.measure(toy_run, n_examples=40, n_trajectories=20, ep_chains=16, ep_steps=200, ep_burn_in=50)
+    assert figures["test_bound_nats"] <= figures["test_is_nats"]
+    assert math.isfinite(figures["ep"]) and figures["ep_stderr"] > 0
+    with open_log(toy_run) as log:
+        for name, value in figures.items():
+            stored = float(log["eval"][name][()])
+            assert stored == value or (math.isnan(stored) and math.isnan(value))
+        assert "log p(s'|s) - log p(s|s')" in log.attrs["ep_convention"]
+
+
+def test_training_logs_ep_at_every_evaluation(toy_run):
+    with open_log(toy_run) as log:
+        rows = log["metrics/ep"][()]
+        steps = rows[:, 0][np.isfinite(rows[:, 0]) & (rows[:, 0] > 0)]
+    assert list(steps) == [30, 60]  # eval_every 30 over 60 steps
+
+
+def test_visible_likelihood_integrates_hidden_units_out_exactly_on_a_linear_network():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    net = RecurrentNetwork(2, 2, phi="identity", sigma_init=0.4, learn_sigma=False, generator=gen,
+                           temperature_input=False).double()
+    with torch.no_grad():
+        net.W.copy_(0.4 * torch.randn(4, 4, generator=gen, dtype=torch.float64))
+        net.b.copy_(0.2 * torch.randn(4, generator=gen, dtype=torch.float64))
+    op = GaussianOperator(0.5, "sqrt_T")
+    temps = [1.0, 1.0, 2.0, 4.0]
+    p_star = walkback.PStar(4).double()
+    heated = walkback.heating_trajectory(net, op, torch.randn(20000, 4, generator=gen, dtype=torch.float64), temps, gen)
+    p_star.update(heated[-1], 1.0)
+    mean, cov = likelihood.exact_marginal(net, op, p_star, temps)
+    x = walkback.generate(net, op, p_star, temps, 50, gen)[:, :2]
+    exact = likelihood.gaussian_log_density(x, mean[:2], cov[:2, :2])
+    few = likelihood.visible_importance_estimate(net, op, p_star, x, temps, 10, gen, settle_steps=3)
+    many = likelihood.visible_importance_estimate(net, op, p_star, x, temps, 2000, gen, settle_steps=3)
+    assert (few.variational_bound <= few.log_likelihood + 1e-12).all()
+    gap_few = (exact - few.log_likelihood).mean().item()
+    gap_many = (exact - many.log_likelihood).mean().item()
+    # IS is a stochastic lower bound that tightens with M; at M = 2000 within 0.1 nats of the truth
+    assert gap_many < gap_few
+    assert -3 * many.standard_error.mean().item() - 0.02 < gap_many < 0.1
+
+
+def test_a_foreign_hdf5_file_is_refused_and_left_alone(tmp_path):
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    with h5py.File(folder / "log.h5", "w") as f:
+        f["x"] = np.arange(3)
+    digest = _digest(folder / "log.h5")
+    for module, extra in [("asymnet.sample", ["--steps", "10"]), ("asymnet.measure", []), ("asymnet.inpaint", [])]:
+        result = run_cli(folder, *extra, module=module)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not an asymnet run log" in lines[0], result.stderr
+    assert _digest(folder / "log.h5") == digest
+
+
+def test_an_unfinished_run_is_refused_and_left_alone(toy_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "unfinished"
+    shutil.copytree(toy_run, folder)
+    with h5py.File(folder / "log.h5", "r+") as f:
+        f["status"][()] = np.array(b"running", dtype=f["status"].dtype)
+    digest = _digest(folder / "log.h5")
+    result = run_cli(folder, "--steps", "10", module="asymnet.sample")
+    assert result.returncode == 2
+    assert "has no finished model: its run's status is 'running'" in result.stderr
+    assert f"--resume {folder}" in result.stderr
+    with pytest.raises(LogError, match="not 'finished'"):
+        add_results(folder / "log.h5", evals={"x": 1.0})
+    assert _digest(folder / "log.h5") == digest
+    assert not (folder / "log.h5.tmp").exists()
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--steps", "0"], "--steps must be a positive number"),
+    (["--steps", "-5"], "--steps must be a positive number"),
+    (["--steps", "10", "--chains", "1"], "--chains must be at least 2"),
+])
+def test_a_non_positive_step_count_is_one_error_and_nothing_changes(toy_run, args, phrase):
+    digest = _digest(toy_run / "log.h5")
+    result = run_cli(toy_run, *args, module="asymnet.sample")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"asymnet.sample: error: {result.stderr.strip()[len('asymnet.sample: error: '):]}"]
+    assert phrase in result.stderr
+    assert _digest(toy_run / "log.h5") == digest
+
+
+def test_inpainting_refuses_an_unknown_mask_and_a_toy_run(toy_run):
+    digest = _digest(toy_run / "log.h5")
+    result = run_cli(toy_run, "--mask", "diagonal", module="asymnet.inpaint")
+    assert result.returncode == 2 and "unknown mask 'diagonal'; choose one of bottom_half, top_half" in result.stderr
+    result = run_cli(toy_run, module="asymnet.inpaint")
+    assert result.returncode == 2 and "not on images" in result.stderr
+    assert _digest(toy_run / "log.h5") == digest
+
+
+def test_inspect_json_holds_the_measured_figures(toy_run):
+    sample.measure_long_run(toy_run, 20, n_chains=50)
+    result = run_cli(toy_run, "--json", module="asymnet.inspect")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "finished"
+    assert summary["evals"]["long_run_steps"] == 20
+    assert "long_run_mmd" in summary["evals"] and "mmd" in summary["evals"]
+    text = run_cli(toy_run, module="asymnet.inspect").stdout
+    assert "long_run_mmd" in text
+
+
+@needs_shared
+def test_inpainting_keeps_the_known_pixels_and_scores_the_completions(tmp_path, monkeypatch):
+    from asymnet.classifier import train_classifier
+    from asymnet.data import load_dataset
+
+    data = load_dataset("mnist", 3000, 200, str(SHARED), torch.Generator().manual_seed(0))
+    classifier = train_classifier(data.train.float() / 255.0, data.labels_train, epochs=1)
+    monkeypatch.setattr(run, "mnist_classifier", lambda *args: classifier)
+    study = tmp_path / "mnist.yaml"
+    study.write_text("name: m\ndata: {name: mnist, n_train: 2000, n_test: 200}\n"
+                     "network: {kind: recurrent, n_hidden: 16}\noperator: {sigma: 0.05}\n"
+                     "training: {steps: 4, batch_size: 20}\n"
+                     "logging: {checkpoint_every: 2, eval_every: 2}\n"
+                     "evaluation: {n_samples: 40, n_bound: 10, ep_chains: 4, ep_steps: 10, ep_burn_in: 2}\n")
+    assert run.main([str(study), "--out", str(tmp_path / "run"), "--quiet", "--data", str(SHARED)]) == 0
+    figures = inpaint.measure_inpainting(tmp_path / "run", "bottom_half", 30, str(SHARED), seed=2)
+    assert 0 <= figures["inpaint_bottom_half_agreement"] <= 1
+    assert 0 <= figures["inpaint_bottom_half_noise_agreement"] <= 1
+    trained = load_run(tmp_path / "run", str(SHARED))
+    originals = trained.data.batch(trained.data.test[:30], torch.Generator().manual_seed(2), torch.float32)
+    with open_log(tmp_path / "run") as log:
+        completions = torch.from_numpy(log["samples/inpaint/bottom_half"][()])
+        assert float(log["eval/inpaint_bottom_half_agreement"][()]) == figures["inpaint_bottom_half_agreement"]
+    known = ~mask_of("bottom_half")
+    assert torch.equal(completions[:, known], originals[:, known])
+    assert not torch.equal(completions[:, ~known], originals[:, ~known])
+    assert (tmp_path / "run" / "inpaint_bottom_half.png").stat().st_size > 0
