@@ -224,3 +224,27 @@ def test_inpainting_keeps_the_known_pixels_and_scores_the_completions(tmp_path, 
     assert torch.equal(completions[:, known], originals[:, known])
     assert not torch.equal(completions[:, ~known], originals[:, ~known])
     assert (tmp_path / "run" / "inpaint_bottom_half.png").stat().st_size > 0
+
+
+def test_the_analysis_notebook_runs_on_a_fresh_run(toy_run):
+    import nbclient
+    import nbformat
+
+    from tests.conftest import REPO
+
+    notebook = nbformat.read(REPO / "studies" / "notebooks" / "analyse_run.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # none committed
+    measure.measure(toy_run, n_examples=10, n_trajectories=4, ep_chains=4, ep_steps=20, ep_burn_in=5)
+    sample.measure_long_run(toy_run, 30, n_chains=50)
+    import os
+
+    os.environ["ASYMNET_RUN"] = str(toy_run)
+    try:
+        nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                                resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        del os.environ["ASYMNET_RUN"]
+    text = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    assert "finished" in text and "final EP" in text
+    images = sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    assert images >= 3  # symmetry drift, EP over training, samples, long run
