@@ -65,7 +65,8 @@ def measure_inpainting(run_dir, mask: str, n_images: int = 1000, data_dir: str |
     with torch.no_grad():
         completions = inpaint(trained, unknown, images, gen)
     seconds = time.perf_counter() - clock
-    noise_filled = torch.where(unknown, torch.rand(images.shape, generator=gen, dtype=dtype), images)
+    noise = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
+    noise_filled = torch.where(unknown, noise, images)  # its own generator: the same baseline for every run
     classifier = mnist_classifier(data_dir, quiet)
     with torch.no_grad():
         agreement = (classifier(completions.clamp(0, 1).float()).argmax(1) == labels).double().mean().item()
