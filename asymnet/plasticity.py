@@ -18,7 +18,10 @@ its two ends hold. Since s_{t-1} - mu(s_t) = (s_{t-1} - s_t) + alpha (s_t - F(s_
 - an equal-time term  alpha phi(s_{t,j}) (s_{t,i} - F_i(s_t)), both factors at one time.
 
 For the Bernoulli operator the postsynaptic factor is (s_{t-1,i} - rho_i(s_t)) / T_t instead.
-All of it is computed here without autograd; tests prove it equals autograd's gradient in float64.
+With fast hidden units (``RecurrentNetwork(hidden_units="fast")``) the postsynaptic units are the visible
+ones and the presynaptic rates include the hidden units' instantaneous rates; the fixed hidden rows get
+no update. All of it is computed here without autograd; tests prove it equals autograd's gradient in
+float64.
 """
 
 from __future__ import annotations
@@ -85,13 +88,14 @@ def trajectory_update(
         later = torch.stack(states[1:])  # s_t, t = 1..K: (K, batch, n)
         earlier = torch.stack(states[:-1])  # s_{t-1}
         T = torch.tensor(temperatures, dtype=later.dtype, device=later.device).view(-1, 1, 1)
-        pre = network.phi(later)
+        m = network.n_units  # postsynaptic units: those of the state (all, or the visible ones with fast hidden units)
+        pre = network.rates(later, T)  # (K, batch, n_neurons)
         if drives is not None and not network.temperature_conditioned:
             F = torch.stack([d.mu for d in drives[1:]] + [network(states[-1]).mu])
         else:
-            F = torch.matmul(pre, network.W.t()) + network.b
+            F = torch.matmul(pre, network.W[:m].t()) + network.b[:m]
             if network.w_T is not None:
-                F = F + network.w_T * T.log()
+                F = F + network.w_T[:m] * T.log()
         alpha = operator.alpha
         batch = later.shape[1]
         if isinstance(operator, GaussianOperator):
@@ -120,14 +124,19 @@ def trajectory_update(
         else:
             raise PlasticityError(f"no local rule for operator {type(operator).__name__}")
         flat_post, flat_pre = post.reshape(-1, post.shape[-1]), pre.reshape(-1, pre.shape[-1])
-        grad_W = -(flat_post.t() @ flat_pre) / batch
-        grad_b = -post.sum((0, 1)) / batch
-        grad_w_T = -(post * T.log()).sum((0, 1)) / batch if network.w_T is not None else None
+        grad_W = torch.zeros_like(network.W)
+        grad_W[:m] = -(flat_post.t() @ flat_pre) / batch
+        grad_b = torch.zeros_like(network.b)
+        grad_b[:m] = -post.sum((0, 1)) / batch
+        grad_w_T = None
+        if network.w_T is not None:
+            grad_w_T = torch.zeros_like(network.w_T)
+            grad_w_T[:m] = -(post * T.log()).sum((0, 1)) / batch
         temporal_norm = equal_time_norm = float("nan")
         if with_terms:
             temporal = ((earlier - later) * temporal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
             temporal_norm = temporal.norm().item()
-            equal_time_norm = (-grad_W - temporal).norm().item()  # the two terms sum to dW = -grad_W
+            equal_time_norm = (-grad_W[:m] - temporal).norm().item()  # the two terms sum to dW = -grad_W
     return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm)
 
 

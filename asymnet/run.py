@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import sys
 import time
@@ -58,7 +59,9 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
         network = RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
                                    net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
                                    net_cfg.temperature_conditioned,
-                                   None if net_cfg.phi_visible == "same" else net_cfg.phi_visible)
+                                   None if net_cfg.phi_visible == "same" else net_cfg.phi_visible,
+                                   net_cfg.hidden_units, net_cfg.hidden_gain, net_cfg.hidden_bias,
+                                   net_cfg.hidden_temperature_gain)
     else:
         network = MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
                              net_cfg.temperature_conditioned, generator)
@@ -107,6 +110,16 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
     model.optimizer.step()
     model.p_star.update(states[-1], study.walkback.p_star_momentum)
     return {"loss": loss.item(), **figures}
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, study: Study, step: int) -> None:
+    """training.learning_rate, constant or decayed to 0 along a half cosine over the run (a pure
+    function of the step, so a resumed run continues the same schedule)."""
+    lr = study.training.learning_rate
+    if study.training.lr_schedule == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * (step - 1) / study.training.steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _on(generator: torch.Generator, device: torch.device) -> torch.Generator | None:
@@ -173,7 +186,7 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
         figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
         figures["data_log_density"] = data.toy.log_density(reference).mean().item()
     if data.rescaling is not None:
-        if model.network.n_hidden == 0:  # with hidden units the bound is on log p(x, h_0), not on log p(x)
+        if model.network.n_units == data.n_visible:  # with (slow) hidden units it bounds log p(x, h_0)
             figures["bound_bits_per_dim"] = bits_per_dim(torch.tensor([figures["bound"]]), data.n_visible,
                                                          data.rescaling).item()
         figures.update(scorer.figures(samples))
@@ -239,7 +252,7 @@ def layout_for(study: Study, model: Model, data: Dataset) -> LogLayout:
     evals = ["bound"]
     if data.rescaling is not None:
         samples["untrained"] = samples["final"]
-        evals += [*IMAGE_FIGURES] + (["bound_bits_per_dim"] if model.network.n_hidden == 0 else [])
+        evals += [*IMAGE_FIGURES] + (["bound_bits_per_dim"] if model.network.n_units == data.n_visible else [])
         evals += [prefix + name for prefix in ("untrained_", "test_") for name in IMAGE_FIGURES]
     if data.toy is not None:
         samples["data"] = (min(study.evaluation.n_samples, len(data.test)), data.n_visible)
@@ -379,6 +392,7 @@ def train(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
     bar = tqdm(range(start + 1, study.training.steps + 1), initial=start, total=study.training.steps,
                disable=quiet, unit="step", dynamic_ncols=True)
     for step in bar:
+        set_learning_rate(model.optimizer, study, step)
         try:
             figures = train_step(model, study, data, device, dtype, with_terms=step % every.metrics_every == 0)
         except TrainingDiverged as error:

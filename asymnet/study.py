@@ -41,7 +41,10 @@ class DataConfig:
 @dataclass(frozen=True)
 class NetworkConfig:
     """The network F of the transition operator (DESIGN.md, sec. operators). temperature_conditioned:
-    the MLP reads log T as an input; the recurrent network gets a log T input neuron (weights w_T)."""
+    the MLP reads log T as an input; the recurrent network gets a log T input neuron (weights w_T).
+    hidden_units: slow (hidden units are part of the chain's state) or fast (they relax within each step to
+    a fixed random expansion of the visible state and log T, with the gains hidden_gain, hidden_bias and
+    hidden_temperature_gain; see asymnet.networks.recurrent)."""
 
     kind: str = _check(("recurrent", "mlp"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -51,6 +54,10 @@ class NetworkConfig:
     mlp_width: int = _check("positive", 256)
     mlp_depth: int = _check("positive", 2)
     temperature_conditioned: bool = True
+    hidden_units: str = _check(("slow", "fast"), "slow")
+    hidden_gain: float = _check("non_negative", 4.0)
+    hidden_bias: float = _check("non_negative", 4.0)
+    hidden_temperature_gain: float = _check("non_negative", 1.0)
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class TrainingConfig:
     batch_size: int = _check("positive", 128)
     learning_rate: float = _check("positive", 1e-3)
     learning: str = _check(("autograd", "local"), "autograd")
+    lr_schedule: str = _check(("constant", "cosine"), "constant")
     dtype: str = _check(("float32", "float64"), "float32")
 
 

@@ -155,3 +155,46 @@ def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(t
     for name, value in finals["autograd"].items():
         assert torch.allclose(finals["local"][name], value, rtol=1e-9, atol=1e-12), name
     assert (finals["local"]["W"] - initial_W).abs().max() > 1e-2  # the weights did move
+
+
+def _fast_network(seed=0, phi_visible="identity"):
+    gen = torch.Generator().manual_seed(seed)
+    net = RecurrentNetwork(3, 7, phi="tanh", sigma_init=0.3, learn_sigma=True, generator=gen, temperature_input=True,
+                           phi_visible=phi_visible, hidden_units="fast", hidden_gain=2.0, hidden_bias=1.0).double()
+    with torch.no_grad():  # give the learned (visible) rows non-trivial values
+        net.W[:3].add_(torch.randn(3, 10, generator=gen, dtype=torch.float64) * 0.5)
+        net.b[:3].copy_(torch.randn(3, generator=gen, dtype=torch.float64) * 0.3)
+        net.w_T[:3].copy_(torch.randn(3, generator=gen, dtype=torch.float64) * 0.3)
+    return net, gen
+
+
+def test_fast_hidden_units_are_a_fixed_expansion_outside_the_state():
+    net, gen = _fast_network()
+    assert net.n_units == 3 and net.n_neurons == 10 and net.W.shape == (10, 10)
+    assert (net.W[3:, 3:] == 0).all() and (net.b[3:] != 0).all()
+    v = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    expected_hidden = torch.tanh(v @ net.W[3:, :3].t() + net.b[3:] + net.w_T[3:] * torch.log(torch.tensor(8.0)))
+    rates = net.rates(v, 8.0)
+    assert torch.allclose(rates, torch.cat([v, expected_hidden], 1), atol=1e-14)
+    drive = net(v, 8.0)
+    assert drive.mu.shape == (4, 3) and drive.sigma.shape == (3,)
+    assert torch.allclose(drive.mu, rates @ net.W[:3].t() + net.b[:3] + net.w_T[:3] * torch.log(torch.tensor(8.0)))
+
+
+@pytest.mark.parametrize("phi_visible", ["identity", "tanh"])
+@pytest.mark.parametrize("temperatures", [[1.0, 1.5], [1.0, 1.5, 2.25, 3.375, 5.0625]])
+def test_rule_with_fast_hidden_units_equals_autograd_and_leaves_hidden_rows_alone(phi_visible, temperatures):
+    net, gen = _fast_network(phi_visible=phi_visible)
+    operator = GaussianOperator(0.5, "sqrt_T")
+    x = torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    states, drives = walkback.heating_trajectory_with_drives(net, operator, x, temperatures, gen)
+    loss, grads = _autograd(net, operator, states, temperatures)
+    update = plasticity.trajectory_update(net, operator, states, temperatures, drives)
+    assert torch.allclose(update.loss, loss, rtol=1e-12)
+    assert _relative_error(update.grad_W, grads["W"]) < 1e-10
+    assert _relative_error(update.grad_b, grads["b"]) < 1e-10
+    assert _relative_error(update.grad_w_T, grads["w_T"]) < 1e-10
+    assert _relative_error(update.grad_sigma_visible, grads["sigma_visible"]) < 1e-10
+    for grad in (update.grad_W[3:], update.grad_b[3:], update.grad_w_T[3:], grads["W"][3:], grads["b"][3:]):
+        assert (grad == 0).all()  # the expansion is fixed: no rule and no gradient reach the hidden rows
+    assert update.temporal_norm > 0 and update.equal_time_norm > 0

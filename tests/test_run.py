@@ -217,3 +217,19 @@ def test_an_mlp_run_logs_the_symmetry_of_its_jacobian(tiny_study, tmp_path):
     assert steps.tolist() == [20, 40, 60] and ((cosine > -1) & (cosine < 1)).all()
     with open_log(tmp_path / "mlp") as log:
         assert "W" not in log["weights"]
+
+
+def test_the_cosine_schedule_decays_the_learning_rate_to_zero_as_a_function_of_the_step():
+    from asymnet import run
+    from asymnet.study import parse_study
+
+    study = parse_study("training: {steps: 100, learning_rate: 0.01, lr_schedule: cosine}")
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    rates = []
+    for step in (1, 51, 100):
+        run.set_learning_rate(optimizer, study, step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.01) and rates[1] == pytest.approx(0.005) and 0 < rates[2] < 1e-5
+    constant = parse_study("training: {steps: 100, learning_rate: 0.01}")
+    run.set_learning_rate(optimizer, constant, 100)
+    assert optimizer.param_groups[0]["lr"] == 0.01

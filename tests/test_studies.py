@@ -32,8 +32,6 @@ def test_the_untrained_network_fails_the_mmd_bound(name):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open: the recurrent operator's samples miss the spiral and 4 of the 8 "
-                   "modes (README, Known limits); strict, so this fails loudly once they match")
 @pytest.mark.parametrize("name", ["spiral", "mog"])
 def test_a_trained_toy_study_matches_its_data(name, tmp_path):
     result = run_cli(REPO / "studies" / f"{name}.yaml", "--out", tmp_path / name, "--quiet", timeout=1800)

@@ -44,6 +44,15 @@ class RecurrentNetwork(nn.Module):
     unit j, initialised N(0, init_scale^2 / n). b: (n,). Pre-softplus noise levels: ``sigma_visible`` (n_visible,),
     a parameter, learned when ``learn_sigma``, starting at softplus^-1(sigma_init); ``sigma_hidden``
     (n_hidden,), a fixed buffer at softplus^-1(sigma_hidden), sigma_init when not given.
+
+    ``hidden_units="fast"``: the hidden units are not part of the chain's state (n_units = n_visible);
+    they relax within each step to a fixed random expansion of the visible state and of log T (see
+    :meth:`rates`): W_hv ~ N(0, hidden_gain^2 / n_visible), b_h ~ N(0, hidden_bias^2), w_T,h ~
+    N(0, hidden_temperature_gain^2), W_hh = 0, W_vh starting at 0. Only the visible rows of W, b and w_T
+    learn (the hidden rows enter the drive detached, so autograd and the local rule agree). This removes
+    what defeats slow hidden units under one-step credit assignment: their input weights get no
+    learning signal from the visible units' loss, so they stay small and useless, and during heating
+    h_t remembers x_{t-1}, which the walk back can read but generation cannot.
     """
 
     def __init__(
@@ -58,11 +67,19 @@ class RecurrentNetwork(nn.Module):
         sigma_hidden: float | None = None,
         temperature_input: bool = False,
         phi_visible: str | None = None,
+        hidden_units: str = "slow",
+        hidden_gain: float = 4.0,
+        hidden_bias: float = 4.0,
+        hidden_temperature_gain: float = 1.0,
     ):
         super().__init__()
+        if hidden_units not in ("slow", "fast"):
+            raise ValueError(f"hidden_units must be 'slow' or 'fast', got {hidden_units!r}")
         self.temperature_conditioned = temperature_input
+        self.hidden_units = hidden_units
         n = n_visible + n_hidden
-        self.n_visible, self.n_hidden, self.n_units = n_visible, n_hidden, n
+        self.n_visible, self.n_hidden, self.n_neurons = n_visible, n_hidden, n
+        self.n_units = n if hidden_units == "slow" else n_visible  # the width of the chain's state
         self.phi_name, self.phi_visible_name = phi, phi_visible or phi
         self._phi_hidden, self._phi_visible = ACTIVATIONS[phi], ACTIVATIONS[phi_visible or phi]
         self.W = nn.Parameter(torch.randn(n, n, generator=generator) * (init_scale / math.sqrt(n)))
@@ -72,13 +89,42 @@ class RecurrentNetwork(nn.Module):
         visible_level = inverse_softplus(sigma_init)
         self.sigma_visible = nn.Parameter(torch.full((n_visible,), visible_level), requires_grad=learn_sigma)
         self.register_buffer("sigma_hidden", torch.full((n_hidden,), hidden_level))
+        if hidden_units == "fast":
+            with torch.no_grad():  # a fixed random expansion of the visible state and of log T
+                self.W[n_visible:, :n_visible].normal_(0.0, hidden_gain / math.sqrt(n_visible), generator=generator)
+                self.W[:, n_visible:][n_visible:].zero_()
+                self.W[:n_visible, n_visible:].zero_()
+                self.b[n_visible:].normal_(0.0, hidden_bias, generator=generator)
+                if self.w_T is not None:
+                    self.w_T[n_visible:].normal_(0.0, hidden_temperature_gain, generator=generator)
 
     def forward(self, s: torch.Tensor, T: float = 1.0) -> Drive:
-        """Drive at states s (batch, n): mu = phi(s) W^T + b [+ w_T log T] (batch, n), sigma (n,)."""
-        mu = torch.addmm(self.b, self.phi(s), self.W.t())
+        """Drive at states s (batch, n_units): mu = rates(s, T) W[:n_units]^T + b [+ w_T log T], (batch, n_units);
+        sigma (n_units,)."""
+        m = self.n_units
+        mu = torch.addmm(self.b[:m], self.rates(s, T), self.W[:m].t())
         if self.w_T is not None:
-            mu = mu + self.w_T * math.log(T)
+            mu = mu + self.w_T[:m] * math.log(T)
         return Drive(mu, self.sigma)
+
+    def rates(self, s: torch.Tensor, T: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """Presynaptic rates of all n_neurons units at states s (..., n_units).
+
+        Slow hidden units (the default) are part of the state: rates = phi(s). Fast hidden units relax
+        within one step to their input from the visible units and the log T neuron, through fixed
+        weights: rates = (phi_visible(v), phi(W_hv phi_visible(v) + b_h + w_T,h log T)); they hold no
+        memory of earlier steps and carry no noise. ``T`` is a float or a tensor broadcastable to
+        s[..., :1] (one temperature per trajectory step).
+        """
+        if self.hidden_units == "slow":
+            return self.phi(s)
+        v = self.n_visible
+        visible = self._phi_visible(s)
+        potential = torch.matmul(visible, self.W[v:, :v].detach().t()) + self.b[v:].detach()
+        if self.w_T is not None:
+            log_T = torch.log(T) if torch.is_tensor(T) else math.log(T)
+            potential = potential + self.w_T[v:].detach() * log_T
+        return torch.cat([visible, self._phi_hidden(potential)], dim=-1)
 
     def phi(self, s: torch.Tensor) -> torch.Tensor:
         """Presynaptic rates phi(s) (..., n): phi_visible on the visible units, phi on the hidden ones."""
@@ -89,5 +135,7 @@ class RecurrentNetwork(nn.Module):
 
     @property
     def sigma(self) -> torch.Tensor:
-        """Pre-softplus noise level of every unit, (n,): visible then hidden."""
+        """Pre-softplus noise level of every unit of the state, (n_units,): visible then (slow) hidden."""
+        if self.hidden_units == "fast":
+            return self.sigma_visible
         return torch.cat([self.sigma_visible, self.sigma_hidden])
