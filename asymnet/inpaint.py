@@ -13,16 +13,14 @@ asks the same classifier, so a reader sees what the known half alone gives away.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
 
 from asymnet import plots, walkback
-from asymnet.data import DataError
-from asymnet.runlog import LogError, add_results
-from asymnet.study import StudyError
-from asymnet.trained import MASKS, RunError, TrainedRun, image_side, load_run, mask_of
+from asymnet.runlog import add_results
+from asymnet.trained import (MASKS, RunError, TrainedRun, add_common_arguments, check_mask, image_side,
+                             load_run, mask_of, run_command)
 
 
 def inpaint(trained: TrainedRun, unknown: torch.Tensor, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -46,8 +44,7 @@ def measure_inpainting(run_dir, mask: str, n_images: int = 1000, data_dir: str |
     """Inpaint n_images MNIST test images of the finished run in ``run_dir``; write the figures to its log."""
     from asymnet.run import mnist_classifier
 
-    if mask not in MASKS:
-        raise RunError(f"unknown mask '{mask}'; choose one of {', '.join(MASKS)}")
+    check_mask(mask)
     if n_images < 1:
         raise RunError(f"--n must be a positive number of test images, got {n_images}")
     trained = load_run(run_dir, data_dir, device)
@@ -81,26 +78,16 @@ def measure_inpainting(run_dir, mask: str, n_images: int = 1000, data_dir: str |
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m asymnet.inpaint", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished image run's directory")
+    add_common_arguments(parser)
     parser.add_argument("--mask", default="bottom_half", help=f"the pixels to fill in: {', '.join(MASKS)}")
     parser.add_argument("--n", type=int, default=1000, help="MNIST test images to complete (default 1000)")
-    parser.add_argument("--data", help="data folder (default: $ASYMNET_DATA, then ./data)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        figures = measure_inpainting(args.run_dir, args.mask, args.n, args.data, args.device, args.seed, args.quiet)
-    except (StudyError, DataError, LogError, RunError) as error:
-        print(f"asymnet.inpaint: error: {error}", file=sys.stderr)
-        return 2
-    for name, value in figures.items():
-        print(f"{name}  {value:.4f}")
-    return 0
+    return run_command("asymnet.inpaint", lambda: measure_inpainting(
+        args.run_dir, args.mask, args.n, args.data, args.device, args.seed, args.quiet))
 
 
 if __name__ == "__main__":

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 
 import torch
 from tqdm import tqdm
 
 from asymnet import walkback
-from asymnet.data import DataError
 from asymnet.data.mnist import bits_per_dim
 from asymnet.metrics import balance, likelihood
-from asymnet.runlog import LogError, add_results
-from asymnet.study import StudyError
-from asymnet.trained import RunError, TrainedRun, load_run
+from asymnet.runlog import add_results
+from asymnet.trained import RunError, TrainedRun, add_common_arguments, load_run, run_command
 
 EP_CONVENTION = ("EP = mean over stationary T = 1 chains of log p(s'|s) - log p(s|s'), nats per step, full state "
                  "(visible and hidden); H = mean of -log p(s'|s), plus n_visible * log(256) for 8-bit images "
@@ -126,30 +123,20 @@ def measure(run_dir, n_examples: int = 1000, n_trajectories: int = 100, ep_chain
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m asymnet.measure", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory")
+    add_common_arguments(parser)
     parser.add_argument("--n", type=int, default=1000, help="held-out examples for the likelihood (default 1000)")
     parser.add_argument("--trajectories", type=int, default=100, help="M, trajectories per example (default 100)")
     parser.add_argument("--ep-chains", type=int, default=100, help="parallel chains for EP (default 100)")
     parser.add_argument("--ep-steps", type=int, default=10000, help="recorded T = 1 steps per chain (default 10000)")
     parser.add_argument("--ep-burn-in", type=int, default=1000, help="unrecorded steps first (default 1000)")
-    parser.add_argument("--data", help="data folder (default: $ASYMNET_DATA, then ./data)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        figures = measure(args.run_dir, args.n, args.trajectories, args.ep_chains, args.ep_steps, args.ep_burn_in,
-                          args.data, args.device, args.seed, args.quiet)
-    except (StudyError, DataError, LogError, RunError) as error:
-        print(f"asymnet.measure: error: {error}", file=sys.stderr)
-        return 2
-    for name, value in figures.items():
-        print(f"{name}  {value:.6g}")
-    return 0
+    return run_command("asymnet.measure", lambda: measure(
+        args.run_dir, args.n, args.trajectories, args.ep_chains, args.ep_steps, args.ep_burn_in, args.data,
+        args.device, args.seed, args.quiet))
 
 
 if __name__ == "__main__":

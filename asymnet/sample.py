@@ -13,18 +13,15 @@ whether it does. Memory does not grow with the number of steps (only the current
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
 from tqdm import tqdm
 
 from asymnet import plots, walkback
-from asymnet.data import DataError
 from asymnet.metrics import quality
-from asymnet.runlog import LogError, add_results
-from asymnet.study import StudyError
-from asymnet.trained import RunError, TrainedRun, load_run, log_spaced_steps
+from asymnet.runlog import add_results
+from asymnet.trained import RunError, TrainedRun, add_common_arguments, load_run, log_spaced_steps, run_command
 
 
 def quality_figures(trained: TrainedRun, visible: torch.Tensor, scorer) -> dict[str, float]:
@@ -78,13 +75,9 @@ def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m asymnet.sample", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory")
+    add_common_arguments(parser)
     parser.add_argument("--steps", type=int, default=100000, help="T = 1 steps after generation (default 100000)")
     parser.add_argument("--chains", type=int, help="parallel chains (default: the study's evaluation.n_samples)")
-    parser.add_argument("--data", help="data folder (default: $ASYMNET_DATA, then ./data)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the chains (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
@@ -119,12 +112,8 @@ def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_di
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        measure_long_run(args.run_dir, args.steps, args.chains, args.data, args.device, args.seed, args.quiet)
-    except (StudyError, DataError, LogError, RunError) as error:
-        print(f"asymnet.sample: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("asymnet.sample", lambda: {f"long_run_{name}": values[-1] for name, values in measure_long_run(
+        args.run_dir, args.steps, args.chains, args.data, args.device, args.seed, args.quiet).items()})
 
 
 if __name__ == "__main__":

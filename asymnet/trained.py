@@ -7,7 +7,9 @@ exactly as ``asymnet.run`` built them (same seed), so a toy run's test points ar
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +104,42 @@ def mask_of(name: str, side: int = 28) -> torch.Tensor:
         "right_half": cols >= half,
         "centre_square": (rows >= quarter) & (rows < side - quarter) & (cols >= quarter) & (cols < side - quarter),
     }
-    if name not in masks:
-        raise RunError(f"unknown mask '{name}'; choose one of {', '.join(masks)}")
+    check_mask(name)
     return masks[name].reshape(-1)
 
 
 MASKS = ("bottom_half", "top_half", "left_half", "right_half", "centre_square")
+
+
+def check_mask(name: str) -> None:
+    """RunError naming the masks when ``name`` is not one of MASKS."""
+    if name not in MASKS:
+        raise RunError(f"unknown mask '{name}'; choose one of {', '.join(MASKS)}")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """RUN_DIR, --data, --device, --seed and --quiet: the arguments every measurement command takes."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory")
+    parser.add_argument("--data", help="data folder (default: $ASYMNET_DATA, then ./data)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the measurement (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_command(prog: str, measurement) -> int:
+    """Call ``measurement()``; a bad input becomes one ``prog: error: ...`` line on stderr and exit
+    status 2, and the figures it returns (if any) are printed one per line."""
+    from asymnet.data import DataError
+    from asymnet.study import StudyError
+
+    try:
+        figures = measurement()
+    except (StudyError, DataError, LogError, RunError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    for name, value in (figures or {}).items():
+        print(f"{name}  {value:.6g}")
+    return 0
 
 
 def image_side(n_visible: int) -> int:

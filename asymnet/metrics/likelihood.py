@@ -98,6 +98,13 @@ def importance_estimate(
         log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w, 0))
         log_sum_w2 = torch.logaddexp(log_sum_w2, torch.logsumexp(2.0 * log_w, 0))
         sum_log_w += log_w.sum(0)
+    return _summarise(log_sum_w, log_sum_w2, sum_log_w, n_trajectories)
+
+
+def _summarise(log_sum_w: torch.Tensor, log_sum_w2: torch.Tensor, sum_log_w: torch.Tensor,
+               n_trajectories: int) -> ImportanceEstimate:
+    """The :class:`ImportanceEstimate` of M = ``n_trajectories`` weights per example from log sum w,
+    log sum w^2 and sum log w, each (batch,)."""
     log_m = math.log(n_trajectories)
     # sum w^2 / (sum w)^2 = 1 / ESS, and M / ESS - 1 = M * var_biased(w) / mean(w)^2
     log_inverse_ess = log_sum_w2 - 2.0 * log_sum_w
@@ -355,12 +362,4 @@ def visible_importance_estimate(
     log_q = operator.log_prob(s0[:, n_visible:], s_prev[:, n_visible:], hidden, 1.0)
     joint = importance_estimate(network, operator, p_star, s0, temperatures, 1, generator, chunk)
     log_w = (joint.log_likelihood.double() - log_q.double()).view(batch, M)
-    log_mean = torch.logsumexp(log_w, 1) - math.log(M)
-    weights = torch.softmax(log_w, 1)
-    ess = 1.0 / weights.pow(2).sum(1)
-    if M > 1:
-        relative = (log_w - log_mean.unsqueeze(1)).exp()
-        stderr = relative.std(1) / math.sqrt(M)
-    else:
-        stderr = torch.full_like(log_mean, math.nan)
-    return ImportanceEstimate(log_mean, log_w.mean(1), stderr, ess)
+    return _summarise(torch.logsumexp(log_w, 1), torch.logsumexp(2.0 * log_w, 1), log_w.sum(1), M)
