@@ -3,8 +3,9 @@
 RUN is a run's ``log.h5`` or its run directory. Prints the path, the status, the root
 attributes (versions, seed, device, creation time), the study YAML, every metric's last step
 and value, and the eval figures, among them those that ``asymnet.measure`` (likelihood in bits/dim, EP, relative
-irreversibility), ``asymnet.sample`` (long-run quality) and ``asymnet.inpaint`` added; ``--json``
-prints the same as one JSON object. Exit status 0; 2 with one ``asymnet.inspect: error: ...``
+irreversibility), ``asymnet.sample`` (long-run quality) and ``asymnet.inpaint`` added; for a run of
+independent replicas, a table of each replica's seed (and swept value), last metric values and evals,
+one column per replica; ``--json`` prints the same as one JSON object. Exit status 0; 2 with one ``asymnet.inspect: error: ...``
 line on stderr when RUN is missing, not HDF5, not an asymnet log, or damaged.
 """
 
@@ -51,7 +52,29 @@ def format_summary(summary: RunSummary) -> str:
         lines += [f"  {name:<{width}}  {value:.6g}" for name, value in evals]
     else:
         lines.append("  (none written yet)")
+    if summary.replicas:
+        lines += ["", f"replicas ({len(summary.replicas)}): attributes, last metric values, evals", *_replica_table(summary)]
     return "\n".join(lines)
+
+
+def _replica_table(summary: RunSummary) -> list[str]:
+    """One row per attribute, metric and eval, one column per replica (blank where a replica lacks it)."""
+    rows = []
+    for kind, label in (("attrs", "attributes"), ("metrics", "metrics, last value"), ("evals", "evals")):
+        names = sorted({name for replica in summary.replicas for name in getattr(replica, kind)})
+        if names:
+            rows.append((f"[{label}]", [""] * len(summary.replicas)))
+        for name in names:
+            cells = []
+            for replica in summary.replicas:
+                value = getattr(replica, kind).get(name)
+                value = value[1] if kind == "metrics" and value is not None else value
+                cells.append("" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value))
+            rows.append((name, cells))
+    width = max([len(name) for name, _ in rows] + [7])
+    column = max([len(cell) for _, cells in rows for cell in cells] + [10])
+    header = f"  {'replica':<{width}}" + "".join(f"  {r:>{column}}" for r in range(len(summary.replicas)))
+    return [header] + [f"  {name:<{width}}" + "".join(f"  {cell:>{column}}" for cell in cells) for name, cells in rows]
 
 
 def summary_json(summary: RunSummary) -> str:
@@ -67,6 +90,11 @@ def summary_json(summary: RunSummary) -> str:
         "attrs": {key: finite(value) for key, value in summary.attrs.items()},
         "metrics": {name: [step, finite(value)] for name, (step, value) in sorted(summary.metrics.items())},
         "evals": {name: finite(value) for name, value in sorted(summary.evals.items())},
+        "replicas": [{
+            "attrs": {key: finite(value) for key, value in replica.attrs.items()},
+            "metrics": {name: [step, finite(value)] for name, (step, value) in sorted(replica.metrics.items())},
+            "evals": {name: finite(value) for name, value in sorted(replica.evals.items())},
+        } for replica in summary.replicas],
     }, indent=1)
 
 

@@ -26,6 +26,7 @@ float64.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -90,8 +91,14 @@ def trajectory_update(
         T = torch.tensor(temperatures, dtype=later.dtype, device=later.device).view(-1, 1, 1)
         m = network.n_units  # postsynaptic units: those of the state (all, or the visible ones with fast hidden units)
         pre = network.rates(later, T)  # (K, batch, n_neurons)
-        if drives is not None and not network.temperature_conditioned:
-            F = torch.stack([d.mu for d in drives[1:]] + [network(states[-1]).mu])
+        if drives is not None and (network.hidden_units == "slow" or not network.temperature_conditioned):
+            # heating drove s_t at T_{t+1}; the walk back needs F(s_t, T_t), which differs only by the log T
+            # neuron's input, w_T (log T_t - log T_{t+1}): one GEMM per step instead of two
+            F = torch.stack([d.mu for d in drives[1:]] + [network(states[-1], temperatures[-1]).mu])
+            if network.w_T is not None and len(temperatures) > 1:
+                shift = torch.tensor([math.log(a / b) for a, b in zip(temperatures[:-1], temperatures[1:])] + [0.0],
+                                     dtype=F.dtype, device=F.device)
+                F += shift.view(-1, 1, 1) * network.w_T[:m]
         else:
             F = torch.matmul(pre, network.W[:m].t()) + network.b[:m]
             if network.w_T is not None:

@@ -9,6 +9,7 @@ not hold (absent, empty, or NaN-filled) is skipped.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -21,11 +22,14 @@ Density = Callable[[np.ndarray], np.ndarray]
 _GRID_POINTS = 200
 
 
-def _open_log(log_path: str | Path) -> h5py.File:
+@contextmanager
+def _open_log(log_path: str | Path, replica: int | None = None):
+    """The log (or replica ``replica``'s group /replicas/<r>, which holds what a single run's log does)."""
     log_path = Path(log_path)
     if not log_path.is_file():
         raise FileNotFoundError(f"no run log at {log_path}")
-    return h5py.File(log_path, "r", swmr=True)
+    with h5py.File(log_path, "r", swmr=True) as log:
+        yield log if replica is None else log[f"replicas/{replica}"]
 
 
 def _output_folder(log_path: str | Path, out_dir: str | Path | None) -> Path:
@@ -68,12 +72,12 @@ def _read_samples(log: h5py.File, tag: str) -> np.ndarray | None:
     return samples if len(samples) else None
 
 
-def plot_training(log_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+def plot_training(log_path: str | Path, out_dir: str | Path | None = None, replica: int | None = None) -> list[Path]:
     """``curves.png`` (walkback loss, held-out bound vs step) and ``symmetry.png`` (cos(W, W^T) and the
     norms of the symmetric and antisymmetric parts vs step). A panel whose metric is missing is left
-    out; a figure with no panels is not written. Returns the paths written."""
+    out; a figure with no panels is not written. Returns the paths written. ``replica``: that replica's."""
     folder = _output_folder(log_path, out_dir)
-    with _open_log(log_path) as log:
+    with _open_log(log_path, replica) as log:
         curves = [
             (_read_metric(log, "loss"), "walkback loss (nats)"),
             (_read_metric(log, "bound"), "held-out bound (nats / example)"),
@@ -122,13 +126,14 @@ def _grid_extent(*clouds: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def plot_toy_samples(
-    log_path: str | Path, out_dir: str | Path | None = None, density: Density | None = None
+    log_path: str | Path, out_dir: str | Path | None = None, density: Density | None = None,
+    replica: int | None = None,
 ) -> Path:
     """``samples.png``: generated 2-D samples (/samples/final) scattered over the data density, beside
     the data (/samples/data). The background is ``density`` evaluated on a grid, density: (m, 2) ->
-    (m,), when given, else a 2-D histogram of the data."""
+    (m,), when given, else a 2-D histogram of the data. ``replica``: that replica's."""
     folder = _output_folder(log_path, out_dir)
-    with _open_log(log_path) as log:
+    with _open_log(log_path, replica) as log:
         generated = _read_samples(log, "final")
         data = _read_samples(log, "data")
     if generated is None or generated.shape[1] != 2:
@@ -188,19 +193,21 @@ def plot_image_grid(images: np.ndarray, path: str | Path, n_cols: int = 10) -> P
 
 
 def plot_all(
-    log_path: str | Path, out_dir: str | Path | None = None, density: Density | None = None
+    log_path: str | Path, out_dir: str | Path | None = None, density: Density | None = None,
+    replica: int | None = None,
 ) -> list[Path]:
     """Every figure the log supports: training curves and symmetry, then ``samples.png`` as a 2-D
-    scatter when /samples/final has 2 columns or as an image grid when it has 784."""
+    scatter when /samples/final has 2 columns or as an image grid when it has 784. ``replica``: the
+    figures of that replica's group."""
     folder = _output_folder(log_path, out_dir)
-    written = plot_training(log_path, folder)
-    with _open_log(log_path) as log:
+    written = plot_training(log_path, folder, replica)
+    with _open_log(log_path, replica) as log:
         generated = _read_samples(log, "final")
     if generated is not None and generated.shape[1] == 2:
-        written.append(plot_toy_samples(log_path, folder, density))
+        written.append(plot_toy_samples(log_path, folder, density, replica))
     elif generated is not None and generated.shape[1] == 784:
         written.append(plot_image_grid(generated[:100], folder / "samples.png"))
-    with _open_log(log_path) as log:
+    with _open_log(log_path, replica) as log:
         window = _read_samples(log, "learning_window")
         stdp = _read_metric(log, "stdp_temporal"), _read_metric(log, "stdp_equal_time")
     if window is not None:

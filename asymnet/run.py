@@ -19,7 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from asymnet import __version__, plasticity, plots, schedule, walkback
+from asymnet import __version__, plasticity, plots, replicas, schedule, walkback
 from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
 from asymnet.data import DataError, Dataset, find_data_dir, load_dataset
 from asymnet.data.mnist import bits_per_dim, load_mnist
@@ -29,7 +29,7 @@ from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
 from asymnet.networks import MLPNetwork, RecurrentNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
 from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
-from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, study_to_dict
+from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, replica_study, study_to_dict
 from asymnet.trained import CHECKPOINT_NAME, RunError, pick_device
 
 WINDOW_LAGS = torch.arange(-20, 21)
@@ -112,14 +112,121 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
     return {"loss": loss.item(), **figures}
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, study: Study, step: int) -> None:
+def learning_rate(study: Study, step: int) -> float:
     """training.learning_rate, constant or decayed to 0 along a half cosine over the run (a pure
     function of the step, so a resumed run continues the same schedule)."""
     lr = study.training.learning_rate
     if study.training.lr_schedule == "cosine":
         lr *= 0.5 * (1.0 + math.cos(math.pi * (step - 1) / study.training.steps))
+    return lr
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, study: Study, step: int) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = learning_rate(study, step)
+
+
+@dataclass
+class ReplicaModel:
+    """``replicas: R`` networks trained as one batched program (asymnet.replicas): stacked weights, p* and
+    Adam moments, and replica r's generator, seeded and consumed as the single run of replica_study(study, r)
+    would (build_model draws its initial weights from it). ``singles[r]`` is that single run's Model, which
+    evaluation and logging read after :func:`single_models` copied replica r's weights and p* into it."""
+
+    network: replicas.StackedRecurrentNetwork
+    operator: Operator
+    p_star: replicas.StackedPStar
+    optimizer: replicas.StackedAdam
+    generators: list[torch.Generator]
+    studies: list[Study]
+    datasets: list[Dataset]
+    singles: list[Model]
+
+
+def build_replica_model(study: Study, data: Dataset, data_dir: str | None, device, dtype) -> ReplicaModel:
+    """Each replica built as its single run (build_model), then stacked. A toy dataset is drawn from the seed,
+    so a replica with another seed gets its own; MNIST is one dataset for all."""
+    studies = [replica_study(study, r) for r in range(study.replicas)]
+    datasets = [data if data.toy is None or single.seed == study.seed else load_data(single, data_dir)
+                for single in studies]
+    singles = [build_model(single, single_data, device, dtype) for single, single_data in zip(studies, datasets)]
+    network = replicas.StackedRecurrentNetwork.from_networks([single.network for single in singles])
+    optimizer = replicas.StackedAdam(dict(network.named_parameters()), [s.training.learning_rate for s in studies])
+    p_star = replicas.StackedPStar(study.replicas, network.n_units).to(device=device, dtype=dtype)
+    return ReplicaModel(network, singles[0].operator, p_star, optimizer, [single.generator for single in singles],
+                        studies, datasets, singles)
+
+
+def replica_train_step(model: ReplicaModel, device, dtype, step: int, with_terms: bool) -> list[dict[str, float]]:
+    """train_step for all replicas at once: each draws its minibatch, n and noise from its own generator in
+    the single run's order; the chain, the update and Adam run batched. One dict of figures per replica."""
+    net, study = model.network, model.studies[0]  # the keys a sweep cannot change are read from replica 0
+    x, temperatures = [], []
+    for single, data, gen in zip(model.singles, model.datasets, model.generators):
+        rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
+        x.append(data.batch(rows, gen, dtype).to(device))
+        n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
+        temperatures.append(schedule.heating_temperatures(n_extra, single.n_heating, study.walkback.heating_factor))
+    padded = replicas.Schedule.pad(temperatures, dtype, device)
+    generators = model.generators if device.type == "cpu" else None
+    s0 = replicas.settle_hidden(net, model.operator, torch.stack(x), study.walkback.settle_steps, generators)
+    trajectory = replicas.heating_trajectory(net, model.operator, s0, padded, generators)
+    states = trajectory.states
+    model.optimizer.zero_grad()
+    if study.training.learning == "local":
+        update = replicas.trajectory_update(net, model.operator, trajectory, padded, with_terms)
+        replicas.write_gradients(net, update)
+        loss = update.loss
+        terms = {"stdp_temporal": update.temporal_norm.tolist(), "stdp_equal_time": update.equal_time_norm.tolist()}
+    else:
+        loss = replicas.walkback_losses(net, model.operator, states, padded)
+        loss.sum().backward()
+        terms = {}
+    loss = loss.detach().tolist()
+    for r, value in enumerate(loss):
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the walkback loss of replica {r} became {value}")
+    model.optimizer.lr = [learning_rate(single, step) for single in model.studies]
+    model.optimizer.step()
+    model.p_star.update(states[-1], study.walkback.p_star_momentum)
+    return [{"loss": value, **({name: terms[name][r] for name in terms} if with_terms else {})}
+            for r, value in enumerate(loss)]
+
+
+def train_members(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, step: int,
+                  with_terms: bool) -> list[dict[str, float]]:
+    """One training step of every network of the run (the single one, or all replicas): figures of each."""
+    if isinstance(model, ReplicaModel):
+        return replica_train_step(model, device, dtype, step, with_terms)
+    set_learning_rate(model.optimizer, study, step)
+    return [train_step(model, study, data, device, dtype, with_terms)]
+
+
+def single_models(model: Model | ReplicaModel) -> list[Model]:
+    """The run's networks as single-run Models, for evaluation and logging: the model itself, or every
+    replica's weights and p* copied into its single run's Model."""
+    if isinstance(model, Model):
+        return [model]
+    for r, single in enumerate(model.singles):
+        model.network.copy_replica(r, single.network)
+        model.p_star.copy_replica(r, single.p_star)
+    return model.singles
+
+
+@dataclass(frozen=True)
+class Member:
+    """One network's share of a run: the log (or replica group) it writes, its study and its data."""
+
+    log: RunLog
+    study: Study
+    data: Dataset
+
+
+def members_of(log: RunLog, model: Model | ReplicaModel, study: Study, data: Dataset) -> list[Member]:
+    if isinstance(model, Model):
+        return [Member(log, study, data)]
+    return [Member(log.replica(r), single, single_data)
+            for r, (single, single_data) in enumerate(zip(model.studies, model.datasets))]
 
 
 def _on(generator: torch.Generator, device: torch.device) -> torch.Generator | None:
@@ -237,8 +344,34 @@ def mnist_classifier(data_dir: str | None, quiet: bool):
     return model
 
 
-def layout_for(study: Study, model: Model, data: Dataset) -> LogLayout:
-    """Every dataset this run will write, declared before the log goes live."""
+ROOT_ONLY = ("wall_time", "learning_window", *("test_" + name for name in IMAGE_FIGURES))
+
+
+def layout_for(study: Study, model: Model | ReplicaModel, data: Dataset) -> LogLayout:
+    """Every dataset this run will write, declared before the log goes live. With replicas, each replica's
+    group /replicas/<r> holds what a single run's log holds, less what they share (ROOT_ONLY: the clock,
+    the learning window, the test images' figures), which stays at the root."""
+    if isinstance(model, Model):
+        return _network_layout(study, model, data)
+    one = _network_layout(model.studies[0], model.singles[0], model.datasets[0])
+    names = lambda group, root: tuple(name for name in group if (name in ROOT_ONLY) == root)  # noqa: E731
+    samples = lambda root: {tag: shape for tag, shape in one.samples.items() if (tag in ROOT_ONLY) == root}  # noqa: E731
+    replica = LogLayout(names(one.metrics, False), one.weights, samples(False), names(one.evals, False))
+    return LogLayout(names(one.metrics, True), {}, samples(True), names(one.evals, True),
+                     tuple(replica_attrs(study, single) for single in model.studies), replica)
+
+
+def replica_attrs(study: Study, single: Study) -> dict:
+    """Attributes of a replica's log group: its seed and, with a sweep, the swept key and its value."""
+    attrs = {"seed": single.seed}
+    if study.replica_sweep.key:
+        key = study.replica_sweep.key
+        section, _, leaf = key.rpartition(".")
+        attrs.update(swept_key=key, swept_value=getattr(getattr(single, section) if section else single, leaf))
+    return attrs
+
+
+def _network_layout(study: Study, model: Model, data: Dataset) -> LogLayout:
     metrics = ["loss", "wall_time", "bound", "symmetry_cosine", "symmetric_norm", "antisymmetric_norm"]
     if study.evaluation.ep_chains:
         metrics += ["ep", "ep_stderr", "relative_irreversibility"]
@@ -260,8 +393,9 @@ def layout_for(study: Study, model: Model, data: Dataset) -> LogLayout:
     return LogLayout(tuple(metrics), weights, samples, tuple(evals))
 
 
-def save_checkpoint(path: Path, model: Model, step: int) -> None:
-    """Model, optimizer, p*, RNG state and step, written atomically (temp file, fsync, rename)."""
+def save_checkpoint(path: Path, model: Model | ReplicaModel, step: int) -> None:
+    """Model, optimizer, p*, RNG state and step, written atomically (temp file, fsync, rename); with
+    replicas the stacked tensors and every replica's generator state (R, state size)."""
     for value in model.network.state_dict().values():
         if not torch.isfinite(value).all():
             raise TrainingDiverged("the weights are no longer finite")
@@ -270,7 +404,8 @@ def save_checkpoint(path: Path, model: Model, step: int) -> None:
         "network": model.network.state_dict(),
         "optimizer": model.optimizer.state_dict(),
         "p_star": model.p_star.state_dict(),
-        "generator": model.generator.get_state(),
+        "generator": model.generator.get_state() if isinstance(model, Model)
+        else torch.stack([gen.get_state() for gen in model.generators]),
     }
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as handle:
@@ -280,7 +415,7 @@ def save_checkpoint(path: Path, model: Model, step: int) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: Model) -> int:
+def load_checkpoint(path: Path, model: Model | ReplicaModel) -> int:
     """Restore what save_checkpoint wrote (no pickle: weights_only=True); returns the step."""
     if not path.exists():
         raise RunError(f"no checkpoint at {path}: this run stopped before its first checkpoint; start it again "
@@ -289,7 +424,11 @@ def load_checkpoint(path: Path, model: Model) -> int:
     model.network.load_state_dict(state["network"])
     model.optimizer.load_state_dict(state["optimizer"])
     model.p_star.load_state_dict(state["p_star"])
-    model.generator.set_state(state["generator"])
+    if isinstance(model, Model):
+        model.generator.set_state(state["generator"])
+    else:
+        for gen, row in zip(model.generators, state["generator"]):
+            gen.set_state(row.clone())  # a row of the stack is a view, and set_state wants a tensor of its own
     return int(state["step"])
 
 
@@ -328,16 +467,24 @@ def resolve_study(args) -> tuple[Study, str, Path]:
     return study, text, run_dir
 
 
+def load_data(study: Study, data_dir: str | None) -> Dataset:
+    """The study's dataset; a toy's points are drawn from its seed."""
+    data_gen = torch.Generator().manual_seed(study.seed + 104729)
+    return load_dataset(study.data.name, study.data.n_train, study.data.n_test, data_dir, data_gen,
+                        study.data.binarize, study.data.download)
+
+
 def run(args) -> Path:
     study, text, run_dir = resolve_study(args)
     device = pick_device(args.device)
     dtype = getattr(torch, study.training.dtype)
-    data_gen = torch.Generator().manual_seed(study.seed + 104729)
-    data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, args.data, data_gen,
-                        study.data.binarize, study.data.download)
+    data = load_data(study, args.data)
     if study.training.learning == "local":
         plasticity.check_supported(study)
-    model = build_model(study, data, device, dtype)
+    if study.replicas > 1:
+        model = build_replica_model(study, data, args.data, device, dtype)
+    else:
+        model = build_model(study, data, device, dtype)
     layout = layout_for(study, model, data)
     checkpoint = run_dir / CHECKPOINT_NAME
     if args.resume:
@@ -347,7 +494,8 @@ def run(args) -> Path:
         attrs = {"asymnet_version": __version__, "torch_version": str(torch.__version__), "seed": study.seed,
                  "device": str(device), "study_yaml": text, "study_resolved": _resolved_yaml(study),
                  "dtype": study.training.dtype, "noise_scaling": study.operator.noise_scaling,
-                 "n_heating_steps": model.n_heating, "created": datetime.datetime.now().isoformat()}
+                 "n_heating_steps": single_models(model)[0].n_heating, "replicas": study.replicas,
+                 "created": datetime.datetime.now().isoformat()}
         made = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -362,20 +510,27 @@ def run(args) -> Path:
     if data.rescaling is not None:
         scorer = ImageScorer.build(mnist_classifier(args.data, args.quiet), data, study.evaluation.n_samples)
     with log:
+        members = members_of(log, model, study, data)
         if study.training.learning == "local" and start == 0:
             log.write_samples("learning_window", torch.stack([WINDOW_LAGS.double(),
                                                               plasticity.learning_window(WINDOW_LAGS, order="cooling"),
                                                               plasticity.learning_window(WINDOW_LAGS, order="heating")], 1))
         if scorer is not None and start == 0:
-            untrained = generate_visible(model, study, data, device)
-            log.write_samples("untrained", untrained)
             real = data.test[: study.evaluation.n_samples].float() / 255.0  # the scale a reader compares with
-            for name, value in {**scorer.figures(untrained, "untrained_"), **scorer.figures(real, "test_")}.items():
+            for name, value in scorer.figures(real, "test_").items():
                 log.write_eval(name, value)
-        train(log, model, study, data, device, dtype, start, checkpoint, args.quiet)
-        final_evaluation(log, model, study, data, device, dtype, scorer)
+            for member, single in zip(members, single_models(model)):
+                untrained = generate_visible(single, member.study, member.data, device)
+                member.log.write_samples("untrained", untrained)
+                for name, value in scorer.figures(untrained, "untrained_").items():
+                    member.log.write_eval(name, value)
+        train(members, log, model, study, data, device, dtype, start, checkpoint, args.quiet)
+        for member, single in zip(members, single_models(model)):
+            final_evaluation(member.log, single, member.study, member.data, device, dtype, scorer)
         log.set_status("finished")
     plots.plot_all(run_dir / LOG_NAME, run_dir, density=_density(data))
+    for r in range(study.replicas if study.replicas > 1 else 0):  # over the data's histogram: a density grid costs 10 s
+        plots.plot_all(run_dir / LOG_NAME, run_dir / f"replica_{r}", replica=r)
     if study.evaluation.long_run_steps:
         from asymnet.sample import measure_long_run
 
@@ -383,34 +538,38 @@ def run(args) -> Path:
     return run_dir
 
 
-def train(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype, start: int, checkpoint: Path,
-          quiet: bool) -> None:
-    """The training loop: one Algorithm 1 minibatch per step, logging and checkpointing on schedule."""
+def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study: Study, data: Dataset, device,
+          dtype, start: int, checkpoint: Path, quiet: bool) -> None:
+    """The training loop: one Algorithm 1 minibatch per step (for every member: the network, or each
+    replica), logging and checkpointing on schedule."""
     every = study.logging
-    window: dict[str, list[float]] = {}
+    windows: list[dict[str, list[float]]] = [{} for _ in members]
     clock = time.perf_counter()
     bar = tqdm(range(start + 1, study.training.steps + 1), initial=start, total=study.training.steps,
                disable=quiet, unit="step", dynamic_ncols=True)
     for step in bar:
-        set_learning_rate(model.optimizer, study, step)
         try:
-            figures = train_step(model, study, data, device, dtype, with_terms=step % every.metrics_every == 0)
+            rows = train_members(model, study, data, device, dtype, step, with_terms=step % every.metrics_every == 0)
         except TrainingDiverged as error:
             raise TrainingDiverged(f"step {step}: {error}; the last good checkpoint is kept in {checkpoint}") from None
-        for name, value in figures.items():
-            window.setdefault(name, []).append(value)
+        for window, figures in zip(windows, rows):
+            for name, value in figures.items():
+                window.setdefault(name, []).append(value)
         if step % every.metrics_every == 0 or step == study.training.steps:
-            for name, values in window.items():
-                log.append(name, step, sum(values) / len(values))
+            for member, window in zip(members, windows):
+                for name, values in window.items():
+                    member.log.append(name, step, sum(values) / len(values))
+                window.clear()
             log.append("wall_time", step, time.perf_counter() - clock)
-            bar.set_postfix(loss=f"{window['loss'][-1]:.3f}")
-            window.clear()
+            bar.set_postfix(loss=f"{sum(figures['loss'] for figures in rows) / len(rows):.3f}")
         if step % every.weights_every == 0 or step == study.training.steps:
-            log_symmetry(log, model, data, dtype, step)
+            for member, single in zip(members, single_models(model)):
+                log_symmetry(member.log, single, member.data, dtype, step)
         if step % every.eval_every == 0:
-            log.append("bound", step, held_out_bound(model, study, data, device, dtype, step))
-            for name, value in detailed_balance_figures(model, study, data, device, step).items():
-                log.append(name, step, value)
+            for member, single in zip(members, single_models(model)):
+                member.log.append("bound", step, held_out_bound(single, member.study, member.data, device, dtype, step))
+                for name, value in detailed_balance_figures(single, member.study, member.data, device, step).items():
+                    member.log.append(name, step, value)
         if step % every.checkpoint_every == 0 or step == study.training.steps:
             log.flush()
             try:

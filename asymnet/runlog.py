@@ -12,6 +12,10 @@ This module alone knows HDF5. Schema (all names plain, no "/"):
   ``/weights/<name>_step``: int64, shape ``(n,)``, the training step of each snapshot.
 - ``/samples/<tag>``: float32, fixed shape, NaN until written.
 - ``/eval/<name>``: scalar float64, NaN until written.
+- ``/replicas/<r>`` (a run of R independent replicas, r = 0..R-1): one group per replica holding its own
+  ``metrics``, ``weights``, ``samples`` and ``eval`` as above, with attributes ``seed`` and, for a sweep,
+  ``swept_key`` and ``swept_value``; the root keeps what the replicas share (``wall_time``, ...). Writers
+  reach a group through :meth:`RunLog.replica`, readers with ``replica=r``.
 
 The writer runs in SWMR mode (single writer, many readers), so ``inspect`` and notebooks can
 read a live log, and a writer killed at any moment leaves a log holding everything up to its
@@ -49,13 +53,26 @@ class LogLayout:
     """Every dataset a run will write, declared before SWMR starts.
 
     metrics: names of ``(step, value)`` series; weights: name -> shape of one snapshot;
-    samples: tag -> shape of the sample array; evals: names of final scalar figures.
+    samples: tag -> shape of the sample array; evals: names of final scalar figures;
+    replica_attrs: one dict of attributes per replica group ``/replicas/<r>`` (none: no replicas), each
+    group holding the datasets of ``replica``.
     """
 
     metrics: tuple[str, ...] = ()
     weights: dict[str, tuple[int, ...]] = field(default_factory=dict)
     samples: dict[str, tuple[int, ...]] = field(default_factory=dict)
     evals: tuple[str, ...] = ()
+    replica_attrs: tuple[dict, ...] = ()
+    replica: "LogLayout | None" = None
+
+
+@dataclass(frozen=True)
+class ReplicaSummary:
+    """One replica group's attributes, each metric's last row and its written evals."""
+
+    attrs: dict
+    metrics: dict[str, tuple[int, float]]
+    evals: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class RunSummary:
     status: str
     metrics: dict[str, tuple[int, float]]
     evals: dict[str, float]
+    replicas: tuple[ReplicaSummary, ...] = ()
 
 
 def _one_line(error: BaseException) -> str:
@@ -102,6 +120,13 @@ def _check_layout(path: str, layout: LogLayout) -> None:
                     f"{path}: {kind} {name!r} has shape {tuple(shape)}; "
                     "give a tuple of positive ints"
                 )
+    if layout.replica_attrs and layout.replica is None:
+        raise LogError(f"{path}: the layout names {len(layout.replica_attrs)} replica groups but no "
+                       "replica layout; give LogLayout(replica=...) the datasets of each group")
+    for attrs in layout.replica_attrs:
+        _check_attrs(path, attrs)
+    if layout.replica is not None:
+        _check_layout(path, layout.replica)
 
 
 def _check_attrs(path: str, attrs: dict) -> dict:
@@ -118,13 +143,22 @@ def _check_attrs(path: str, attrs: dict) -> dict:
 
 
 def _declare(f: h5py.File, layout: LogLayout) -> None:
-    """Create every dataset of ``layout`` that ``f`` lacks (before SWMR starts)."""
+    """Create the status and every dataset and replica group of ``layout`` that ``f`` lacks (before SWMR starts)."""
+    if "status" not in f:
+        f.create_dataset("status", data=np.array(b"running", dtype=_STATUS_DTYPE))
+    _declare_datasets(f, layout)
+    for r, attrs in enumerate(layout.replica_attrs):
+        group = f.require_group(f"replicas/{r}")
+        group.attrs.update({key: str(value) if isinstance(value, str) else value for key, value in attrs.items()})
+        _declare_datasets(group, layout.replica)
+
+
+def _declare_datasets(f: h5py.Group, layout: LogLayout) -> None:
+    """The metrics, weights, samples and evals of ``layout`` in the file or group ``f``."""
     metrics = f.require_group("metrics")
     weights = f.require_group("weights")
     samples = f.require_group("samples")
     evals = f.require_group("eval")
-    if "status" not in f:
-        f.create_dataset("status", data=np.array(b"running", dtype=_STATUS_DTYPE))
     for name in layout.metrics:
         if name not in metrics:
             metrics.create_dataset(
@@ -141,7 +175,7 @@ def _declare(f: h5py.File, layout: LogLayout) -> None:
             old = weights[name].shape[1:]
             if old != shape:
                 raise LogError(
-                    f"{f.filename}: weights {name!r} have snapshots of shape {old} but the layout "
+                    f"{f.file.filename}: weights {name!r} have snapshots of shape {old} but the layout "
                     f"declares {shape}; resume with the network the log was written with"
                 )
             continue
@@ -161,7 +195,7 @@ def _declare(f: h5py.File, layout: LogLayout) -> None:
         if tag in samples:
             if samples[tag].shape != shape:
                 raise LogError(
-                    f"{f.filename}: samples {tag!r} have shape {samples[tag].shape} but the layout "
+                    f"{f.file.filename}: samples {tag!r} have shape {samples[tag].shape} but the layout "
                     f"declares {shape}; resume with the study the log was written with"
                 )
             continue
@@ -218,9 +252,10 @@ class RunLog:
     the run ``failed: <exception>`` before closing.
     """
 
-    def __init__(self, f: h5py.File, path: str):
+    def __init__(self, f: h5py.File, path: str, group: str = ""):
         self._file = f
         self.path = path
+        self._group = group  # "" for the root, "replicas/<r>/" for a replica's group
 
     @classmethod
     def create(cls, path, layout: LogLayout, attrs: dict) -> "RunLog":
@@ -282,13 +317,21 @@ class RunLog:
             f = _build_and_publish(path, fill)
         return cls(f, path)
 
+    def replica(self, r: int) -> "RunLog":
+        """A writer of replica r's group ``/replicas/<r>``: the same file, the same methods (its
+        status, flush and close are the log's)."""
+        if f"replicas/{r}" not in self._file:
+            raise LogError(f"{self.path}: no replica group {r}; declare the replicas in the LogLayout "
+                           "(replica_attrs) given to RunLog.create")
+        return RunLog(self._file, self.path, f"replicas/{r}/")
+
     def _dataset(self, group: str, name: str, what: str) -> h5py.Dataset:
         try:
-            return self._file[group][name]
+            return self._file[self._group + group][name]
         except KeyError:
             raise LogError(
-                f"{self.path}: {what} {name!r} is not in the log; declare it in the LogLayout "
-                "given to RunLog.create (no dataset can be added while the log is live)"
+                f"{self.path}: {what} {name!r} is not in the log{' group ' + self._group if self._group else ''}; "
+                "declare it in the LogLayout given to RunLog.create (no dataset can be added while the log is live)"
             ) from None
 
     def append(self, name: str, step: int, value: float) -> None:
@@ -306,7 +349,7 @@ class RunLog:
         if step < 0:
             raise LogError(f"{self.path}: weights {name!r} got step {step}; steps start at 0")
         snapshots = self._dataset("weights", name, "weights")
-        steps = self._file["weights"][name + "_step"]
+        steps = self._file[self._group + "weights"][name + "_step"]
         array = _as_float32(array)
         if array.shape != snapshots.shape[1:]:
             raise LogError(
@@ -370,10 +413,16 @@ def _fit_status(status: str) -> bytes:
     return cut.encode("utf-8") + b"..."
 
 
-def _copy_truncated(old: h5py.File, new: h5py.File, step: int) -> None:
-    """Copy ``old`` into ``new``, keeping metric rows and weight snapshots with step <= ``step``."""
+def _copy_truncated(old: h5py.Group, new: h5py.Group, step: int) -> None:
+    """Copy ``old`` into ``new``, keeping metric rows and weight snapshots with step <= ``step``, in
+    every replica group too."""
     for key in old:
-        if key not in ("metrics", "weights"):
+        if key == "replicas":
+            for r, group in old[key].items():
+                target = new.require_group(f"replicas/{r}")
+                target.attrs.update(dict(group.attrs))
+                _copy_truncated(group, target, step)
+        elif key not in ("metrics", "weights"):
             new.copy(old[key], key)
     metrics = new.create_group("metrics")
     for name, series in old.get("metrics", {}).items():
@@ -516,37 +565,49 @@ def _plain(value):
     return value
 
 
-def _metric_rows(f: h5py.File, name: str) -> np.ndarray:
+def _metric_rows(f: h5py.Group, name: str) -> np.ndarray:
     series = f["metrics"][name]
-    if f.swmr_mode:
+    if f.file.swmr_mode:
         series.refresh()
     rows = series[()]
     return rows[~np.isnan(rows[:, 0])]
 
 
+def _last_figures(f: h5py.Group) -> tuple[dict[str, tuple[int, float]], dict[str, float]]:
+    """Each metric's last ``(step, value)`` (series with rows only) and the written evals of a file or group."""
+    metrics = {}
+    for name in f.get("metrics", {}):
+        rows = _metric_rows(f, name)
+        if len(rows):
+            metrics[name] = (int(rows[-1, 0]), float(rows[-1, 1]))
+    evals = {}
+    for name, dataset in f.get("eval", {}).items():
+        value = float(dataset[()])
+        if not np.isnan(value):
+            evals[name] = value
+    return metrics, evals
+
+
 def read_summary(path) -> RunSummary:
     """Root attributes, status, each metric's last ``(step, value)`` (series with rows only)
-    and the written (non-NaN) evals of the log at ``path`` (file or run directory)."""
+    and the written (non-NaN) evals of the log at ``path`` (file or run directory); the same for
+    each replica group, in ``replicas`` (in replica order)."""
     with open_log(path) as f:
         try:
             attrs = {key: _plain(value) for key, value in f.attrs.items()}
             status = _plain(f["status"][()]) if "status" in f else "unknown"
-            metrics = {}
-            for name in f.get("metrics", {}):
-                rows = _metric_rows(f, name)
-                if len(rows):
-                    metrics[name] = (int(rows[-1, 0]), float(rows[-1, 1]))
-            evals = {}
-            for name, dataset in f.get("eval", {}).items():
-                value = float(dataset[()])
-                if not np.isnan(value):
-                    evals[name] = value
+            metrics, evals = _last_figures(f)
+            groups = f.get("replicas", {})
+            replicas = tuple(
+                ReplicaSummary({key: _plain(value) for key, value in groups[r].attrs.items()}, *_last_figures(groups[r]))
+                for r in sorted(groups, key=int)
+            )
         except (OSError, KeyError, ValueError, IndexError) as error:
             raise LogError(
                 f"{f.filename} is a damaged run log ({_one_line(error)}); "
                 "read what survives with asymnet.runlog.open_log"
             ) from error
-        return RunSummary(f.filename, attrs, status, metrics, evals)
+        return RunSummary(f.filename, attrs, status, metrics, evals, replicas)
 
 
 def _with_log(path_or_file, read):
@@ -556,18 +617,32 @@ def _with_log(path_or_file, read):
         return read(f)
 
 
-def _missing(f: h5py.File, group: str, name: str, what: str) -> LogError:
+def _missing(f: h5py.Group, group: str, name: str, what: str) -> LogError:
     names = sorted(n for n in f.get(group, {}) if not (group == "weights" and n.endswith("_step")))
-    return LogError(f"{f.filename} has no {what} {name!r}; it has: {', '.join(names) or 'none'}")
+    where = f" (replica group {f.name})" if f.name != "/" else ""
+    return LogError(f"{f.file.filename}{where} has no {what} {name!r}; it has: {', '.join(names) or 'none'}")
 
 
-def read_metric(path_or_file, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``/metrics/<name>`` as ``(steps, values)``: int64 ``(n,)`` and float64 ``(n,)``.
+def _replica_group(f: h5py.File, replica: int | None) -> h5py.Group:
+    """The file itself, or replica ``replica``'s group, with an error naming the replicas the log has."""
+    if replica is None:
+        return f
+    groups = f.get("replicas", {})
+    if str(replica) not in groups:
+        has = f"replicas 0..{len(groups) - 1}" if len(groups) else "no replicas (a single run)"
+        raise LogError(f"{f.filename} has no replica {replica}; it has {has}")
+    return groups[str(replica)]
+
+
+def read_metric(path_or_file, name: str, replica: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``/metrics/<name>`` (``/replicas/<replica>/metrics/<name>`` with ``replica``) as ``(steps, values)``:
+    int64 ``(n,)`` and float64 ``(n,)``.
 
     ``path_or_file`` is a path, a run directory or a file from :func:`open_log` (refreshed
     first, so a live log shows its latest flushed rows)."""
 
-    def read(f):
+    def read(file):
+        f = _replica_group(file, replica)
         if name not in f.get("metrics", {}):
             raise _missing(f, "metrics", name, "metric")
         rows = _metric_rows(f, name)
@@ -576,16 +651,17 @@ def read_metric(path_or_file, name: str) -> tuple[np.ndarray, np.ndarray]:
     return _with_log(path_or_file, read)
 
 
-def read_weights(path_or_file, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``/weights/<name>`` as ``(steps, snapshots)``: int64 ``(n,)`` and float32
+def read_weights(path_or_file, name: str, replica: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``/weights/<name>`` (of replica ``replica``) as ``(steps, snapshots)``: int64 ``(n,)`` and float32
     ``(n, *shape)``; ``path_or_file`` as in :func:`read_metric`."""
 
-    def read(f):
+    def read(file):
+        f = _replica_group(file, replica)
         weights = f.get("weights", {})
         if name not in weights or name + "_step" not in weights:
             raise _missing(f, "weights", name, "weights")
         snapshots, steps = weights[name], weights[name + "_step"]
-        if f.swmr_mode:
+        if file.swmr_mode:
             snapshots.refresh()
             steps.refresh()
         n = min(snapshots.shape[0], steps.shape[0])

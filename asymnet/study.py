@@ -9,6 +9,9 @@ allowed (for an unknown key: the nearest valid spelling). ``parse_study`` does t
 Range checks live beside each field, in ``metadata["check"]``, as one of
 ``"positive"`` (> 0), ``"non_negative"`` (>= 0), ``"unit_open_closed"`` (in (0, 1]),
 ``"at_least_one"`` (>= 1), ``"above_one"`` (> 1), or a tuple of allowed strings.
+
+``replicas: R`` trains R independent networks in one batched program (asymnet.replicas); replica r is
+the single run :func:`replica_study` gives (seed + r, or the r-th value of ``replica_sweep``).
 """
 
 from __future__ import annotations
@@ -124,12 +127,28 @@ class EvaluationConfig:
     long_run_steps: int = _check("non_negative", 0)
 
 
+# Keys whose value may differ between the replicas of one batched run: those that change a replica's seed,
+# initial weights or optimizer step but not the shape or the arithmetic of the batched program.
+SWEEPABLE = ("seed", "training.learning_rate", "network.init_scale")
+
+
+@dataclass(frozen=True)
+class ReplicaSweep:
+    """One study key that differs between replicas: replica r runs with ``values[r]`` (one value per
+    replica) and the seed of the study; without a sweep (key empty) replica r runs with seed + r."""
+
+    key: str = ""
+    values: tuple = ()
+
+
 @dataclass(frozen=True)
 class Study:
-    """One study file."""
+    """One study file. replicas: how many independent networks to train side by side (see replica_study)."""
 
     name: str = "study"
     seed: int = _check("non_negative", 0)
+    replicas: int = _check("at_least_one", 1)
+    replica_sweep: ReplicaSweep = field(default_factory=ReplicaSweep)
     data: DataConfig = field(default_factory=DataConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
@@ -181,12 +200,63 @@ def parse_study(text: str, source: str = "<string>", overrides: Sequence[str] = 
         except yaml.YAMLError as error:
             raise StudyError(f"{where}value {raw!r} is not valid YAML ({getattr(error, 'problem', None) or error})") from None
         _set(values, key.strip(), value, where)
-    return _build(Study, values)
+    study = _build(Study, values)
+    _check_replicas(study, lambda path: f"{source}:{lines[path]}: " if path in lines else "")
+    return study
 
 
 def study_to_dict(study: Study) -> dict:
-    """The study as a plain nested dict; ``parse_study(yaml.safe_dump(d))`` gives it back."""
-    return asdict(study)
+    """The study as a plain nested dict (lists for tuples); ``parse_study(yaml.safe_dump(d))`` gives it back."""
+    values = asdict(study)
+    values["replica_sweep"]["values"] = list(values["replica_sweep"]["values"])
+    return values
+
+
+def replica_study(study: Study, r: int) -> Study:
+    """The single run that replica r of ``study`` is: seed + r, or the study's seed and the r-th value of
+    the swept key (the seed itself when the sweep is over seeds); replicas 1, no sweep."""
+    single = replace_in(study, "replica_sweep", {"key": "", "values": []})
+    single = replace_in(single, "replicas", 1)
+    sweep = study.replica_sweep
+    if not sweep.key:
+        return replace_in(single, "seed", study.seed + r)
+    return replace_in(single, sweep.key, sweep.values[r])
+
+
+def _check_replicas(study: Study, where) -> None:
+    """The rules that join several keys: the sweep names a sweepable key, gives one valid value per
+    replica, and the network is one the batched program runs (``where(path)`` places a key)."""
+    sweep = study.replica_sweep
+    if sweep.key and sweep.key not in SWEEPABLE:
+        raise StudyError(f"{where('replica_sweep.key')}replica_sweep.key = {sweep.key!r} cannot differ between "
+                         f"replicas, which run as one batched program; sweepable keys: {', '.join(SWEEPABLE)} "
+                         "(run one study per value of any other key)")
+    if sweep.key and len(sweep.values) != study.replicas:
+        raise StudyError(f"{where('replica_sweep.values')}replica_sweep.values has {len(sweep.values)} "
+                         f"value{'s' if len(sweep.values) != 1 else ''}"
+                         f" but replicas = {study.replicas}; give one value per replica")
+    if sweep.values and not sweep.key:
+        raise StudyError(f"{where('replica_sweep.values')}replica_sweep.values given without replica_sweep.key; "
+                         f"name the key they set (one of: {', '.join(SWEEPABLE)})")
+    if sweep.key:
+        *sections, leaf = sweep.key.split(".")
+        cls = Study
+        for part in sections:
+            cls = get_type_hints(cls)[part]
+        rule = {f.name: f.metadata.get("check") for f in fields(cls)}[leaf]
+        for index, value in enumerate(sweep.values):
+            _check_value(get_type_hints(cls)[leaf], rule, value, sweep.key,
+                         f"{where('replica_sweep.values')}replica_sweep.values[{index}]: ")
+    if study.replicas == 1:
+        return
+    if study.network.kind != "recurrent":
+        raise StudyError(f"{where('replicas')}replicas = {study.replicas} needs network.kind: recurrent (the "
+                         f"replicas are stacked weight matrices W of shape (replicas, n, n)), got network.kind: "
+                         f"{study.network.kind}; set replicas: 1 and run one study per seed")
+    if study.evaluation.long_run_steps:
+        raise StudyError(f"{where('evaluation.long_run_steps')}evaluation.long_run_steps = "
+                         f"{study.evaluation.long_run_steps} reads a single run's checkpoint, but replicas = "
+                         f"{study.replicas}; set evaluation.long_run_steps: 0")
 
 
 def replace_in(study: Study, dotted_key: str, value) -> Study:
@@ -198,7 +268,9 @@ def replace_in(study: Study, dotted_key: str, value) -> Study:
         value = asdict(value)
     values = study_to_dict(study)
     _set(values, dotted_key, value, "")
-    return _build(Study, values)
+    study = _build(Study, values)
+    _check_replicas(study, lambda path: "")
+    return study
 
 
 # rule: (test, allowed range with {} for the key's name, what an integer field must be)
@@ -280,6 +352,10 @@ def _unknown_key(cls, key, path) -> str:
 
 def _check_value(kind, rule, value, path, where):
     shown = f"{where}{path} = {value!r}"
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise StudyError(f"{shown} is not a list (expected e.g. [1.0e-3, 3.0e-3])")
+        return tuple(value)
     if isinstance(rule, tuple):
         if value not in rule:
             raise StudyError(f"{shown} is not one of: {', '.join(rule)}")

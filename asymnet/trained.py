@@ -68,6 +68,10 @@ def load_run(run_dir, data_dir: str | None = None, device: str = "cpu") -> Train
         raise RunError(f"{run_dir} has no finished model: its run's status is '{status}'; finish it with "
                        f"python -m asymnet.run --resume {run_dir}, then measure it")
     study = parse_study(text, source=str(run_dir / LOG_NAME))
+    if study.replicas > 1:
+        raise RunError(f"{run_dir} holds {study.replicas} replicas trained together; the measurement commands read "
+                       "a single run: train the replica to measure alone, from a study with replicas: 1 and that "
+                       "replica's seed and swept value (the attributes of /replicas/<r> in its log), and measure that run")
     torch_device = pick_device(device)
     data_gen = torch.Generator().manual_seed(study.seed + 104729)
     data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, data_dir, data_gen,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from asymnet.operators import Drive, Operator
+from asymnet.sampler import ChainSampler
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -25,14 +26,14 @@ def settle_hidden(
     x: (batch, n_visible). Hidden units start at 0. Returns (batch, n_units) without gradient; the
     visible part is x itself at every step.
     """
-    n_hidden = network.n_units - x.shape[1]
+    n_visible = x.shape[1]
+    n_hidden = network.n_units - n_visible
     s = torch.cat([x, x.new_zeros(x.shape[0], n_hidden)], dim=1)
     if n_hidden == 0:
         return s
     with torch.no_grad():
-        for _ in range(steps):
-            s = operator.sample(s, network(s, 1.0), 1.0, generator)
-            s[:, : x.shape[1]] = x
+        for _ in range(steps):  # only the hidden units move, so only their drive is computed
+            s[:, n_visible:] = operator.sample(s[:, n_visible:], network(s, 1.0, first_unit=n_visible), 1.0, generator)
     return s
 
 
@@ -123,13 +124,19 @@ def generate(
     generator: torch.Generator | None,
     known: torch.Tensor | None = None,
     values: torch.Tensor | None = None,
+    fused: bool = True,
 ) -> torch.Tensor:
     """s_0 of a cooling chain: s_K ~ p*, then s_{t-1} ~ p_{T_t}(. | s_t) for t = K..1. Shape (n, n_units).
+
+    ``fused``: run it with :class:`asymnet.sampler.ChainSampler` where that applies (same chain, same
+    random numbers, fewer passes over memory); False keeps the operator's own step.
 
     Conditional generation (inpainting, paper sec. 6): with ``known`` (n_units,) bool and ``values``
     (n, n_units), the known units are held at ``values`` at every step of the chain, from s_K on.
     """
     s = p_star.sample(n, generator)
+    if fused and ChainSampler.supports(network, operator):
+        return ChainSampler(network, operator, s, generator, known, values).cool(temperatures)
     clamp = known is not None
     if clamp:
         s = torch.where(known, values, s)
@@ -144,8 +151,14 @@ def generate(
 def run_chain(
     network: nn.Module, operator: Operator, s: torch.Tensor, n_steps: int, generator: torch.Generator | None,
     T: float = 1.0,
+    fused: bool = True,
 ) -> torch.Tensor:
-    """s after ``n_steps`` more steps s_{t+1} ~ p_T(. | s_t) of the chain (batch, n_units); memory O(batch)."""
+    """s after ``n_steps`` more steps s_{t+1} ~ p_T(. | s_t) of the chain (batch, n_units); memory O(batch).
+
+    ``fused`` as in :func:`generate`.
+    """
+    if fused and ChainSampler.supports(network, operator):
+        return ChainSampler(network, operator, s, generator).run(n_steps, T)
     for _ in range(n_steps):
         s = operator.sample(s, network(s, T), T, generator)
     return s

@@ -66,9 +66,10 @@ def main() -> None:
     ratio = autograd["seconds_per_update"] / local["seconds_per_update"]
     print(f"study {args.study}: {local['n_units']} units, batch {local['batch_size']}, {args.threads} threads, "
           f"{args.updates} updates per mode")
-    print(f"{'learning':<10}{'ms/update':>12}{'peak RSS MiB':>15}")
+    print(f"{'learning':<10}{'ms/update':>12}{'updates/s':>12}{'peak RSS MiB':>15}")
     for row in rows:
-        print(f"{row['learning']:<10}{1000 * row['seconds_per_update']:>12.1f}{row['peak_rss_mib']:>15.0f}")
+        print(f"{row['learning']:<10}{1000 * row['seconds_per_update']:>12.1f}{1 / row['seconds_per_update']:>12.2f}"
+              f"{row['peak_rss_mib']:>15.0f}")
     print(f"local rule speed-up over autograd: {ratio:.2f}x")
     result = {"study": args.study, "threads": args.threads, "updates": args.updates, "rows": rows,
               "speedup_local_over_autograd": ratio, "machine": platform.processor() or platform.machine(),

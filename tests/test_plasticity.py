@@ -198,3 +198,12 @@ def test_rule_with_fast_hidden_units_equals_autograd_and_leaves_hidden_rows_alon
     for grad in (update.grad_W[3:], update.grad_b[3:], update.grad_w_T[3:], grads["W"][3:], grads["b"][3:]):
         assert (grad == 0).all()  # the expansion is fixed: no rule and no gradient reach the hidden rows
     assert update.temporal_norm > 0 and update.equal_time_norm > 0
+
+
+def test_drive_from_a_first_unit_is_the_tail_of_the_full_drive():
+    net, gen = _network()
+    s = torch.randn(7, net.n_units, generator=gen, dtype=torch.float64)
+    full, tail = net(s, 4.0), net(s, 4.0, first_unit=net.n_visible)
+    assert tail.mu.shape == (7, net.n_hidden) and tail.sigma.shape == (net.n_hidden,)
+    assert torch.allclose(tail.mu, full.mu[:, net.n_visible:], rtol=1e-13, atol=1e-13)  # GEMM blocking may differ
+    assert torch.equal(tail.sigma, full.sigma[net.n_visible:])

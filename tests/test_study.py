@@ -27,7 +27,7 @@ def error_of(text, overrides=()):
 def test_unknown_top_level_key_names_nearest_spelling_and_valid_keys():
     assert error_of("seed: 1\ntrainig:\n  steps: 5\n") == (
         "spiral.yaml:2: unknown key 'trainig'; did you mean 'training'? (valid keys: data, evaluation, "
-        "logging, name, network, operator, seed, training, walkback)"
+        "logging, name, network, operator, replica_sweep, replicas, seed, training, walkback)"
     )
 
 
@@ -129,7 +129,7 @@ def test_malformed_file_is_one_error_with_its_line(text, message):
         (
             "trainig.steps=3",
             "--set trainig.steps=3: unknown key 'trainig'; did you mean 'training'? (valid keys: data, "
-            "evaluation, logging, name, network, operator, seed, training, walkback)",
+            "evaluation, logging, name, network, operator, replica_sweep, replicas, seed, training, walkback)",
         ),
         ("training.steps=many", "--set training.steps=many: training.steps = 'many' is not an integer (expected a positive integer)"),
         ("training.steps.x=1", "--set training.steps.x=1: training.steps is a value, not a section, so 'training.steps.x' names nothing"),
