@@ -406,6 +406,16 @@ def import_network(neurons, synapses, chain: int | None = None) -> tuple[Recurre
     equations), alpha and g(T) (``noise_exponent``). ``chain`` picks one chain's parameters; None
     requires every chain to hold the same ones (else BrianExportError). Export then import is exact.
     """
+    needed = {"neurons": (neurons, ("s", "rate_visible", "rate_hidden", "b", "w_T", "sigma", "visible", "unit",
+                                    "alpha", "noise_exponent", "temperature_input", "learn_sigma")),
+              "synapses": (synapses, ("w",))}
+    for what, (group, variables) in needed.items():
+        missing = [name for name in variables if name not in getattr(group, "variables", {})]
+        if missing:
+            raise BrianExportError(
+                f"import_network reads the NeuronGroup and Synapses that asymnet.brian.export builds; these "
+                f"{what} lack the variable(s) {', '.join(missing)}. Export the model with asymnet.brian.export "
+                f"and edit that network in Brian2, or copy its variables into yours")
     names = {code.format(s="s"): name for name, code in RATE_CODE.items()}
     try:
         phi_visible = names[neurons.equations["rate_visible"].expr.code]

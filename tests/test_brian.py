@@ -306,3 +306,14 @@ def test_bad_arguments_are_refused_at_the_boundary():
     simulator = brian.export(network, operator, n_chains=2, noise=torch.zeros(3, 2, 5))
     with pytest.raises(brian.BrianExportError, match="the injected noise covers 3 steps"):
         simulator.run(4)
+
+
+def test_importing_a_foreign_brian_network_names_the_missing_variables():
+    neurons = brian2.NeuronGroup(4, "dv/dt = -v / (10*ms) : 1")
+    synapses = brian2.Synapses(neurons, neurons, "c : 1")
+    with pytest.raises(brian.BrianExportError, match="these neurons lack the variable\\(s\\) s, rate_visible, "
+                                                     "rate_hidden, b, w_T, sigma, visible, unit, alpha"):
+        brian.import_network(neurons, synapses)
+    exported = brian.export(random_network(), GaussianOperator(0.5), target="numpy")
+    with pytest.raises(brian.BrianExportError, match="these synapses lack the variable\\(s\\) w. Export the model"):
+        brian.import_network(exported.neurons, synapses)

@@ -71,3 +71,14 @@ def test_unsupported_inputs_are_refused():
     assert not ChainSampler.supports(mlp, GaussianOperator(0.5))
     with pytest.raises(ValueError, match=r"state must be \(n_chains, 10\), got \(3, 4\)"):
         ChainSampler(net, GaussianOperator(0.5), torch.zeros(3, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 3e-7), (torch.float64, 1e-15)])
+def test_tanh_by_sigmoid_is_tanh_to_a_few_ulp(dtype, tolerance):
+    from asymnet.networks.recurrent import TANH_BY_SIGMOID_MIN_SIZE, tanh
+
+    u = torch.linspace(-12.0, 12.0, 2 * TANH_BY_SIGMOID_MIN_SIZE + 1, dtype=dtype)
+    assert (tanh(u) - torch.tanh(u)).abs().max() <= tolerance  # absolute: a few ulp of 1
+    u.requires_grad_(True)
+    tanh(u).sum().backward()  # with a gradient to carry it is torch.tanh itself
+    assert torch.allclose(u.grad, 1 - torch.tanh(u.detach()) ** 2, rtol=0, atol=tolerance)
