@@ -239,6 +239,12 @@ def eval_temperatures(model: Model, study: Study) -> list[float]:
     return schedule.heating_temperatures(study.walkback.n_extra_max, model.n_heating, study.walkback.heating_factor)
 
 
+def generation_temperatures(model: Model, study: Study) -> list[float]:
+    """The cooling schedule of generation: evaluation.extra_cooling_steps more T = 1 steps (they run last)
+    before eval_temperatures."""
+    return [1.0] * study.evaluation.extra_cooling_steps + eval_temperatures(model, study)
+
+
 def held_out_bound(model: Model, study: Study, data: Dataset, device, dtype, step: int) -> float:
     """Mean eq. 5 bound on the first n_bound held-out examples, nats per example (fresh RNG per step)."""
     gen = torch.Generator().manual_seed(study.seed * 1_000_003 + step)
@@ -308,8 +314,8 @@ IMAGE_FIGURES = ("confident_fraction", "label_entropy", "frechet_distance")
 def generate_visible(model: Model, study: Study, data: Dataset, device) -> torch.Tensor:
     """n_samples generated visible states (n, n_visible) by cooling from p*, from a fixed evaluation seed."""
     gen = torch.Generator().manual_seed(study.seed + 7919)
-    states = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
-                               study.evaluation.n_samples, _on(gen, device))
+    states = walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, study),
+                               study.evaluation.n_samples, _on(gen, device), final_mean=study.evaluation.final_mean)
     return states[:, : data.n_visible].cpu()
 
 

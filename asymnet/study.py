@@ -117,7 +117,10 @@ class EvaluationConfig:
     """Final figures: generated samples and held-out bound. At every evaluation (logging.eval_every) the
     detailed-balance violation of the T = 1 chain: ep_chains chains, ep_burn_in unrecorded then ep_steps
     recorded steps (0 chains: off). long_run_steps > 0 runs ``asymnet.sample`` for that many T = 1 steps
-    after training."""
+    after training. final_mean: generated (and inpainted) images are the mean of the last cooling
+    step's operator (the denoised estimate) rather than a draw from it, which adds the T = 1 noise.
+    extra_cooling_steps: that many more T = 1 steps at the end of generation (and inpainting), after the
+    walkback.n_extra_max ones the training schedule has; the held-out bound keeps the training schedule."""
 
     n_samples: int = _check("positive", 2000)
     n_bound: int = _check("positive", 1000)
@@ -125,6 +128,8 @@ class EvaluationConfig:
     ep_steps: int = _check("positive", 400)
     ep_burn_in: int = _check("non_negative", 100)
     long_run_steps: int = _check("non_negative", 0)
+    final_mean: bool = False
+    extra_cooling_steps: int = _check("non_negative", 0)
 
 
 # Keys whose value may differ between the replicas of one batched run: those that change a replica's seed,

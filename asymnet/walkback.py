@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from asymnet.operators import Drive, Operator
+from asymnet.operators import BernoulliOperator, Drive, Operator
 from asymnet.sampler import ChainSampler
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -124,10 +124,14 @@ def generate(
     generator: torch.Generator | None,
     known: torch.Tensor | None = None,
     values: torch.Tensor | None = None,
+    final_mean: bool = False,
     fused: bool = True,
 ) -> torch.Tensor:
     """s_0 of a cooling chain: s_K ~ p*, then s_{t-1} ~ p_{T_t}(. | s_t) for t = K..1. Shape (n, n_units).
 
+    ``final_mean``: the last step (t = 1) returns the mean of p_{T_1}(. | s_1) instead of a draw from
+    it, i.e. the operator's denoised estimate of s_0 without the T = 1 noise (for the Gaussian operator
+    (1 - alpha) s_1 + alpha F_mu(s_1); for the Bernoulli one the firing probabilities).
     ``fused``: run it with :class:`asymnet.sampler.ChainSampler` where that applies (same chain, same
     random numbers, fewer passes over memory); False keeps the operator's own step.
 
@@ -135,13 +139,21 @@ def generate(
     (n, n_units), the known units are held at ``values`` at every step of the chain, from s_K on.
     """
     s = p_star.sample(n, generator)
-    if fused and ChainSampler.supports(network, operator):
-        return ChainSampler(network, operator, s, generator, known, values).cool(temperatures)
     clamp = known is not None
-    if clamp:
-        s = torch.where(known, values, s)
-    for T in reversed(temperatures):
-        s = operator.sample(s, network(s, T), T, generator)
+    noisy = temperatures[1:] if final_mean else temperatures
+    if fused and ChainSampler.supports(network, operator):
+        s = ChainSampler(network, operator, s, generator, known, values).cool(noisy)
+    else:
+        if clamp:
+            s = torch.where(known, values, s)
+        for T in reversed(noisy):
+            s = operator.sample(s, network(s, T), T, generator)
+            if clamp:
+                s = torch.where(known, values, s)
+    if final_mean and temperatures:
+        T = temperatures[0]
+        drive = network(s, T)
+        s = operator.mean(s, drive, T) if isinstance(operator, BernoulliOperator) else operator.mean(s, drive)
         if clamp:
             s = torch.where(known, values, s)
     return s

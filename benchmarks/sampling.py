@@ -163,10 +163,14 @@ def main() -> None:
 
 def _line(row: dict) -> str:
     text = f"{row['engine']:<22}{row['dtype']:<9}N={row['n_units']:<6}chains={row['chains']:<5}" \
-           f"{row['sampler']:>14,.0f} chain-steps/s"
+           f"{_rate(row['sampler'])} chain-steps/s"
     if "gemm_bound" in row:
-        text += f"   GEMM bound {row['gemm_bound']:>14,.0f}   {100 * row['fraction_of_gemm']:5.1f} % of it"
+        text += f"   GEMM bound {_rate(row['gemm_bound'])}   {100 * row['fraction_of_gemm']:5.1f} % of it"
     return text
+
+
+def _rate(value: float) -> str:
+    return f"{value:>14,.0f}" if value >= 100 else f"{value:>14.3g}"
 
 
 if __name__ == "__main__":

@@ -86,6 +86,25 @@ def test_long_run_is_the_cooling_chain_continued_at_T1(toy_run):
     assert torch.equal(samples[30], s[:, :2])
 
 
+def test_generation_appends_extra_T1_steps_and_can_end_on_the_mean(toy_run):
+    """evaluation.extra_cooling_steps puts that many T = 1 steps at the cold end of the generation schedule
+    (the bound's schedule is unchanged); with evaluation.final_mean the image is the last step's mean."""
+    from asymnet.study import replace_in
+
+    trained = load_run(toy_run)
+    m, study = trained.model, trained.study
+    changed = replace_in(study, "evaluation", {"extra_cooling_steps": 3, "final_mean": True})
+    temps = run.generation_temperatures(m, changed)
+    assert temps == [1.0] * 3 + run.eval_temperatures(m, study)
+    assert run.generation_temperatures(m, study) == run.eval_temperatures(m, study)
+    got = run.generate_visible(m, changed, trained.data, trained.device)
+    gen = torch.Generator().manual_seed(study.seed + 7919)
+    expected = walkback.generate(m.network, m.operator, m.p_star, temps, study.evaluation.n_samples, gen,
+                                 final_mean=True)[:, :2]
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, run.generate_visible(m, study, trained.data, trained.device))
+
+
 def test_measure_writes_bound_below_importance_estimate_and_ep_figures(toy_run):
     figures = measure.measure(toy_run, n_examples=40, n_trajectories=20, ep_chains=16, ep_steps=200, ep_burn_in=50)
     assert figures["test_bound_nats"] <= figures["test_is_nats"]

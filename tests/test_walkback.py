@@ -102,3 +102,35 @@ def test_bound_of_a_pure_noise_operator_is_exact_for_gaussian_data():
     assert bound.mean() < exact.mean()
     # E[log p*(s_K)] = -0.5 log(2 pi v) - 0.5 and the symmetric step terms cancel exactly
     assert bound.mean().item() == pytest.approx(-0.5 * math.log(2 * math.pi * total_var) - 0.5, abs=0.02)
+
+
+def test_final_mean_returns_exactly_the_mean_of_the_last_cooling_step():
+    """generate(final_mean=True) follows the same noisy chain down to s_1 (same generator draws), then
+    returns (1 - alpha) s_1 + alpha F_mu(s_1, T_1) instead of adding the T_1 noise; with a clamp the known
+    units still hold their values."""
+    net, op, gen = _setup(n_hidden=3)
+    p_star = walkback.PStar(5).double()
+    p_star.update(torch.randn(100, 5, generator=gen, dtype=torch.float64), 1.0)
+    temps = [1.0, 2.0, 4.0]
+    # the chain down to s_1, by hand, from the generator state generate() will start from
+    state = torch.Generator().manual_seed(11).get_state()
+    by_hand = torch.Generator()
+    by_hand.set_state(state)
+    s = p_star.sample(6, by_hand)
+    for T in reversed(temps[1:]):
+        s = op.sample(s, net(s, T), T, by_hand)
+    expected = op.mean(s, net(s, temps[0]))
+    replay = torch.Generator()
+    replay.set_state(state)
+    got = walkback.generate(net, op, p_star, temps, 6, replay, final_mean=True)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-13)  # the fused chain: float64 round-off
+    replay.set_state(state)
+    noisy = walkback.generate(net, op, p_star, temps, 6, replay)
+    noise_std = op.std(net(s, temps[0]), temps[0])
+    z = (noisy - expected) / noise_std
+    assert z.abs().max() > 0.1  # the default still draws the last step
+    known = torch.tensor([True, False, False, False, False])
+    values = torch.full((6, 5), 0.25, dtype=torch.float64)
+    replay.set_state(state)
+    clamped = walkback.generate(net, op, p_star, temps, 6, replay, known=known, values=values, final_mean=True)
+    assert torch.equal(clamped[:, 0], values[:, 0])
