@@ -6,7 +6,8 @@ Train it once per data folder:
 
 It trains on whatever training set ``load_mnist`` finds (the offline copy holds the first 24,345
 images), prints the accuracy on the 10,000-image test set, and saves the weights to
-``<data dir>/mnist_classifier.pt`` (or ``--out``). Input convention: float images in [0, 1],
+``./data/mnist_classifier.pt`` (or ``--out``), where runs look first: never into the MNIST folder,
+which may be a shared, read-only copy. Input convention: float images in [0, 1],
 shape (N, 784), (N, 28, 28) or (N, 1, 28, 28).
 """
 
@@ -143,7 +144,7 @@ def load_classifier(data_dir: str | os.PathLike) -> MnistClassifier:
     path = location if location.suffix == ".pt" else location / WEIGHTS_NAME
     if not path.is_file():
         data_arg = location.parent if location.suffix == ".pt" else location
-        out_arg = f" --out {path}" if location.suffix == ".pt" else ""
+        out_arg = f" --out {path}"
         raise DataError(
             f"{path}: no trained MNIST classifier. Train one with: "
             f"python -m asymnet.classifier --data {data_arg}{out_arg}"
@@ -159,13 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="data folder (default: $ASYMNET_DATA, then ./data)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help=f"weights file (default: <data dir>/{WEIGHTS_NAME})")
+    parser.add_argument("--out", type=Path, help=f"weights file (default: data/{WEIGHTS_NAME})")
     parser.add_argument("--download", action="store_true", help="fetch missing MNIST files (md5-verified)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     data_dir = find_data_dir(args.data)
-    out = args.out or data_dir / WEIGHTS_NAME
+    out = args.out or Path("data") / WEIGHTS_NAME
     try:
         train_images, train_labels = load_mnist(data_dir, "train", download=args.download)
         test_images, test_labels = load_mnist(data_dir, "test", download=args.download)

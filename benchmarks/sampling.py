@@ -97,11 +97,12 @@ def brian_rate(n: int, chains: int, target: str, seconds: float) -> float:
         simulation.run(steps)
         return steps * chains / simulation.last_run_seconds
     simulation.run(2)
-    short = max(1, int(2e6 // (chains * n * n)))
+    short = 2
     simulation.run(short)
     t_short = simulation.last_run_seconds
-    per_step = max(t_short - 0.3, 1e-3) / short  # a rough estimate, to size the long run
-    long = short + max(short, int(seconds * 3 / per_step))
+    simulation.run(2 * short)
+    per_step = max(simulation.last_run_seconds - t_short, 1e-6) / short  # to size the long run only
+    long = short + max(short, int(seconds / per_step))
     simulation.run(long)
     return (long - short) * chains / (simulation.last_run_seconds - t_short)
 
