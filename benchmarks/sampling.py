@@ -107,6 +107,19 @@ def brian_rate(n: int, chains: int, target: str, seconds: float) -> float:
     return (long - short) * chains / (simulation.last_run_seconds - t_short)
 
 
+def step_parts(n: int, chains: int, seconds: float) -> dict:
+    """Microseconds per step of each part of a float32 sampler step with (chains, n) states: the normals
+    (torch's ``normal_``), torch's ``tanh``, asymnet's tanh (2 sigmoid(2u) - 1) and the GEMM alone."""
+    from asymnet.networks.recurrent import tanh
+
+    gen = torch.Generator().manual_seed(0)
+    s, out = torch.randn(chains, n, generator=gen), torch.empty(chains, n)
+    weights = torch.randn(n, n, generator=gen) / n**0.5
+    parts = {"normal_": lambda: out.normal_(generator=gen), "torch.tanh": lambda: torch.tanh(s, out=out),
+             "asymnet tanh": lambda: tanh(s, out=out), "gemm": lambda: torch.mm(s, weights, out=out)}
+    return {name: 1e6 * chains / best_rate(part, 1, chains, seconds, lambda: None) for name, part in parts.items()}
+
+
 def brian_child(n: int, chains: int, target: str, seconds: float) -> float | None:
     """``brian_rate`` in a fresh process (cpp_standalone switches Brian2's global device; each target gets
     a clean Brian2 state); None, with the reason printed, where the target cannot run here."""
@@ -128,11 +141,22 @@ def main() -> None:
                         help="Brian2 targets (none: skip)")
     parser.add_argument("--brian-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--parts", action="store_true",
+                        help="only time the parts of one step (noise, tanh, GEMM) at 256 chains; writes "
+                             "benchmarks/results/sampling_parts.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.brian_child:
         target, n, chains = args.brian_child
         print(brian_rate(int(n), int(chains), target, args.seconds))
+        return
+    if args.parts:
+        parts = {n: step_parts(n, 256, args.seconds) for n in args.sizes}
+        for n, row in parts.items():
+            print(f"N={n:<6}256 chains, us per step: " + ", ".join(f"{k} {v:,.1f}" for k, v in row.items()))
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "sampling_parts.json").write_text(json.dumps(
+            {"threads": args.threads, "torch": torch.__version__, "us_per_step": parts}, indent=2) + "\n")
         return
     device = torch.device(args.device)
     rows = []
