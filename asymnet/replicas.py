@@ -325,22 +325,11 @@ def walkback_losses(network: StackedRecurrentNetwork, operator: Operator, states
     return (nll.mean(-1) * schedule.active.to(nll.dtype)).sum(0)
 
 
-class StackedPStar(nn.Module):
+class StackedPStar(PStar):
     """walkback.PStar per replica: moments first_moment, second_moment (R, n_units) of each replica's s_K."""
 
     def __init__(self, n_replicas: int, n_units: int):
-        super().__init__()
-        self.register_buffer("first_moment", torch.zeros(n_replicas, n_units))
-        self.register_buffer("second_moment", torch.ones(n_replicas, n_units))
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def update(self, s_K: torch.Tensor, momentum: float) -> None:
-        """Move each replica's moments towards those of its s_K (R, batch, n_units)."""
-        rate = 1.0 if self.updates.item() == 0 else momentum
-        self.first_moment.lerp_(s_K.mean(1), rate)
-        self.second_moment.lerp_(s_K.pow(2).mean(1), rate)
-        self.updates += 1
+        super().__init__(n_units, n_replicas)
 
     @torch.no_grad()
     def copy_replica(self, r: int, p_star: PStar) -> None:

@@ -82,10 +82,11 @@ class PStar(nn.Module):
     the first update sets them to that batch's moments exactly.
     """
 
-    def __init__(self, n_units: int):
+    def __init__(self, n_units: int, n_replicas: int | None = None):
         super().__init__()
-        self.register_buffer("first_moment", torch.zeros(n_units))
-        self.register_buffer("second_moment", torch.ones(n_units))
+        shape = (n_units,) if n_replicas is None else (n_replicas, n_units)  # one p* per replica (asymnet.replicas)
+        self.register_buffer("first_moment", torch.zeros(shape))
+        self.register_buffer("second_moment", torch.ones(shape))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     @property
@@ -98,10 +99,10 @@ class PStar(nn.Module):
 
     @torch.no_grad()
     def update(self, s_K: torch.Tensor, momentum: float) -> None:
-        """Move the moments towards those of s_K (batch, n_units)."""
+        """Move the moments towards those of s_K (batch, n_units), or (R, batch, n_units) per replica."""
         rate = 1.0 if self.updates.item() == 0 else momentum
-        self.first_moment.lerp_(s_K.mean(0), rate)
-        self.second_moment.lerp_(s_K.pow(2).mean(0), rate)
+        self.first_moment.lerp_(s_K.mean(-2), rate)
+        self.second_moment.lerp_(s_K.pow(2).mean(-2), rate)
         self.updates += 1
 
     def sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:

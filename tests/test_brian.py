@@ -95,14 +95,20 @@ def test_clamped_units_hold_their_values_and_the_rest_follows_torch():
 
 
 @pytest.mark.skipif(not brian.cython_available(), reason="Brian2's Cython target needs a C compiler and Cython")
-def test_cython_target_agrees_with_torch_pathwise():
+def compiled_case(target: str):
+    """4 chains of a random network at T = 2 exported to ``target`` with 1,000 steps of injected noise, and
+    torch's path for the same noise."""
     network = random_network("tanh", "identity")
     operator = GaussianOperator(alpha=0.5)
     gen = torch.Generator().manual_seed(3)
     noise = torch.randn(1000, 4, 5, generator=gen, dtype=torch.float64)
     s0 = torch.randn(4, 5, generator=gen, dtype=torch.float64)
-    simulator = brian.export(network, operator, n_chains=4, T=2.0, noise=noise, states=s0, target="cython")
-    expected = torch_path(network, operator, s0, noise, 2.0)
+    simulator = brian.export(network, operator, n_chains=4, T=2.0, noise=noise, states=s0, target=target)
+    return simulator, torch_path(network, operator, s0, noise, 2.0), network
+
+
+def test_cython_target_agrees_with_torch_pathwise():
+    simulator, expected, _ = compiled_case("cython")
     for k in range(1, 5):  # no monitor: a monitor would be one more compilation
         simulator.run(250)
         torch.testing.assert_close(simulator.states, expected[250 * k], rtol=0, atol=PATHWISE_ATOL)
@@ -110,15 +116,10 @@ def test_cython_target_agrees_with_torch_pathwise():
 
 @pytest.mark.slow
 def test_cpp_standalone_target_agrees_with_torch_pathwise_and_runs_once():
-    network = random_network("tanh", "identity")
-    operator = GaussianOperator(alpha=0.5)
-    gen = torch.Generator().manual_seed(3)
-    noise = torch.randn(1000, 4, 5, generator=gen, dtype=torch.float64)
-    s0 = torch.randn(4, 5, generator=gen, dtype=torch.float64)
-    simulator = brian.export(network, operator, n_chains=4, T=2.0, noise=noise, states=s0, target="cpp_standalone")
+    simulator, expected, network = compiled_case("cpp_standalone")
     path = simulator.run(1000, record=True)
     assert brian2.get_device() is runtime_device  # the run restored Brian2's device
-    torch.testing.assert_close(path, torch_path(network, operator, s0, noise, 2.0), rtol=0, atol=PATHWISE_ATOL)
+    torch.testing.assert_close(path, expected, rtol=0, atol=PATHWISE_ATOL)
     assert 0 < simulator.last_run_seconds < 10
     with pytest.raises(brian.BrianExportError, match="a cpp_standalone network runs once"):
         simulator.run(1)
