@@ -39,6 +39,13 @@ def _relative_error(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+def _assert_rule_is_autograd(update, loss, grads, names=("W", "b", "sigma_visible", "w_T")):
+    """The local update's loss and the gradients ``names`` equal autograd's (float64: 1e-12 / 1e-10)."""
+    assert torch.allclose(update.loss, loss, rtol=1e-12)
+    for name in names:
+        assert _relative_error(getattr(update, "grad_" + name), grads[name]) < 1e-10, name
+
+
 @pytest.mark.parametrize("noise_scaling", ["sqrt_T", "T"])
 @pytest.mark.parametrize("temperatures", [[1.0], [4.0], [1.0, 1.0, 2.0, 4.0, 8.0, 16.0]])
 @pytest.mark.parametrize("alpha", [0.3, 1.0])
@@ -48,12 +55,8 @@ def test_gaussian_rule_equals_autograd_gradient(noise_scaling, temperatures, alp
     states, drives = _trajectory(net, operator, gen, temperatures)
     loss, grads = _autograd(net, operator, states, temperatures)
     update = plasticity.trajectory_update(net, operator, states, temperatures, drives)
-    assert torch.allclose(update.loss, loss, rtol=1e-12)
-    assert _relative_error(update.grad_W, grads["W"]) < 1e-10
-    assert _relative_error(update.grad_b, grads["b"]) < 1e-10
-    assert _relative_error(update.grad_sigma_visible, grads["sigma_visible"]) < 1e-10
-    if temperatures != [1.0]:  # log 1 = 0: no gradient reaches w_T
-        assert _relative_error(update.grad_w_T, grads["w_T"]) < 1e-10
+    with_w_T = temperatures != [1.0]  # log 1 = 0: no gradient reaches w_T
+    _assert_rule_is_autograd(update, loss, grads, ("W", "b", "sigma_visible") + (("w_T",) if with_w_T else ()))
 
 
 @pytest.mark.parametrize("phi", ["sigmoid", "identity"])
@@ -64,11 +67,7 @@ def test_bernoulli_rule_equals_autograd_gradient(phi, temperatures):
     states, drives = _trajectory(net, operator, gen, temperatures, binary=True)
     loss, grads = _autograd(net, operator, states, temperatures)
     update = plasticity.trajectory_update(net, operator, states, temperatures, drives)
-    assert torch.allclose(update.loss, loss, rtol=1e-12)
-    assert _relative_error(update.grad_W, grads["W"]) < 1e-10
-    assert _relative_error(update.grad_b, grads["b"]) < 1e-10
-    if temperatures != [1.0]:
-        assert _relative_error(update.grad_w_T, grads["w_T"]) < 1e-10
+    _assert_rule_is_autograd(update, loss, grads, ("W", "b") + (("w_T",) if temperatures != [1.0] else ()))
     assert update.grad_sigma_visible is None
 
 
@@ -190,11 +189,7 @@ def test_rule_with_fast_hidden_units_equals_autograd_and_leaves_hidden_rows_alon
     states, drives = walkback.heating_trajectory_with_drives(net, operator, x, temperatures, gen)
     loss, grads = _autograd(net, operator, states, temperatures)
     update = plasticity.trajectory_update(net, operator, states, temperatures, drives)
-    assert torch.allclose(update.loss, loss, rtol=1e-12)
-    assert _relative_error(update.grad_W, grads["W"]) < 1e-10
-    assert _relative_error(update.grad_b, grads["b"]) < 1e-10
-    assert _relative_error(update.grad_w_T, grads["w_T"]) < 1e-10
-    assert _relative_error(update.grad_sigma_visible, grads["sigma_visible"]) < 1e-10
+    _assert_rule_is_autograd(update, loss, grads)
     for grad in (update.grad_W[3:], update.grad_b[3:], update.grad_w_T[3:], grads["W"][3:], grads["b"][3:]):
         assert (grad == 0).all()  # the expansion is fixed: no rule and no gradient reach the hidden rows
     assert update.temporal_norm > 0 and update.equal_time_norm > 0
