@@ -23,12 +23,8 @@ import math
 import torch
 import torch.nn.functional as nnf
 
-from asymnet.networks.recurrent import ACTIVATIONS, RecurrentNetwork, tanh
+from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator
-
-_IN_PLACE_RATES = {"tanh": tanh, "sigmoid": torch.sigmoid,
-                   "relu": lambda u, out: torch.clamp(u, min=0.0, out=out)}
-
 
 class ChainSampler:
     """Chains s (n_chains, n_units) of ``network`` under ``operator``, stepped in place.
@@ -99,21 +95,9 @@ class ChainSampler:
         return self._state
 
     def _rates_of(self, s: torch.Tensor, T: float) -> torch.Tensor:
-        network = self.network
         if self._rates is None:  # fast hidden units: their rates are a function of the visible state and T
-            return network.rates(s, T)
-        v = network.n_visible
-        parts = [(slice(None), network.phi_name)] if network.phi_visible_name == network.phi_name else \
-            [(slice(None, v), network.phi_visible_name), (slice(v, None), network.phi_name)]
-        for part, name in parts:
-            source, target = s[:, part], self._rates[:, part]
-            if name in _IN_PLACE_RATES:
-                _IN_PLACE_RATES[name](source, out=target)
-            elif name == "identity":
-                target.copy_(source)
-            else:
-                target.copy_(ACTIVATIONS[name](source))
-        return self._rates
+            return self.network.rates(s, T)
+        return self.network.phi(s, out=self._rates)
 
     def _apply_clamp(self) -> None:
         if self._clamp is not None:

@@ -40,6 +40,19 @@ ACTIVATIONS = {
 }
 
 
+_IN_PLACE = {"tanh": tanh, "sigmoid": torch.sigmoid, "relu": lambda u, out: torch.clamp(u, min=0.0, out=out)}
+
+
+def _rate_into(name: str, u: torch.Tensor, out: torch.Tensor) -> None:
+    """out <- ACTIVATIONS[name](u), in place where torch has an ``out=`` form of it."""
+    if name in _IN_PLACE:
+        _IN_PLACE[name](u, out=out)
+    elif name == "identity":
+        out.copy_(u)
+    else:
+        out.copy_(ACTIVATIONS[name](u))
+
+
 def inverse_softplus(y: float) -> float:
     """x with softplus(x) = y, for y > 0."""
     return y + math.log(-math.expm1(-y))
@@ -145,8 +158,17 @@ class RecurrentNetwork(nn.Module):
             potential = potential + self.w_T[v:].detach() * log_T
         return torch.cat([visible, self._phi_hidden(potential)], dim=-1)
 
-    def phi(self, s: torch.Tensor) -> torch.Tensor:
-        """Presynaptic rates phi(s) (..., n): phi_visible on the visible units, phi on the hidden ones."""
+    def phi(self, s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Presynaptic rates phi(s) (..., n): phi_visible on the visible units, phi on the hidden ones.
+        ``out``: write them into this tensor (shape of s) without allocating where phi allows it."""
+        if out is not None:
+            v = self.n_visible
+            same = self.phi_visible_name == self.phi_name
+            parts = [(slice(None), self.phi_name)] if same else \
+                [(slice(None, v), self.phi_visible_name), (slice(v, None), self.phi_name)]
+            for part, name in parts:
+                _rate_into(name, s[..., part], out[..., part])
+            return out
         if self.phi_visible_name == self.phi_name:
             return self._phi_hidden(s)
         v = self.n_visible
