@@ -21,8 +21,8 @@ TANH_BY_SIGMOID_MIN_SIZE = 4096
 
 def tanh(u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """tanh(u), computed as 2 sigmoid(2 u) - 1 for CPU tensors of at least 4,096 elements that carry no
-    gradient: torch's CPU tanh costs 2 to 3 times as much (3.8-4.2 against 1.3-1.7 ns per float32 element,
-    measured on this project's machine), and it is a large share of a chain step. The two differ by a few
+    gradient: torch's CPU tanh costs twice as much (467 against 223 us for 256 x 1,000 float32 elements,
+    ``python benchmarks/sampling.py --parts`` on this project's machine), a large share of a chain step. The two differ by a few
     ulp of 1 in absolute terms (the rates enter W phi(s) linearly, so the absolute error is what counts).
     Elsewhere (GPU, small tensors, autograd) torch.tanh. ``out``: write into this tensor."""
     if u.device.type != "cpu" or u.numel() < TANH_BY_SIGMOID_MIN_SIZE or (torch.is_grad_enabled() and u.requires_grad):
