@@ -1,13 +1,14 @@
 """``python -m asymnet.inpaint RUN_DIR --mask bottom_half``: conditional generation by clamping.
 
-The known pixels of MNIST test images are held at their (dequantised) values at every step of the
+The known pixels of test images are held at their (dequantised) values at every step of the
 cooling chain, from s_K ~ p* to s_0, as the paper did on CelebA; the masked pixels (and the hidden
-units) are generated. The classifier of the run then labels each completion: the agreement is the
-fraction given the original's label. The baseline fills the mask with uniform noise in [0, 1] and
-asks the same classifier, so a reader sees what the known half alone gives away. The log gets
-``/eval/inpaint_<mask>_agreement``, ``/eval/inpaint_<mask>_noise_agreement``,
-``/samples/inpaint/<mask>`` (the completions) and the run directory ``inpaint_<mask>.png``
-(originals, masked inputs, completions).
+units) are generated. Every image run gets the root-mean-square error of the completed pixels against
+the originals (``/eval/inpaint_<mask>_rmse``, model scale [0, 1]) beside that of the baseline that fills
+the mask with uniform noise in [0, 1] (``_noise_rmse``). On MNIST the classifier of the run also labels
+each completion: the agreement is the fraction given the original's label
+(``/eval/inpaint_<mask>_agreement``), and the noise baseline's (``_noise_agreement``) shows what the
+known part alone gives away. The log also gets ``/samples/inpaint/<mask>`` (the completions) and the
+run directory ``inpaint_<mask>.png`` (originals, masked inputs, completions).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import torch
 
 from asymnet import plots, walkback
 from asymnet.runlog import add_results
-from asymnet.trained import (MASKS, RunError, TrainedRun, add_common_arguments, check_mask, image_side,
-                             load_run, mask_of, run_command)
+from asymnet.trained import MASKS, RunError, TrainedRun, add_common_arguments, check_mask, load_run, mask_of, run_command
 
 
 def inpaint(trained: TrainedRun, unknown: torch.Tensor, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -42,21 +42,20 @@ def inpaint(trained: TrainedRun, unknown: torch.Tensor, images: torch.Tensor, ge
 
 def measure_inpainting(run_dir, mask: str, n_images: int = 1000, data_dir: str | None = None, device: str = "cpu",
                        seed: int = 0, quiet: bool = True) -> dict[str, float]:
-    """Inpaint n_images MNIST test images of the finished run in ``run_dir``; write the figures to its log."""
-    from asymnet.run import mnist_classifier
+    """Inpaint n_images test images of the finished run in ``run_dir``; write the figures to its log."""
+    from asymnet.run import has_classifier, mnist_classifier
 
     check_mask(mask)
     if n_images < 1:
         raise RunError(f"--n must be a positive number of test images, got {n_images}")
     trained = load_run(run_dir, data_dir, device)
     data = trained.data
-    if data.rescaling is None:
+    if data.image_shape is None:
         raise RunError(f"{run_dir} was trained on '{data.name}', not on images; inpainting needs an image run "
                        "(e.g. studies/mnist_stdp.yaml)")
-    unknown = mask_of(mask, image_side(data.n_visible))
+    unknown = mask_of(mask, data.image_shape)
     gen = torch.Generator().manual_seed(seed)
     rows = data.test[:n_images]
-    labels = data.labels_test[:n_images]
     dtype = getattr(torch, trained.study.training.dtype)
     images = data.batch(rows, gen, dtype)
     clock = time.perf_counter()
@@ -65,15 +64,20 @@ def measure_inpainting(run_dir, mask: str, n_images: int = 1000, data_dir: str |
     seconds = time.perf_counter() - clock
     noise = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
     noise_filled = torch.where(unknown, noise, images)  # its own generator: the same baseline for every run
-    classifier = mnist_classifier(data_dir, quiet)
-    with torch.no_grad():
-        agreement = (classifier(completions.clamp(0, 1).float()).argmax(1) == labels).double().mean().item()
-        noise_agreement = (classifier(noise_filled.float()).argmax(1) == labels).double().mean().item()
-    figures = {f"inpaint_{mask}_agreement": agreement, f"inpaint_{mask}_noise_agreement": noise_agreement}
+    rmse = lambda filled: (filled.clamp(0, 1) - images)[:, unknown].double().pow(2).mean().sqrt().item()  # noqa: E731
+    figures = {f"inpaint_{mask}_rmse": rmse(completions), f"inpaint_{mask}_noise_rmse": rmse(noise_filled)}
+    if has_classifier(data):
+        labels = data.labels_test[:n_images]
+        classifier = mnist_classifier(data_dir, quiet)
+        with torch.no_grad():
+            agreement = (classifier(completions.clamp(0, 1).float()).argmax(1) == labels).double().mean().item()
+            noise_agreement = (classifier(noise_filled.float()).argmax(1) == labels).double().mean().item()
+        figures.update({f"inpaint_{mask}_agreement": agreement, f"inpaint_{mask}_noise_agreement": noise_agreement})
     add_results(trained.log_path, evals=figures, samples={f"inpaint/{mask}": completions},
                 attrs={f"inpaint_{mask}": f"{n_images} test images, seed {seed}, {seconds:.1f} s on {trained.device}"})
     masked = torch.where(unknown, torch.full_like(images, 0.5), images)
-    plots.plot_inpainting(images.numpy(), masked.numpy(), completions.numpy(), trained.run_dir / f"inpaint_{mask}.png")
+    plots.plot_inpainting(images.numpy(), masked.numpy(), completions.numpy(), trained.run_dir / f"inpaint_{mask}.png",
+                          image_shape=data.image_shape)
     return figures
 
 
@@ -81,7 +85,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m asymnet.inpaint", description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--mask", default="bottom_half", help=f"the pixels to fill in: {', '.join(MASKS)}")
-    parser.add_argument("--n", type=int, default=1000, help="MNIST test images to complete (default 1000)")
+    parser.add_argument("--n", type=int, default=1000, help="test images to complete (default 1000)")
     return parser.parse_args(argv)
 
 

@@ -38,6 +38,7 @@ class GaussianOperator:
 
     alpha: float
     noise_scaling: str = "sqrt_T"
+    noise_kind = "normal"  # what ``sample``'s optional ``noise`` holds
 
     def temperature_factor(self, T: float) -> float:
         """g(T): sqrt(T) for "sqrt_T" (variance proportional to T), T for "T"."""
@@ -57,11 +58,15 @@ class GaussianOperator:
         z = (s_next - self.mean(s, drive)) / std
         return (-0.5 * z.pow(2) - torch.log(std) - 0.5 * LOG_2PI).sum(-1)
 
-    def sample(self, s: torch.Tensor, drive: Drive, T: float, generator: torch.Generator | None) -> torch.Tensor:
-        """One draw s' ~ p_T(. | s), shape (batch, n). Carries no gradient."""
+    def sample(self, s: torch.Tensor, drive: Drive, T: float, generator: torch.Generator | None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One draw s' ~ p_T(. | s), shape (batch, n). Carries no gradient. ``noise``: the standard normals
+        to use (batch, n), e.g. this process's rows of a global draw (asymnet.distributed); drawn from
+        ``generator`` when None."""
         with torch.no_grad():
             mean = self.mean(s, drive)
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+            if noise is None:
+                noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
             return mean + self.std(drive, T) * noise
 
 
@@ -70,6 +75,7 @@ class BernoulliOperator:
     """s' ~ Bernoulli(sigmoid(((1 - alpha) s + alpha F(s)) / T)), independently per unit."""
 
     alpha: float
+    noise_kind = "uniform"  # what ``sample``'s optional ``noise`` holds
 
     def logits(self, s: torch.Tensor, drive: Drive, T: float) -> torch.Tensor:
         """((1 - alpha) s + alpha F(s)) / T, shape (batch, n)."""
@@ -84,10 +90,14 @@ class BernoulliOperator:
         logits = self.logits(s, drive, T)
         return -nnf.binary_cross_entropy_with_logits(logits, s_next, reduction="none").sum(-1)
 
-    def sample(self, s: torch.Tensor, drive: Drive, T: float, generator: torch.Generator | None) -> torch.Tensor:
-        """One draw s' in {0, 1}, shape (batch, n). Carries no gradient."""
+    def sample(self, s: torch.Tensor, drive: Drive, T: float, generator: torch.Generator | None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One draw s' in {0, 1}, shape (batch, n). Carries no gradient. ``noise``: uniforms on [0, 1)
+        (batch, n), s' = [noise < rho]; torch.bernoulli with ``generator`` when None."""
         with torch.no_grad():
             rho = self.mean(s, drive, T)
+            if noise is not None:
+                return (noise < rho).to(rho.dtype)
             return torch.bernoulli(rho, generator=generator)
 
 

@@ -169,21 +169,41 @@ def plot_toy_samples(
     return _save(figure, folder / "samples.png")
 
 
-def plot_image_grid(images: np.ndarray, path: str | Path, n_cols: int = 10) -> Path:
-    """A grid of grey 28x28 images, images: (n, 784) or (n, 28, 28) with values in ~[0, 1] (clipped)."""
+MNIST_SHAPE = (1, 28, 28)
+
+
+def as_images(images: np.ndarray, image_shape: tuple[int, int, int] = MNIST_SHAPE) -> np.ndarray:
+    """Images (n, H, W) grey or (n, H, W, 3) colour, clipped to [0, 1], from (n, C*H*W) rows in (C, H, W)
+    order, (n, C, H, W) or (n, H, W) arrays; C is 1 or 3. ValueError names the shapes it takes."""
     images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 2 and images.shape[1] == 784:
-        images = images.reshape(-1, 28, 28)
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
-        raise ValueError(f"images must be (n, 784) or (n, 28, 28) with n >= 1; got shape {images.shape}")
+    channels, height, width = image_shape
+    flat_width = channels * height * width
+    if images.ndim == 2 and images.shape[1] == flat_width:
+        images = images.reshape(-1, channels, height, width)
+    elif images.ndim == 3 and channels == 1 and images.shape[1:] == (height, width):
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1:] != tuple(image_shape) or len(images) == 0 or channels not in (1, 3):
+        raise ValueError(f"images must be (n, {flat_width}), (n, {channels}, {height}, {width})"
+                         f"{f' or (n, {height}, {width})' if channels == 1 else ''} with n >= 1 and 1 or 3 channels; "
+                         f"got shape {images.shape}")
     images = np.clip(np.nan_to_num(images), 0.0, 1.0)
+    return images[:, 0] if channels == 1 else images.transpose(0, 2, 3, 1)
+
+
+def plot_image_grid(images: np.ndarray, path: str | Path, n_cols: int = 10,
+                    image_shape: tuple[int, int, int] = MNIST_SHAPE) -> Path:
+    """A grid of images with values in ~[0, 1] (clipped), in any layout :func:`as_images` takes."""
+    images = as_images(images, image_shape)
+    height, width = images.shape[1:3]
     n_cols = min(n_cols, len(images))
     n_rows = -(-len(images) // n_cols)
-    canvas = np.ones((n_rows * 29 + 1, n_cols * 29 + 1))
+    canvas = np.ones((n_rows * (height + 1) + 1, n_cols * (width + 1) + 1, *images.shape[3:]))
     for index, image in enumerate(images):
         row, col = divmod(index, n_cols)
-        canvas[1 + 29 * row : 29 * (row + 1), 1 + 29 * col : 29 * (col + 1)] = image
-    figure = _new_figure(0.6 * n_cols + 0.2, 0.6 * n_rows + 0.2)
+        top, left = 1 + (height + 1) * row, 1 + (width + 1) * col
+        canvas[top: top + height, left: left + width] = image
+    scale = 0.6 * max(height, width) / 28
+    figure = _new_figure(scale * n_cols + 0.2, scale * n_rows + 0.2)
     axes = figure.add_subplot()
     axes.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     axes.set_axis_off()
@@ -192,21 +212,29 @@ def plot_image_grid(images: np.ndarray, path: str | Path, n_cols: int = 10) -> P
     return _save(figure, path)
 
 
+def log_image_shape(log: h5py.Group) -> tuple[int, int, int]:
+    """The (C, H, W) a run log records (root attribute image_shape); MNIST's for logs older than it."""
+    shape = log.file.attrs.get("image_shape")
+    return MNIST_SHAPE if shape is None else tuple(int(size) for size in shape)
+
+
 def plot_all(
     log_path: str | Path, out_dir: str | Path | None = None, density: Density | None = None,
     replica: int | None = None,
 ) -> list[Path]:
     """Every figure the log supports: training curves and symmetry, then ``samples.png`` as a 2-D
-    scatter when /samples/final has 2 columns or as an image grid when it has 784. ``replica``: the
+    scatter when /samples/final has 2 columns or as an image grid when it has the pixels of the log's
+    image_shape (MNIST's when the log records none). ``replica``: the
     figures of that replica's group."""
     folder = _output_folder(log_path, out_dir)
     written = plot_training(log_path, folder, replica)
     with _open_log(log_path, replica) as log:
         generated = _read_samples(log, "final")
+        image_shape = log_image_shape(log)
     if generated is not None and generated.shape[1] == 2:
         written.append(plot_toy_samples(log_path, folder, density, replica))
-    elif generated is not None and generated.shape[1] == 784:
-        written.append(plot_image_grid(generated[:100], folder / "samples.png"))
+    elif generated is not None and generated.shape[1] == int(np.prod(image_shape)):
+        written.append(plot_image_grid(generated[:100], folder / "samples.png", image_shape=image_shape))
     with _open_log(log_path, replica) as log:
         window = _read_samples(log, "learning_window")
         stdp = _read_metric(log, "stdp_temporal"), _read_metric(log, "stdp_equal_time")
@@ -269,15 +297,15 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
 
 
 def plot_inpainting(originals: np.ndarray, masked: np.ndarray, completions: np.ndarray, path: str | Path,
-                    n: int = 10) -> Path:
-    """Three rows of n images (side x side): originals, masked inputs (mask shown grey), completions."""
-    side = int(round(originals.shape[1] ** 0.5))
+                    n: int = 10, image_shape: tuple[int, int, int] = MNIST_SHAPE) -> Path:
+    """Three rows of n images: originals, masked inputs (mask shown grey), completions."""
     figure = _new_figure(1.2 * n, 3.9)
     axes = figure.subplots(3, n, squeeze=False)
     for row, (title, images) in enumerate([("original", originals), ("masked", masked), ("completed", completions)]):
-        for col in range(n):
+        images = as_images(images[:n], image_shape)
+        for col in range(min(n, len(images))):
             ax = axes[row, col]
-            ax.imshow(np.clip(images[col].reshape(side, side), 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(images[col], cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(title)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import sys
@@ -19,18 +20,19 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from asymnet import __version__, plasticity, plots, replicas, schedule, walkback
+from asymnet import __version__, distributed, plasticity, plots, replicas, schedule, walkback
 from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
 from asymnet.data import DataError, Dataset, find_data_dir, load_dataset
 from asymnet.data.mnist import bits_per_dim, load_mnist
 from asymnet.measure import detailed_balance
 from asymnet.metrics import quality
 from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
-from asymnet.networks import MLPNetwork, RecurrentNetwork
+from asymnet.distributed import Shard
+from asymnet.networks import MLPNetwork, RecurrentNetwork, UNetNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
 from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
 from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, replica_study, study_to_dict
-from asymnet.trained import CHECKPOINT_NAME, RunError, pick_device
+from asymnet.trained import CHECKPOINT_NAME, RunError, check_mask, pick_device
 
 WINDOW_LAGS = torch.arange(-20, 21)
 
@@ -41,7 +43,9 @@ class TrainingDiverged(Exception):
 
 @dataclass
 class Model:
-    """Everything that learns or carries state across training steps."""
+    """Everything that learns or carries state across training steps. ``generator`` draws the minibatch
+    rows and dequantisation (CPU); ``noise_generator`` the heating noise (the same generator on CPU, one
+    on the GPU for CUDA). ``shard``: this process's share of each global batch (asymnet.distributed)."""
 
     network: torch.nn.Module
     operator: Operator
@@ -49,23 +53,46 @@ class Model:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     n_heating: int
+    noise_generator: torch.Generator | None = None
+    shard: Shard = Shard()
+    scaler: "torch.amp.GradScaler | None" = None
+
+    def __post_init__(self):
+        if self.noise_generator is None:
+            self.noise_generator = self.generator
 
 
-def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.dtype) -> Model:
-    """Network, operator, p*, optimizer and the training RNG, all from the study's seed."""
-    generator = torch.Generator(device="cpu").manual_seed(study.seed)
+def build_network(study: Study, data: Dataset, generator: torch.Generator) -> torch.nn.Module:
+    """The study's network F, its weights drawn from ``generator``."""
     net_cfg, op_cfg = study.network, study.operator
     if net_cfg.kind == "recurrent":
-        network = RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
-                                   net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
-                                   net_cfg.temperature_conditioned,
-                                   None if net_cfg.phi_visible == "same" else net_cfg.phi_visible,
-                                   net_cfg.hidden_units, net_cfg.hidden_gain, net_cfg.hidden_bias,
-                                   net_cfg.hidden_temperature_gain)
-    else:
-        network = MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
-                             net_cfg.temperature_conditioned, generator)
-    network = network.to(device=device, dtype=dtype)
+        return RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
+                                net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
+                                net_cfg.temperature_conditioned,
+                                None if net_cfg.phi_visible == "same" else net_cfg.phi_visible,
+                                net_cfg.hidden_units, net_cfg.hidden_gain, net_cfg.hidden_bias,
+                                net_cfg.hidden_temperature_gain)
+    if net_cfg.kind == "unet":
+        if data.image_shape is None:
+            raise StudyError(f"network.kind: unet needs an image dataset (mnist, cifar10, svhn, celeba64), "
+                             f"got data.name: {study.data.name}; use network.kind: mlp or recurrent for 2-D data")
+        try:
+            return UNetNetwork(data.image_shape, net_cfg.unet_channels, tuple(net_cfg.unet_channel_mults),
+                               net_cfg.unet_res_blocks, op_cfg.sigma, op_cfg.learn_sigma,
+                               net_cfg.temperature_conditioned, generator)
+        except ValueError as error:
+            raise StudyError(f"network.unet_channel_mults = {list(net_cfg.unet_channel_mults)}: {error}") from None
+    return MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
+                      net_cfg.temperature_conditioned, generator)
+
+
+def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.dtype,
+                shard: Shard = Shard()) -> Model:
+    """Network, operator, p*, optimizer and the training RNG, all from the study's seed (so every process
+    of a data-parallel run builds the same model)."""
+    generator = torch.Generator(device="cpu").manual_seed(study.seed)
+    op_cfg = study.operator
+    network = build_network(study, data, generator).to(device=device, dtype=dtype)
     if op_cfg.family == "gaussian":
         operator = GaussianOperator(op_cfg.alpha, op_cfg.noise_scaling)
     else:
@@ -80,36 +107,70 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
         T_max = 16.0
     optimizer = torch.optim.Adam(network.parameters(), lr=study.training.learning_rate)
     p_star = walkback.PStar(network.n_units).to(device=device, dtype=dtype)
+    noise_generator = None
+    if device.type == "cuda":
+        noise_generator = torch.Generator(device=device).manual_seed(study.seed)
+    scaler = torch.amp.GradScaler(device.type) if study.training.autocast == "fp16" else None
     return Model(network, operator, p_star, optimizer, generator,
-                 schedule.n_heating_steps(T_max, study.walkback.heating_factor))
+                 schedule.n_heating_steps(T_max, study.walkback.heating_factor), noise_generator, shard, scaler)
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_autocast(study: Study, device: torch.device) -> None:
+    """training.autocast needs autograd learning, and fp16 a GPU (its loss scaling is CUDA's)."""
+    mode = study.training.autocast
+    if mode == "none":
+        return
+    if study.training.learning == "local":
+        raise StudyError(f"training.autocast: {mode} applies to autograd learning; the local rule runs in the "
+                         f"network's dtype. Set training.learning: autograd or training.autocast: none")
+    if mode == "fp16" and device.type != "cuda":
+        raise StudyError("training.autocast: fp16 needs --device cuda; on a CPU use training.autocast: bf16 or none")
 
 
 def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_terms: bool = True) -> dict[str, float]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
-    (with the sizes of its STDP and equal-time terms when ``with_terms``)."""
-    net, gen = model.network, model.generator
+    (with the sizes of its STDP and equal-time terms when ``with_terms``). In a data-parallel run this
+    process takes its rows of the global batch and the gradients are averaged over the processes."""
+    net, gen, noise_gen, shard = model.network, model.generator, model.noise_generator, model.shard
     rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-    x = data.batch(rows, gen, dtype).to(device)
+    x = shard.take(data.batch(rows, gen, dtype))
+    x = (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
     n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
     temperatures = schedule.heating_temperatures(n_extra, model.n_heating, study.walkback.heating_factor)
-    s0 = walkback.settle_hidden(net, model.operator, x, study.walkback.settle_steps, _on(gen, device))
-    states, drives = walkback.heating_trajectory_with_drives(net, model.operator, s0, temperatures, _on(gen, device))
+    autocast = torch.autocast(device.type, AUTOCAST_DTYPES.get(study.training.autocast, torch.bfloat16),
+                              enabled=study.training.autocast != "none")
+    with autocast:
+        s0 = walkback.settle_hidden(net, model.operator, x, study.walkback.settle_steps, noise_gen, shard)
+        states, drives = walkback.heating_trajectory_with_drives(net, model.operator, s0, temperatures, noise_gen,
+                                                                 shard)
     model.optimizer.zero_grad(set_to_none=False)
     if study.training.learning == "local":
         update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives, with_terms)
         plasticity.write_gradients(net, update)
-        loss = update.loss
-        figures = {"stdp_temporal": update.temporal_norm, "stdp_equal_time": update.equal_time_norm} if with_terms \
-            else {}
+        loss = update.loss.detach()
+        terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
     else:
-        loss = walkback.walkback_losses(net, model.operator, states, temperatures).sum()
-        loss.backward()
-        figures = {}
-    if not torch.isfinite(loss):
-        raise TrainingDiverged(f"the walkback loss became {loss.item()}")
-    model.optimizer.step()
-    model.p_star.update(states[-1], study.walkback.p_star_momentum)
-    return {"loss": loss.item(), **figures}
+        with autocast:
+            loss = walkback.walkback_losses(net, model.operator, states, temperatures).sum()
+        (model.scaler.scale(loss) if model.scaler else loss).backward()
+        loss, terms = loss.detach(), []
+    reported = torch.cat([loss.reshape(1).to(dtype), torch.tensor(terms, dtype=dtype, device=loss.device)])
+    shard.average_([p.grad for p in net.parameters() if p.grad is not None] + [reported])
+    if not torch.isfinite(reported[0]):
+        raise TrainingDiverged(f"the walkback loss became {reported[0].item()}")
+    if model.scaler:
+        model.scaler.step(model.optimizer)
+        model.scaler.update()
+    else:
+        model.optimizer.step()
+    model.p_star.update(states[-1], study.walkback.p_star_momentum, shard)
+    figures = {"loss": reported[0].item()}
+    if terms:
+        figures.update(stdp_temporal=reported[1].item(), stdp_equal_time=reported[2].item())
+    return figures
 
 
 def learning_rate(study: Study, step: int) -> float:
@@ -298,10 +359,11 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
                                                    data.toy.sample(len(reference), gen))
         figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
         figures["data_log_density"] = data.toy.log_density(reference).mean().item()
-    if data.rescaling is not None:
-        if model.network.n_units == data.n_visible:  # with (slow) hidden units it bounds log p(x, h_0)
-            figures["bound_bits_per_dim"] = bits_per_dim(torch.tensor([figures["bound"]]), data.n_visible,
-                                                         data.rescaling).item()
+    if data.rescaling is not None and model.network.n_units == data.n_visible:
+        # with (slow) hidden units the bound is on log p(x, h_0), not a bits/dim figure of x
+        figures["bound_bits_per_dim"] = bits_per_dim(torch.tensor([figures["bound"]]), data.n_visible,
+                                                     data.rescaling).item()
+    if scorer is not None:
         figures.update(scorer.figures(samples))
     for name, value in figures.items():
         log.write_eval(name, value)
@@ -391,8 +453,9 @@ def _network_layout(study: Study, model: Model, data: Dataset) -> LogLayout:
     evals = ["bound"]
     if data.rescaling is not None:
         samples["untrained"] = samples["final"]
-        evals += [*IMAGE_FIGURES] + (["bound_bits_per_dim"] if model.network.n_units == data.n_visible else [])
-        evals += [prefix + name for prefix in ("untrained_", "test_") for name in IMAGE_FIGURES]
+        evals += ["bound_bits_per_dim"] if model.network.n_units == data.n_visible else []
+    if has_classifier(data):
+        evals += [*IMAGE_FIGURES, *(prefix + name for prefix in ("untrained_", "test_") for name in IMAGE_FIGURES)]
     if data.toy is not None:
         samples["data"] = (min(study.evaluation.n_samples, len(data.test)), data.n_visible)
         evals += ["mmd", "mmd_baseline", "sample_log_density", "data_log_density"]
@@ -402,9 +465,7 @@ def _network_layout(study: Study, model: Model, data: Dataset) -> LogLayout:
 def save_checkpoint(path: Path, model: Model | ReplicaModel, step: int) -> None:
     """Model, optimizer, p*, RNG state and step, written atomically (temp file, fsync, rename); with
     replicas the stacked tensors and every replica's generator state (R, state size)."""
-    for value in model.network.state_dict().values():
-        if not torch.isfinite(value).all():
-            raise TrainingDiverged("the weights are no longer finite")
+    check_finite(model)
     state = {
         "step": step,
         "network": model.network.state_dict(),
@@ -413,6 +474,8 @@ def save_checkpoint(path: Path, model: Model | ReplicaModel, step: int) -> None:
         "generator": model.generator.get_state() if isinstance(model, Model)
         else torch.stack([gen.get_state() for gen in model.generators]),
     }
+    if isinstance(model, Model) and model.noise_generator is not model.generator:  # the GPU's heating noise
+        state["noise_generator"] = model.noise_generator.get_state()
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as handle:
         torch.save(state, handle)
@@ -432,6 +495,8 @@ def load_checkpoint(path: Path, model: Model | ReplicaModel) -> int:
     model.p_star.load_state_dict(state["p_star"])
     if isinstance(model, Model):
         model.generator.set_state(state["generator"])
+        if model.noise_generator is not model.generator and "noise_generator" in state:
+            model.noise_generator.set_state(state["noise_generator"])
     else:
         for gen, row in zip(model.generators, state["generator"]):
             gen.set_state(row.clone())  # a row of the stack is a view, and set_state wants a tensor of its own
@@ -481,18 +546,61 @@ def load_data(study: Study, data_dir: str | None) -> Dataset:
 
 
 def run(args) -> Path:
-    study, text, run_dir = resolve_study(args)
-    device = pick_device(args.device)
+    """Train and evaluate the study (or continue --resume); under torchrun, one process of the group."""
+    shard, device = distributed.start(args.device)
+    try:
+        return _run(args, shard, device)
+    finally:
+        distributed.stop(shard)
+
+
+def _resolve_on_main(args, shard: Shard) -> tuple[Study, str, Path]:
+    """resolve_study on rank 0, whose run directory and resolved study every other rank then receives."""
+    if not shard.active:
+        return resolve_study(args)
+    if shard.is_main:
+        try:
+            study, text, run_dir = resolve_study(args)
+        except BaseException:
+            shard.broadcast_text(None)
+            raise
+        shard.broadcast_text(json.dumps({"run_dir": str(run_dir), "text": text, "resolved": _resolved_yaml(study)}))
+        return study, text, run_dir
+    received = shard.broadcast_text("")
+    if received is None:
+        raise RunError("process 0 could not start the run (its error is printed above)")
+    message = json.loads(received)
+    return parse_study(message["resolved"], source="<from process 0>"), message["text"], Path(message["run_dir"])
+
+
+def _run(args, shard: Shard, device: torch.device) -> Path:
+    study, text, run_dir = _resolve_on_main(args, shard)
+    device = pick_device(args.device) if not shard.active else device
     dtype = getattr(torch, study.training.dtype)
+    check_autocast(study, device)
+    if shard.active:
+        if study.replicas > 1:
+            raise distributed.DistributedError(f"replicas: {study.replicas} trains its replicas in one process; "
+                                               "run it without torchrun (or set replicas: 1)")
+        shard.rows(study.training.batch_size)  # the batch must split evenly over the processes
+    for mask in study.evaluation.inpaint_masks:
+        check_mask(mask)
     data = load_data(study, args.data)
+    if study.evaluation.inpaint_masks and data.image_shape is None:
+        raise StudyError(f"evaluation.inpaint_masks needs an image dataset, got data.name: {study.data.name}; "
+                         "set evaluation.inpaint_masks: []")
     if study.training.learning == "local":
         plasticity.check_supported(study)
     if study.replicas > 1:
         model = build_replica_model(study, data, args.data, device, dtype)
     else:
-        model = build_model(study, data, device, dtype)
-    layout = layout_for(study, model, data)
+        model = build_model(study, data, device, dtype, shard)
     checkpoint = run_dir / CHECKPOINT_NAME
+    if not shard.is_main:
+        start = load_checkpoint(checkpoint, model) if args.resume else 0
+        train_worker(model, study, data, device, dtype, start)
+        return run_dir
+    layout = layout_for(study, model, data)
     if args.resume:
         start = load_checkpoint(checkpoint, model)
         log = RunLog.resume(run_dir / LOG_NAME, layout, start)
@@ -501,7 +609,9 @@ def run(args) -> Path:
                  "device": str(device), "study_yaml": text, "study_resolved": _resolved_yaml(study),
                  "dtype": study.training.dtype, "noise_scaling": study.operator.noise_scaling,
                  "n_heating_steps": single_models(model)[0].n_heating, "replicas": study.replicas,
-                 "created": datetime.datetime.now().isoformat()}
+                 "world_size": shard.world_size, "created": datetime.datetime.now().isoformat()}
+        if data.image_shape is not None:
+            attrs["image_shape"] = list(data.image_shape)
         made = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -513,7 +623,7 @@ def run(args) -> Path:
         start = 0
         save_checkpoint(checkpoint, model, 0)
     scorer = None
-    if data.rescaling is not None:
+    if has_classifier(data):
         scorer = ImageScorer.build(mnist_classifier(args.data, args.quiet), data, study.evaluation.n_samples)
     with log:
         members = members_of(log, model, study, data)
@@ -525,11 +635,13 @@ def run(args) -> Path:
             real = data.test[: study.evaluation.n_samples].float() / 255.0  # the scale a reader compares with
             for name, value in scorer.figures(real, "test_").items():
                 log.write_eval(name, value)
+        if data.rescaling is not None and start == 0:
             for member, single in zip(members, single_models(model)):
                 untrained = generate_visible(single, member.study, member.data, device)
                 member.log.write_samples("untrained", untrained)
-                for name, value in scorer.figures(untrained, "untrained_").items():
-                    member.log.write_eval(name, value)
+                if scorer is not None:
+                    for name, value in scorer.figures(untrained, "untrained_").items():
+                        member.log.write_eval(name, value)
         train(members, log, model, study, data, device, dtype, start, checkpoint, args.quiet)
         for member, single in zip(members, single_models(model)):
             final_evaluation(member.log, single, member.study, member.data, device, dtype, scorer)
@@ -541,16 +653,45 @@ def run(args) -> Path:
         from asymnet.sample import measure_long_run
 
         measure_long_run(run_dir, study.evaluation.long_run_steps, None, args.data, args.device, study.seed, args.quiet)
+    if study.evaluation.inpaint_masks:
+        from asymnet.inpaint import measure_inpainting
+
+        for mask in study.evaluation.inpaint_masks:
+            measure_inpainting(run_dir, mask, study.evaluation.inpaint_images, args.data, args.device, study.seed,
+                               args.quiet)
     return run_dir
+
+
+def has_classifier(data: Dataset) -> bool:
+    """Whether the classifier figures apply: the MNIST classifier scores MNIST-shaped images only."""
+    return data.name == "mnist"
+
+
+def check_finite(model: Model | ReplicaModel) -> None:
+    for value in model.network.state_dict().values():
+        if not torch.isfinite(value).all():
+            raise TrainingDiverged("the weights are no longer finite")
+
+
+def train_worker(model: Model, study: Study, data: Dataset, device, dtype, start: int) -> None:
+    """The training loop of a data-parallel process other than rank 0: the same steps (and the same
+    all-reduces, so with_terms follows rank 0's schedule), no log, no checkpoint, no evaluation."""
+    every = study.logging
+    for step in range(start + 1, study.training.steps + 1):
+        train_step(model, study, data, device, dtype, with_terms=step % every.metrics_every == 0)
+        if step % every.checkpoint_every == 0:
+            check_finite(model)  # rank 0 stops here too, so no process is left waiting for it
 
 
 def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study: Study, data: Dataset, device,
           dtype, start: int, checkpoint: Path, quiet: bool) -> None:
     """The training loop: one Algorithm 1 minibatch per step (for every member: the network, or each
-    replica), logging and checkpointing on schedule."""
+    replica), logging and checkpointing on schedule. The bar shows steps/s and training images/s
+    (the global batch, over every process of a data-parallel run)."""
     every = study.logging
     windows: list[dict[str, list[float]]] = [{} for _ in members]
     clock = time.perf_counter()
+    last_time, last_step = clock, start
     bar = tqdm(range(start + 1, study.training.steps + 1), initial=start, total=study.training.steps,
                disable=quiet, unit="step", dynamic_ncols=True)
     for step in bar:
@@ -566,8 +707,12 @@ def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study
                 for name, values in window.items():
                     member.log.append(name, step, sum(values) / len(values))
                 window.clear()
-            log.append("wall_time", step, time.perf_counter() - clock)
-            bar.set_postfix(loss=f"{sum(figures['loss'] for figures in rows) / len(rows):.3f}")
+            now = time.perf_counter()
+            log.append("wall_time", step, now - clock)
+            images_per_s = (step - last_step) * study.training.batch_size * len(members) / max(now - last_time, 1e-9)
+            last_time, last_step = now, step
+            bar.set_postfix(loss=f"{sum(figures['loss'] for figures in rows) / len(rows):.3f}",
+                            img_s=f"{images_per_s:,.0f}")
         if step % every.weights_every == 0 or step == study.training.steps:
             for member, single in zip(members, single_models(model)):
                 log_symmetry(member.log, single, member.data, dtype, step)
@@ -601,7 +746,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         run_dir = run(args)
-    except (StudyError, DataError, LogError, RunError, plasticity.PlasticityError) as error:
+    except (StudyError, DataError, LogError, RunError, plasticity.PlasticityError,
+            distributed.DistributedError) as error:
         print(f"asymnet.run: error: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:

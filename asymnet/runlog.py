@@ -134,12 +134,15 @@ def _check_attrs(path: str, attrs: dict) -> dict:
     for key, value in attrs.items():
         if not isinstance(key, str) or not key or "/" in key:
             raise LogError(f"{path}: root attribute name {key!r} is not a plain non-empty str")
-        if not isinstance(value, (str, int, float, np.integer, np.floating)):
+        integers = isinstance(value, (list, tuple)) and value and all(
+            isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in value)
+        if not (integers or isinstance(value, (str, int, float, np.integer, np.floating))):
             raise LogError(
                 f"{path}: root attribute {key!r} is a {type(value).__name__}; "
-                "store a str, int or float (e.g. the YAML text, not the parsed study)"
+                "store a str, int, float or a list of ints (e.g. the YAML text, not the parsed study)"
             )
-    return {key: str(value) if isinstance(value, str) else value for key, value in attrs.items()}
+    return {key: str(value) if isinstance(value, str) else np.asarray(value, dtype=np.int64)
+            if isinstance(value, (list, tuple)) else value for key, value in attrs.items()}
 
 
 def _declare(f: h5py.File, layout: LogLayout) -> None:
@@ -558,6 +561,8 @@ def open_log(path) -> h5py.File:
 
 
 def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bytes):

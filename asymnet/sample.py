@@ -3,7 +3,8 @@
 Generate by cooling from p* (as at the end of training), then keep applying the T = 1 operator.
 At log-spaced steps (10, 30, 100, ..., ``--steps``) the visible states are stored under
 ``/samples/long_run/step_<n>`` and scored with the run's quality figures: MMD^2 to the data for toys
-(with the data's own baseline), the classifier figures for MNIST. The curves go to
+(with the data's own baseline), the classifier figures for MNIST, pixel-space MMD^2 to test images for
+other image datasets. The curves go to
 ``/samples/long_run/<figure>`` (one value per stored step, steps in ``/samples/long_run/steps``), the
 last step's figures to ``/eval/long_run_<figure>``, and a figure to ``RUN_DIR/long_run.png``.
 Proposition 1 of the paper says a converged T = 1 chain keeps the data distribution: the curve shows
@@ -25,20 +26,26 @@ from asymnet.trained import RunError, TrainedRun, add_common_arguments, load_run
 
 
 def quality_figures(trained: TrainedRun, visible: torch.Tensor, scorer) -> dict[str, float]:
-    """The run's quality figures of generated visible states (n, n_visible)."""
+    """The run's quality figures of generated visible states (n, n_visible): MMD^2 to the test data for
+    toys and for images without a classifier (pixel space, images clamped to [0, 1]), the classifier
+    figures for MNIST."""
     data = trained.data
     if data.toy is not None:
         reference = data.test[: len(visible)].to(torch.float64)
         return {"mmd": quality.mmd2_rbf(visible, reference),
                 "sample_log_density": data.toy.log_density(visible.to(torch.float64)).mean().item()}
+    if scorer is None:
+        reference = data.test[: len(visible)].to(torch.float64) / 255.0
+        return {"pixel_mmd": quality.mmd2_rbf(visible.clamp(0, 1).to(torch.float64), reference)}
     return scorer.figures(visible)
 
 
 def image_scorer(trained: TrainedRun, data_dir: str | None, quiet: bool, n_reference_skip: int):
-    """The MNIST classifier scorer for image runs, None for toys."""
-    if trained.data.rescaling is None:
+    """The MNIST classifier scorer for MNIST runs, None otherwise."""
+    from asymnet.run import ImageScorer, has_classifier, mnist_classifier
+
+    if trained.data.toy is not None or not has_classifier(trained.data):
         return None
-    from asymnet.run import ImageScorer, mnist_classifier
 
     return ImageScorer.build(mnist_classifier(data_dir, quiet), trained.data, n_reference_skip)
 

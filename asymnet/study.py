@@ -34,7 +34,7 @@ def _check(rule, default):
 class DataConfig:
     """Which dataset and how much of it."""
 
-    name: str = _check(("spiral", "circle", "mog", "mnist"), "spiral")
+    name: str = _check(("spiral", "circle", "mog", "mnist", "cifar10", "svhn", "celeba64"), "spiral")
     n_train: int = _check("positive", 20000)
     n_test: int = _check("positive", 2000)
     binarize: bool = False
@@ -45,11 +45,13 @@ class DataConfig:
 class NetworkConfig:
     """The network F of the transition operator (DESIGN.md, sec. operators). temperature_conditioned:
     the MLP reads log T as an input; the recurrent network gets a log T input neuron (weights w_T).
+    unet_*: the convolutional operator (asymnet.networks.unet): base channels, the channel multiplier of
+    each resolution level (one downsampling between levels), residual blocks per level.
     hidden_units: slow (hidden units are part of the chain's state) or fast (they relax within each step to
     a fixed random expansion of the visible state and log T, with the gains hidden_gain, hidden_bias and
     hidden_temperature_gain; see asymnet.networks.recurrent)."""
 
-    kind: str = _check(("recurrent", "mlp"), "recurrent")
+    kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
     phi: str = _check(("tanh", "sigmoid", "relu", "identity", "softplus"), "tanh")
     phi_visible: str = _check(("same", "tanh", "sigmoid", "relu", "identity", "softplus"), "same")
@@ -61,6 +63,9 @@ class NetworkConfig:
     hidden_gain: float = _check("non_negative", 4.0)
     hidden_bias: float = _check("non_negative", 4.0)
     hidden_temperature_gain: float = _check("non_negative", 1.0)
+    unet_channels: int = _check("positive", 32)
+    unet_channel_mults: tuple = (1, 2, 2)
+    unet_res_blocks: int = _check("positive", 1)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,8 @@ class WalkbackConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Optimisation."""
+    """Optimisation. autocast: run the network's forward passes in bfloat16 or float16 (fp16: GPU only,
+    with loss scaling) while the operator's log-probabilities and the weights stay in ``dtype``."""
 
     steps: int = _check("positive", 2000)
     batch_size: int = _check("positive", 128)
@@ -100,6 +106,7 @@ class TrainingConfig:
     learning: str = _check(("autograd", "local"), "autograd")
     lr_schedule: str = _check(("constant", "cosine"), "constant")
     dtype: str = _check(("float32", "float64"), "float32")
+    autocast: str = _check(("none", "bf16", "fp16"), "none")
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,8 @@ class EvaluationConfig:
     after training. final_mean: generated (and inpainted) images are the mean of the last cooling
     step's operator (the denoised estimate) rather than a draw from it, which adds the T = 1 noise.
     extra_cooling_steps: that many more T = 1 steps at the end of generation (and inpainting), after the
-    walkback.n_extra_max ones the training schedule has; the held-out bound keeps the training schedule."""
+    walkback.n_extra_max ones the training schedule has; the held-out bound keeps the training schedule.
+    inpaint_masks: after training, ``asymnet.inpaint`` with each of these masks on inpaint_images test images."""
 
     n_samples: int = _check("positive", 2000)
     n_bound: int = _check("positive", 1000)
@@ -130,6 +138,8 @@ class EvaluationConfig:
     long_run_steps: int = _check("non_negative", 0)
     final_mean: bool = False
     extra_cooling_steps: int = _check("non_negative", 0)
+    inpaint_masks: tuple = ()
+    inpaint_images: int = _check("positive", 1000)
 
 
 # Keys whose value may differ between the replicas of one batched run: those that change a replica's seed,
@@ -214,6 +224,8 @@ def study_to_dict(study: Study) -> dict:
     """The study as a plain nested dict (lists for tuples); ``parse_study(yaml.safe_dump(d))`` gives it back."""
     values = asdict(study)
     values["replica_sweep"]["values"] = list(values["replica_sweep"]["values"])
+    values["network"]["unet_channel_mults"] = list(values["network"]["unet_channel_mults"])
+    values["evaluation"]["inpaint_masks"] = list(values["evaluation"]["inpaint_masks"])
     return values
 
 
@@ -262,6 +274,9 @@ def _check_replicas(study: Study, where) -> None:
         raise StudyError(f"{where('evaluation.long_run_steps')}evaluation.long_run_steps = "
                          f"{study.evaluation.long_run_steps} reads a single run's checkpoint, but replicas = "
                          f"{study.replicas}; set evaluation.long_run_steps: 0")
+    if study.evaluation.inpaint_masks:
+        raise StudyError(f"{where('evaluation.inpaint_masks')}evaluation.inpaint_masks reads a single run's "
+                         f"checkpoint, but replicas = {study.replicas}; set evaluation.inpaint_masks: []")
 
 
 def replace_in(study: Study, dotted_key: str, value) -> Study:

@@ -96,20 +96,22 @@ def log_spaced_steps(n_steps: int) -> list[int]:
         decade += 1
 
 
-def mask_of(name: str, side: int = 28) -> torch.Tensor:
-    """The (side * side,) bool mask of the pixels to fill in (True = unknown), row-major images."""
-    rows = torch.arange(side).unsqueeze(1).expand(side, side)
-    cols = torch.arange(side).unsqueeze(0).expand(side, side)
-    half, quarter = side // 2, side // 4
-    masks = {
-        "bottom_half": rows >= half,
-        "top_half": rows < half,
-        "left_half": cols < half,
-        "right_half": cols >= half,
-        "centre_square": (rows >= quarter) & (rows < side - quarter) & (cols >= quarter) & (cols < side - quarter),
-    }
+def mask_of(name: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
+    """The (C * H * W,) bool mask of the pixels to fill in (True = unknown), every channel of a pixel
+    alike, for images flattened in (C, H, W) order."""
     check_mask(name)
-    return masks[name].reshape(-1)
+    channels, height, width = image_shape
+    rows = torch.arange(height).unsqueeze(1).expand(height, width)
+    cols = torch.arange(width).unsqueeze(0).expand(height, width)
+    masks = {
+        "bottom_half": lambda: rows >= height // 2,
+        "top_half": lambda: rows < height // 2,
+        "left_half": lambda: cols < width // 2,
+        "right_half": lambda: cols >= width // 2,
+        "centre_square": lambda: ((rows >= height // 4) & (rows < height - height // 4)
+                                  & (cols >= width // 4) & (cols < width - width // 4)),
+    }
+    return masks[name]().expand(channels, height, width).reshape(-1)
 
 
 MASKS = ("bottom_half", "top_half", "left_half", "right_half", "centre_square")
@@ -144,10 +146,3 @@ def run_command(prog: str, measurement) -> int:
     for name, value in (figures or {}).items():
         print(f"{name}  {value:.6g}")
     return 0
-
-
-def image_side(n_visible: int) -> int:
-    side = math.isqrt(n_visible)
-    if side * side != n_visible:
-        raise RunError(f"inpainting needs square images; this run's data have {n_visible} visible units")
-    return side

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from asymnet.distributed import Shard
 from asymnet.operators import BernoulliOperator, Drive, Operator
 from asymnet.sampler import ChainSampler
 
@@ -19,12 +20,14 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 def settle_hidden(
-    network: nn.Module, operator: Operator, x: torch.Tensor, steps: int, generator: torch.Generator | None
+    network: nn.Module, operator: Operator, x: torch.Tensor, steps: int, generator: torch.Generator | None,
+    shard: Shard = Shard(),
 ) -> torch.Tensor:
     """s_0 = (x, h_0): h_0 drawn by running the T = 1 chain ``steps`` times with x clamped (paper sec. 6.5).
 
     x: (batch, n_visible). Hidden units start at 0. Returns (batch, n_units) without gradient; the
-    visible part is x itself at every step.
+    visible part is x itself at every step. ``shard``: x is this process's rows of a global batch, and
+    the noise is its rows of the global batch's draw (asymnet.distributed).
     """
     n_visible = x.shape[1]
     n_hidden = network.n_units - n_visible
@@ -33,7 +36,9 @@ def settle_hidden(
         return s
     with torch.no_grad():
         for _ in range(steps):  # only the hidden units move, so only their drive is computed
-            s[:, n_visible:] = operator.sample(s[:, n_visible:], network(s, 1.0, first_unit=n_visible), 1.0, generator)
+            noise = shard.draw(operator.noise_kind, (x.shape[0], n_hidden), generator, x.dtype, x.device)
+            s[:, n_visible:] = operator.sample(s[:, n_visible:], network(s, 1.0, first_unit=n_visible), 1.0, generator,
+                                               noise)
     return s
 
 
@@ -45,18 +50,20 @@ def heating_trajectory(
 
 
 def heating_trajectory_with_drives(
-    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float], generator
+    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float], generator,
+    shard: Shard = Shard(),
 ) -> tuple[list[torch.Tensor], list[Drive]]:
     """The heating trajectory and the drives F(s_t, T_{t+1}) that sampled it, t = 0..K-1. No gradient.
 
     For a network that ignores T these are the drives at s_1..s_{K-1} that the walk back needs too,
-    which the local rule reuses instead of recomputing.
+    which the local rule reuses instead of recomputing. ``shard`` as in :func:`settle_hidden`.
     """
     states, drives = [s0], []
     with torch.no_grad():
         for T in temperatures:
             drives.append(network(states[-1], T))
-            states.append(operator.sample(states[-1], drives[-1], T, generator))
+            noise = shard.draw(operator.noise_kind, tuple(s0.shape), generator, s0.dtype, s0.device)
+            states.append(operator.sample(states[-1], drives[-1], T, generator, noise))
     return states, drives
 
 
@@ -66,8 +73,16 @@ def walkback_losses(
     """loss_t = -log p_{T_t}(s_{t-1} | s_t), averaged over the batch, for t = 1..K: shape (K,), nats.
 
     Gradient flows into the network's parameters only, never through the sampled states (one step of
-    credit assignment, Algorithm 1 line 7).
+    credit assignment, Algorithm 1 line 7). A network whose ``temperature_rows`` is true (it takes a
+    (batch,) tensor of temperatures, and its rows do not interact) scores all K steps in one call on
+    the (K * batch) stacked states: the same losses, in larger and faster convolutions.
     """
+    if getattr(network, "temperature_rows", False) and len(temperatures) > 1:
+        batch = states[0].shape[0]
+        T = torch.tensor(temperatures, dtype=states[0].dtype, device=states[0].device).repeat_interleave(batch)
+        after, before = torch.cat(states[1:]), torch.cat(states[:-1])
+        log_p = operator.log_prob(before, after, network(after, T), T[:, None])
+        return -log_p.view(len(temperatures), batch).mean(1)
     losses = []
     for t, T in enumerate(temperatures, start=1):
         drive = network(states[t], T)
@@ -98,11 +113,14 @@ class PStar(nn.Module):
         return (self.second_moment - self.first_moment**2).clamp_min(1e-12)
 
     @torch.no_grad()
-    def update(self, s_K: torch.Tensor, momentum: float) -> None:
-        """Move the moments towards those of s_K (batch, n_units), or (R, batch, n_units) per replica."""
+    def update(self, s_K: torch.Tensor, momentum: float, shard: Shard = Shard()) -> None:
+        """Move the moments towards those of s_K (batch, n_units), or (R, batch, n_units) per replica;
+        with a ``shard``, those of the global batch (averaged over the processes)."""
         rate = 1.0 if self.updates.item() == 0 else momentum
-        self.first_moment.lerp_(s_K.mean(-2), rate)
-        self.second_moment.lerp_(s_K.pow(2).mean(-2), rate)
+        moments = torch.stack([s_K.mean(-2), s_K.pow(2).mean(-2)])
+        shard.average_([moments])
+        self.first_moment.lerp_(moments[0], rate)
+        self.second_moment.lerp_(moments[1], rate)
         self.updates += 1
 
     def sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:

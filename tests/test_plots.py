@@ -5,7 +5,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from asymnet.plots import plot_all, plot_image_grid, plot_toy_samples, plot_training
+from asymnet.plots import as_images, plot_all, plot_image_grid, plot_toy_samples, plot_training
 
 STEPS = np.arange(0, 50, 5, dtype=np.float64)
 
@@ -102,8 +102,21 @@ def test_image_grid_accepts_flat_and_square_images(tmp_path):
     flat = rng.uniform(-0.2, 1.2, size=(23, 784))
     _assert_valid_png(plot_image_grid(flat, tmp_path / "flat.png"))
     _assert_valid_png(plot_image_grid(flat.reshape(23, 28, 28), tmp_path / "square.png", n_cols=5))
-    with pytest.raises(ValueError, match=r"\(n, 784\)"):
+    with pytest.raises(ValueError, match=r"images must be \(n, 784\), \(n, 1, 28, 28\) or \(n, 28, 28\)"):
         plot_image_grid(np.zeros((3, 100)), tmp_path / "bad.png")
+
+
+def test_colour_images_are_read_in_channel_height_width_order(tmp_path):
+    rows = np.zeros((2, 3 * 4 * 5))
+    rows[0, :20] = 1.0  # image 0: red plane only
+    rows[1, 40:] = 0.5  # image 1: blue plane at half
+    images = as_images(rows, (3, 4, 5))
+    assert images.shape == (2, 4, 5, 3)
+    assert (images[0, ..., 0] == 1).all() and (images[0, ..., 1:] == 0).all()
+    assert (images[1, ..., 2] == 0.5).all() and (images[1, ..., :2] == 0).all()
+    _assert_valid_png(plot_image_grid(rows, tmp_path / "colour.png", image_shape=(3, 4, 5)))
+    with pytest.raises(ValueError, match=r"images must be \(n, 60\), \(n, 3, 4, 5\) with n >= 1"):
+        as_images(np.zeros((2, 59)), (3, 4, 5))
 
 
 def test_plot_all_picks_scatter_for_toys_and_grid_for_images(tmp_path):

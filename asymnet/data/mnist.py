@@ -1,4 +1,4 @@
-"""MNIST from IDX files, verified downloads, and the dequantized view used for likelihoods.
+"""MNIST from IDX files (downloaded md5-verified on request), and the dequantized view used for likelihoods.
 
 Files are looked for in ``root/mnist/`` and then ``root/`` under their canonical names, gzip or raw.
 A local folder is accepted when its files parse (IDX headers, 28x28 images, as many labels as
@@ -15,12 +15,9 @@ upper-bounds the discrete model's code length.
 from __future__ import annotations
 
 import gzip
-import hashlib
+import io
 import math
 import os
-import tempfile
-import http.client
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from asymnet.data.download import download_verified
+from asymnet.data.download import fetch_url as stream_url
 from asymnet.data.locate import DataError
 
 MIRRORS = (
@@ -58,7 +57,6 @@ _IDX_DTYPES = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_FETCH_TIMEOUT_S = 60
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -157,42 +155,20 @@ def _find(folders: tuple[Path, ...], name: str) -> Path | None:
 
 
 def fetch_url(url: str) -> bytes:
-    """The bytes at ``url``. The one place that touches the network (tests replace it)."""
-    with urllib.request.urlopen(url, timeout=_FETCH_TIMEOUT_S) as response:
-        return response.read()
+    """The bytes at ``url``, held in memory (MNIST's files are at most 10 MB). Tests replace it."""
+    buffer = io.BytesIO()
+    stream_url(url, buffer)
+    return buffer.getvalue()
 
 
 def download_file(filename: str, folder: Path) -> Path:
     """Fetch ``filename`` (one of the four official ``.gz`` files) into ``folder``, md5-verified.
 
-    Tries each mirror in turn. The bytes go to a temporary file in ``folder``, which is renamed
-    into place only when its md5 equals the official one, so a failed download leaves nothing.
+    Tries each mirror in turn; see ``asymnet.data.download.download_verified``: a failed download
+    leaves nothing under ``folder``.
     """
-    expected = OFFICIAL_MD5[filename]
-    folder.mkdir(parents=True, exist_ok=True)
-    destination = folder / filename
-    problems = []
-    for mirror in MIRRORS:
-        url = mirror + filename
-        try:
-            payload = fetch_url(url)
-        except (OSError, http.client.HTTPException) as err:
-            problems.append(f"{url}: {err}")
-            continue
-        found = hashlib.md5(payload).hexdigest()
-        if found != expected:
-            problems.append(f"{url}: md5 mismatch for {filename}: expected {expected}, found {found}")
-            continue
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=filename + ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(payload)
-            os.replace(tmp, destination)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return destination
-    raise DataError(f"{destination}: download failed from every mirror: " + "; ".join(problems))
+    return download_verified(filename, folder, [mirror + filename for mirror in MIRRORS], OFFICIAL_MD5[filename],
+                             fetch=lambda url, out: out.write(fetch_url(url)))
 
 
 @dataclass(frozen=True)
