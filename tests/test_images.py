@@ -61,6 +61,10 @@ def test_bf16_autocast_trains_close_to_float32_and_the_refusals_name_the_fix():
     for mode in ("none", "bf16"):
         study = parse_study(TINY_UNET, overrides=[f"training.autocast={mode}"])
         model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
+        gen = torch.Generator().manual_seed(3)
+        with torch.no_grad():  # off the zero-initialised output conv, so the network's arithmetic shows in the loss
+            for p in model.network.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
         losses[mode] = run_module.train_step(model, study, data, torch.device("cpu"), torch.float32)["loss"]
     assert losses["none"] != losses["bf16"]  # bfloat16 arithmetic really ran
     assert losses["bf16"] == pytest.approx(losses["none"], rel=0.05)

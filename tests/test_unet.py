@@ -33,7 +33,7 @@ def test_drive_has_one_mu_and_one_sigma_per_pixel(image_shape):
     n = image_shape[0] * image_shape[1] * image_shape[2]
     assert (net.n_visible, net.n_units, net.n_hidden) == (n, n, 0)
     drive = net(torch.randn(2, n), 2.0)
-    assert drive.mu.shape == (2, n) and drive.sigma.shape == (2, n)
+    assert drive.mu.shape == (2, n) and drive.sigma.shape == (n,)
 
 
 def test_initial_std_is_sigma_init_at_every_pixel_and_temperature():
@@ -52,10 +52,16 @@ def test_initial_mu_is_the_input_exactly():
         assert torch.equal(net(s, T).mu, s)
 
 
-def test_learn_sigma_false_freezes_the_sigma_head_only():
+def test_learn_sigma_false_freezes_the_per_pixel_sigma_only():
     frozen = _net(learn_sigma=False)
-    assert not any(p.requires_grad for p in frozen.sigma_head.parameters())
-    assert all(p.requires_grad for name, p in frozen.named_parameters() if not name.startswith("sigma_head"))
+    assert not frozen.sigma.requires_grad
+    assert all(p.requires_grad for name, p in frozen.named_parameters() if name != "sigma")
+
+
+def test_the_noise_level_depends_on_neither_the_state_nor_the_temperature():
+    net = _perturbed(_net())
+    a, b = _states(3, net.n_units), 2 * _states(3, net.n_units)
+    assert torch.equal(net(a, 1.0).sigma, net(b, 64.0).sigma)
 
 
 def test_same_seed_gives_identical_parameters_whatever_the_global_rng():
@@ -74,7 +80,6 @@ def test_conditioned_output_depends_on_temperature():
     s = _states(3, net.n_units)
     cold, hot = net(s, 1.0), net(s, 8.0)
     assert not torch.allclose(cold.mu, hot.mu)
-    assert not torch.allclose(cold.sigma, hot.sigma)
 
 
 def test_unconditioned_output_ignores_temperature():
@@ -92,7 +97,7 @@ def test_batch_of_temperatures_gives_the_rows_of_separate_calls():
     for row, T in enumerate(temperatures):
         single = net(s[row:row + 1], T)
         torch.testing.assert_close(mixed.mu[row:row + 1], single.mu, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(mixed.sigma[row:row + 1], single.sigma, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(mixed.sigma, single.sigma, rtol=0, atol=0)
 
 
 def test_gradient_of_a_loss_reaches_every_parameter():

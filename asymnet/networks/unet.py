@@ -3,19 +3,23 @@
 The Variational Walkback paper's CIFAR operators are U-Net-style convolutional networks that see the
 temperature. Here, for an image s of shape (C, H, W) flattened to (batch, C*H*W) in (C, H, W) order,
 
-    F_mu(s, T) = s + out_mu(h(s, T)),    F_sigma(s, T) = out_sigma(h(s, T))  (pre-softplus, per pixel),
+    F_mu(s, T) = s + out_mu(h(s, T)),    F_sigma = sigma  (pre-softplus, one learned value per pixel),
 
 where h is the U-Net's last feature map. out_mu starts at zero, so the untrained operator's mean
 (1 - alpha) s + alpha F_mu(s) is exactly s: the leaky identity plus noise, which training bends into
-the walk back. out_sigma starts at zero weight and bias inverse_softplus(sigma_init), so the initial
-std is g(T) sigma_init at every pixel. The last conv of every residual block also starts at zero
+the walk back. sigma starts at inverse_softplus(sigma_init), so the initial std is g(T) sigma_init at
+every pixel. The noise level depends on neither the state nor T (as the recurrent network's): the
+schedule's T_max assumes that the std at temperature T is g(T) times the T = 1 std, and a sigma head
+that reads T learns to raise the noise of the hot steps, which heats the chain far past sigma_max
+(on MNIST, p*'s variance reached 356 per pixel after 750 updates against sigma_max^2 = 1) and leaves
+the walk back nothing it can undo. The last conv of every residual block also starts at zero
 (each block starts as its skip path, as in DDPM), which keeps a deep stack stable early in training.
 
 Architecture: input conv; per resolution level ``n_res_blocks`` residual blocks (GroupNorm -> SiLU ->
 conv3x3 -> GroupNorm -> + temperature shift -> SiLU -> conv3x3, plus a 1x1 skip when the channels
 change); a stride-2 conv between levels; a middle block; the mirrored path up (nearest upsample x2 +
 conv3x3), the down path's feature map of each level concatenated before that level's blocks; output
-GroupNorm -> SiLU -> conv3x3 heads for mu and sigma. Temperature embedding: log T and sin/cos of
+GroupNorm -> SiLU -> conv3x3 head for mu. Temperature embedding: log T and sin/cos of
 log T at a few frequencies -> Linear -> SiLU -> Linear, projected to a per-channel shift in each block.
 
 Shape rule: the network has len(channel_mults) levels, hence len(channel_mults) - 1 halvings, and does
@@ -87,11 +91,11 @@ class _ResidualBlock(nn.Module):
 
 
 class UNetNetwork(nn.Module):
-    """(F_mu(s, T), F_sigma(s, T)) from a U-Net over images s (batch, C*H*W), optionally conditioned on log T.
+    """(F_mu(s, T), F_sigma) from a U-Net over images s (batch, C*H*W), optionally conditioned on log T.
 
     image_shape: (C, H, W); H and W divisible by 2**(len(channel_mults) - 1). Level i has
     base_channels * channel_mults[i] channels. With ``temperature_conditioned=False`` T is ignored.
-    ``learn_sigma=False`` freezes the sigma head at its initial value (std sigma_init everywhere).
+    ``learn_sigma=False`` freezes the per-pixel sigma at its initial value (std sigma_init everywhere).
     Weights are drawn from ``generator`` (uniform(-1, 1) / sqrt(fan_in), biases 0), so one seed gives
     one network.
     """
@@ -163,7 +167,7 @@ class UNetNetwork(nn.Module):
                 channels = level_channels[level - 1]
         self.output_norm = _group_norm(channels)
         self.mu_head = nn.Conv2d(channels, n_channels, 3, padding=1)
-        self.sigma_head = nn.Conv2d(channels, n_channels, 3, padding=1)
+        self.sigma = nn.Parameter(torch.full((self.n_units,), inverse_softplus(sigma_init)), requires_grad=learn_sigma)
 
         with torch.no_grad():
             for module in self.modules():
@@ -176,9 +180,6 @@ class UNetNetwork(nn.Module):
                 if isinstance(module, _ResidualBlock):
                     module.conv2.weight.zero_()
             self.mu_head.weight.zero_()
-            self.sigma_head.weight.zero_()
-            self.sigma_head.bias.fill_(inverse_softplus(sigma_init))
-        self.sigma_head.requires_grad_(learn_sigma)
 
     def _embed_temperature(self, T: float | torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
         """Temperature embedding (1 or batch, 4 * base_channels), or None for an unconditioned network."""
@@ -196,7 +197,7 @@ class UNetNetwork(nn.Module):
         return self.temperature_embedding(log_temperature_features(log_T))
 
     def forward(self, s: torch.Tensor, T: float | torch.Tensor = 1.0) -> Drive:
-        """Drive at states s (batch, C*H*W): mu (batch, C*H*W), pre-softplus sigma (batch, C*H*W).
+        """Drive at states s (batch, C*H*W): mu (batch, C*H*W), pre-softplus sigma (C*H*W,).
 
         T: a float, or a (batch,) tensor giving each row its own temperature.
         """
@@ -221,4 +222,4 @@ class UNetNetwork(nn.Module):
                 h = self.upsamples[level](_upsample_nearest(h))
         h = nnf.silu(self.output_norm(h))
         mu = s + self.mu_head(h).flatten(1)
-        return Drive(mu, self.sigma_head(h).flatten(1))
+        return Drive(mu, self.sigma)
