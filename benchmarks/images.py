@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
 
 
 def synthetic_cifar(n: int, seed: int = 0):

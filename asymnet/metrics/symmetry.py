@@ -90,7 +90,8 @@ def jacobian_symmetry(
     for start in range(0, n_probes, probes_per_call):
         n_chunk = min(probes_per_call, n_probes - start)
         s = points.repeat(n_chunk, 1)
-        v = torch.randint(0, 2, s.shape, generator=generator, device=s.device).to(s.dtype) * 2 - 1
+        probe_device = generator.device if generator is not None else s.device  # a CPU generator for CUDA points
+        v = torch.randint(0, 2, s.shape, generator=generator, device=probe_device).to(s.device, s.dtype) * 2 - 1
         _, J_v = jvp(f, (s,), (v,))
         _, pullback = vjp(f, s)
         (Jt_v,) = pullback(v)
