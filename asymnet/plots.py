@@ -276,19 +276,26 @@ def plot_stdp_terms(temporal, equal_time, path: str | Path) -> Path:
 
 def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
     """Quality against the number of T = 1 steps after generation (log x axis), one panel per figure,
-    from /samples/long_run; the toy MMD panel shows the data's own baseline as a dashed line."""
+    from /samples/long_run; the toy panels show the data's own figure (MMD^2 and occupancy
+    of one data draw, mean log p of held-out data) as a dashed line."""
     with _open_log(log_path) as log:
         group = log["samples/long_run"]
         steps = group["steps"][()]
         curves = {name: group[name][()] for name in group if not name.startswith("step")}
-        baseline = float(log["eval/long_run_mmd_baseline"][()]) if "eval/long_run_mmd_baseline" in log else None
+        baselines = {name: float(log[f"eval/long_run_{name}_baseline"][()]) for name in curves
+                     if f"eval/long_run_{name}_baseline" in log}
+        if "sample_log_density" in curves and "eval/data_log_density" in log:  # toys: the held-out data's mean log p
+            baselines["sample_log_density"] = float(log["eval/data_log_density"][()])
     figure = _new_figure(4 * len(curves), 3.5)
     axes = np.atleast_1d(figure.subplots(1, len(curves)))
     for ax, (name, values) in zip(axes, sorted(curves.items())):
         ax.plot(steps, values, "o-", ms=4)
-        if name == "mmd" and baseline is not None:
-            ax.axhline(baseline, ls="--", color="0.4", label="data vs data")
-            ax.axhline(3 * baseline, ls=":", color="0.4", label="3 x baseline")
+        if name in baselines:
+            ax.axhline(baselines[name], ls="--", color="0.4",
+                       label="held-out data" if name == "sample_log_density" else "data vs data")
+            ax.margins(y=0.1)
+            if name == "mmd":
+                ax.axhline(3 * baselines[name], ls=":", color="0.4", label="3 x baseline")
             ax.legend(fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("T = 1 steps after generation")

@@ -3,7 +3,9 @@
 Generate by cooling from p* (as at the end of training), then keep applying the T = 1 operator.
 At log-spaced steps (10, 30, 100, ..., ``--steps``) the visible states are stored under
 ``/samples/long_run/step_<n>`` and scored with the run's quality figures: MMD^2 to the data for toys
-(with the data's own baseline), the classifier figures for MNIST, pixel-space MMD^2 to test images for
+(with the data's own baseline) and ``occupancy_tv``, the total-variation distance between where the
+chains sit (nearest mixture mode, or tenth of the curve) and where the data sits (with the TV of as many
+data draws as its baseline), the classifier figures for MNIST, pixel-space MMD^2 to test images for
 other image datasets. The curves go to
 ``/samples/long_run/<figure>`` (one value per stored step, steps in ``/samples/long_run/steps``), the
 last step's figures to ``/eval/long_run_<figure>``, and a figure to ``RUN_DIR/long_run.png``.
@@ -33,7 +35,9 @@ def quality_figures(trained: TrainedRun, visible: torch.Tensor, scorer) -> dict[
     if data.toy is not None:
         reference = data.test[: len(visible)].to(torch.float64)
         return {"mmd": quality.mmd2_rbf(visible, reference),
-                "sample_log_density": data.toy.log_density(visible.to(torch.float64)).mean().item()}
+                "sample_log_density": data.toy.log_density(visible.to(torch.float64)).mean().item(),
+                "occupancy_tv": quality.total_variation(data.toy.occupancy(visible.to(torch.float64)),
+                                                        data.toy.reference_occupancy())}
     if scorer is None:
         reference = data.test[: len(visible)].to(torch.float64) / 255.0
         return {"pixel_mmd": quality.mmd2_rbf(visible.clamp(0, 1).to(torch.float64), reference)}
@@ -108,8 +112,10 @@ def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_di
     evals["long_run_steps"] = float(n_steps)
     if trained.data.toy is not None:
         gen = torch.Generator().manual_seed(seed + 1)
-        evals["long_run_mmd_baseline"] = quality.mmd2_rbf(trained.data.toy.sample(n_chains, gen),
-                                                          trained.data.toy.sample(n_chains, gen))
+        toy = trained.data.toy
+        evals["long_run_mmd_baseline"] = quality.mmd2_rbf(toy.sample(n_chains, gen), toy.sample(n_chains, gen))
+        evals["long_run_occupancy_tv_baseline"] = quality.total_variation(toy.occupancy(toy.sample(n_chains, gen)),
+                                                                          toy.reference_occupancy())
     add_results(trained.log_path, evals=evals, samples=stored,
                 attrs={"long_run": f"{n_chains} chains, {n_steps} T = 1 steps after cooling from p*, seed {seed}, "
                                    f"{seconds:.1f} s on {trained.device}"})

@@ -69,7 +69,34 @@ def test_long_run_stores_log_spaced_samples_whose_recomputed_mmd_matches_the_cur
         for name, value in earlier_evals.items():  # measuring adds, never changes what training wrote
             assert float(log["eval"][name][()]) == value or (math.isnan(value) and math.isnan(log["eval"][name][()]))
     assert quality.mmd2_rbf(stored, reference) == pytest.approx(curves["mmd"][-1], rel=1e-5)
+    toy = trained.data.toy
+    assert quality.total_variation(toy.occupancy(stored.to(torch.float64)), toy.reference_occupancy()) == \
+        pytest.approx(curves["occupancy_tv"][-1], rel=1e-12)
+    with open_log(toy_run) as log:
+        assert 0.0 < float(log["eval/long_run_occupancy_tv_baseline"][()]) < 0.5
     assert (toy_run / "long_run.png").stat().st_size > 0
+
+
+def test_regions_are_the_nearest_mode_or_the_tenth_of_the_curve():
+    from asymnet.data.toy import TOYS
+
+    mog, spiral = TOYS["mog"], TOYS["spiral"]
+    centres = torch.tensor(mog.centres, dtype=torch.float64)
+    assert mog.regions(centres).tolist() == list(range(8))
+    assert mog.regions(centres * 1.1 + 0.01).tolist() == list(range(8))  # off the centre, same cell
+    u = (torch.arange(10, dtype=torch.float64) + 0.5) / 10  # the middle of each tenth of the spiral
+    assert spiral.regions(spiral.curve(u)).tolist() == list(range(10))
+    assert spiral.regions(spiral.curve(u), n_bins=5).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    # The ring is symmetric: every mode holds 1/8 of the data (Monte Carlo s.e. 1.0e-3 at 100,000 draws).
+    assert torch.allclose(mog.reference_occupancy(), torch.full((8,), 1 / 8, dtype=torch.float64), atol=5e-3)
+    assert spiral.reference_occupancy().sum().item() == pytest.approx(1.0, abs=1e-12)
+    # All chains in one mode: TV is 1 minus that mode's weight.
+    piled = centres[[3]].repeat(50, 1)
+    reference = mog.reference_occupancy()
+    assert quality.total_variation(mog.occupancy(piled), reference) == pytest.approx(1 - reference[3].item(), abs=1e-12)
+    assert quality.total_variation(reference, reference) == 0.0
+    with pytest.raises(ValueError, match="same regions, got shapes \\(8,\\) and \\(10,\\)"):
+        quality.total_variation(reference, spiral.reference_occupancy())
 
 
 def test_long_run_is_the_cooling_chain_continued_at_T1(toy_run):

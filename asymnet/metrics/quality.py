@@ -7,6 +7,14 @@ import scipy.linalg
 import torch
 
 
+def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Total-variation distance 0.5 sum |p - q| between two histograms of fractions (each sums to 1)."""
+    if p.shape != q.shape:
+        raise ValueError(f"total_variation needs histograms over the same regions, got shapes {tuple(p.shape)} "
+                         f"and {tuple(q.shape)}")
+    return 0.5 * (p.to(torch.float64) - q.to(torch.float64)).abs().sum().item()
+
+
 def mmd2_rbf(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:
     """Squared maximum mean discrepancy with an RBF kernel (Gretton et al. 2012), biased V-statistic.
 
