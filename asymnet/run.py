@@ -674,11 +674,12 @@ def check_finite(model: Model | ReplicaModel) -> None:
 
 
 def train_worker(model: Model, study: Study, data: Dataset, device, dtype, start: int) -> None:
-    """The training loop of a data-parallel process other than rank 0: the same steps (and the same
-    all-reduces, so with_terms follows rank 0's schedule), no log, no checkpoint, no evaluation."""
+    """The training loop of a data-parallel process other than rank 0: the same steps as rank 0's
+    (train_members: the same learning-rate schedule, and with_terms on rank 0's schedule so the
+    all-reduces match), no log, no checkpoint, no evaluation."""
     every = study.logging
     for step in range(start + 1, study.training.steps + 1):
-        train_step(model, study, data, device, dtype, with_terms=step % every.metrics_every == 0)
+        train_members(model, study, data, device, dtype, step, with_terms=step % every.metrics_every == 0)
         if step % every.checkpoint_every == 0:
             check_finite(model)  # rank 0 stops here too, so no process is left waiting for it
 

@@ -110,8 +110,8 @@ def _torchrun(*args, nproc=2, **kwargs):
 
 def test_torchrun_run_killed_then_resumed_in_one_process_ends_at_the_single_process_weights(tmp_path):
     study = tmp_path / "tiny.yaml"
-    study.write_text(TINY_STUDY.replace("steps: 60", "steps: 80").replace("learning: local}",
-                                                                          "learning: local, dtype: float64}"))
+    study.write_text(TINY_STUDY.replace("steps: 60", "steps: 80").replace(
+        "learning: local}", "learning: local, dtype: float64, lr_schedule: cosine}"))  # every rank on the schedule
     process = _torchrun(study, "--out", tmp_path / "two")
     log_path = tmp_path / "two" / "log.h5"
     import time
