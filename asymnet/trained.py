@@ -104,14 +104,14 @@ def mask_of(name: str, image_shape: tuple[int, int, int] = (1, 28, 28)) -> torch
     rows = torch.arange(height).unsqueeze(1).expand(height, width)
     cols = torch.arange(width).unsqueeze(0).expand(height, width)
     masks = {
-        "bottom_half": lambda: rows >= height // 2,
-        "top_half": lambda: rows < height // 2,
-        "left_half": lambda: cols < width // 2,
-        "right_half": lambda: cols >= width // 2,
-        "centre_square": lambda: ((rows >= height // 4) & (rows < height - height // 4)
-                                  & (cols >= width // 4) & (cols < width - width // 4)),
+        "bottom_half": rows >= height // 2,
+        "top_half": rows < height // 2,
+        "left_half": cols < width // 2,
+        "right_half": cols >= width // 2,
+        "centre_square": ((rows >= height // 4) & (rows < height - height // 4)
+                          & (cols >= width // 4) & (cols < width - width // 4)),
     }
-    return masks[name]().expand(channels, height, width).reshape(-1)
+    return masks[name].expand(channels, height, width).reshape(-1)
 
 
 MASKS = ("bottom_half", "top_half", "left_half", "right_half", "centre_square")
