@@ -33,11 +33,10 @@ def quality_figures(trained: TrainedRun, visible: torch.Tensor, scorer) -> dict[
     figures for MNIST."""
     data = trained.data
     if data.toy is not None:
-        reference = data.test[: len(visible)].to(torch.float64)
+        reference, points = data.test[: len(visible)].to(torch.float64), visible.to(torch.float64)
         return {"mmd": quality.mmd2_rbf(visible, reference),
-                "sample_log_density": data.toy.log_density(visible.to(torch.float64)).mean().item(),
-                "occupancy_tv": quality.total_variation(data.toy.occupancy(visible.to(torch.float64)),
-                                                        data.toy.reference_occupancy())}
+                "sample_log_density": data.toy.log_density(points).mean().item(),
+                "occupancy_tv": quality.total_variation(data.toy.occupancy(points), data.toy.reference_occupancy())}
     if scorer is None:
         reference = data.test[: len(visible)].to(torch.float64) / 255.0
         return {"pixel_mmd": quality.mmd2_rbf(visible.clamp(0, 1).to(torch.float64), reference)}
@@ -48,7 +47,7 @@ def image_scorer(trained: TrainedRun, data_dir: str | None, quiet: bool, n_refer
     """The MNIST classifier scorer for MNIST runs, None otherwise."""
     from asymnet.run import ImageScorer, has_classifier, mnist_classifier
 
-    if trained.data.toy is not None or not has_classifier(trained.data):
+    if not has_classifier(trained.data):
         return None
 
     return ImageScorer.build(mnist_classifier(data_dir, quiet), trained.data, n_reference_skip)
