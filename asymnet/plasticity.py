@@ -76,8 +76,14 @@ def trajectory_update(
     temperatures: list[float],
     drives: list[Drive] | None = None,
     with_terms: bool = True,
+    weight_power: float = 0.0,
 ) -> LocalUpdate:
     """The local rule summed over a heating trajectory [s_0, ..., s_K] (each (batch, n)).
+
+    ``weight_power`` (``walkback.step_weight_power``): step t's postsynaptic factor of W, b and w_T is
+    multiplied by T_t ** weight_power, a plasticity gain set by the temperature broadcast; the noise
+    levels' update and the loss are those of the plain rule (autograd of walkback.walkback_losses with the
+    same ``weight_power``).
 
     ``drives``, if given, are F(s_t) for t = 0..K-1 as the heating computed them; the rule reuses
     those at s_1..s_{K-1} and computes only F(s_K). ``with_terms=False`` skips the norms of the
@@ -130,6 +136,9 @@ def trajectory_update(
             temporal_scale = alpha / T
         else:
             raise PlasticityError(f"no local rule for operator {type(operator).__name__}")
+        if weight_power:
+            gain = T.pow(weight_power)
+            post, temporal_scale = post * gain, temporal_scale * gain
         flat_post, flat_pre = post.reshape(-1, post.shape[-1]), pre.reshape(-1, pre.shape[-1])
         grad_W = torch.zeros_like(network.W)
         grad_W[:m] = (flat_pre.t() @ flat_post).t().div_(-batch)  # this operand order runs 20 % faster in MKL

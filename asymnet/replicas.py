@@ -37,7 +37,7 @@ from torch import nn
 
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
-from asymnet.walkback import PStar
+from asymnet.walkback import PStar, step_weights, weighted_nll
 
 
 class StackedRecurrentNetwork(nn.Module):
@@ -236,8 +236,9 @@ class StackedUpdate:
 
 
 def trajectory_update(network: StackedRecurrentNetwork, operator: Operator, trajectory: Trajectory,
-                      schedule: Schedule, with_terms: bool = True) -> StackedUpdate:
-    """The local rule of plasticity.trajectory_update for every replica over its real steps.
+                      schedule: Schedule, with_terms: bool = True, weight_power: float = 0.0) -> StackedUpdate:
+    """The local rule of plasticity.trajectory_update for every replica over its real steps (``weight_power``
+    as there).
 
     Gaussian: error = (s_{t-1} - mu(s_t)) masked to the real steps, post = alpha error / std_t^2,
     grad_W_r = -sum_t post^T phi(s_t) / batch (one GEMM per replica over its K * batch rows), grad_b and
@@ -287,6 +288,9 @@ def trajectory_update(network: StackedRecurrentNetwork, operator: Operator, traj
             temporal_scale = alpha / T
         else:
             raise TypeError(f"no local rule for operator {type(operator).__name__}")
+        if weight_power:
+            gain = T.pow(weight_power)
+            post, temporal_scale = post * gain, temporal_scale * gain
         rows = lambda a: a.permute(1, 3, 0, 2).reshape(R, a.shape[-1], K * batch)  # noqa: E731  (R, units, K batch)
         flat_pre = pre.transpose(0, 1).reshape(R, K * batch, pre.shape[-1])
         grad_W = torch.zeros_like(network.W)
@@ -316,12 +320,14 @@ def write_gradients(network: StackedRecurrentNetwork, update: StackedUpdate) -> 
 
 
 def walkback_losses(network: StackedRecurrentNetwork, operator: Operator, states: list[torch.Tensor],
-                    schedule: Schedule) -> torch.Tensor:
+                    schedule: Schedule, weight_power: float = 0.0) -> torch.Tensor:
     """Per replica, the sum over its real steps of the batch-mean -log p_{T_t}(s_{t-1} | s_t) (walkback.
-    walkback_losses summed), (R,) nats, with gradient into the parameters only: the autograd path."""
+    walkback_losses summed, ``weight_power`` as there), (R,) nats, with gradient into the parameters only:
+    the autograd path."""
     later, earlier = torch.stack(states[1:]), torch.stack(states[:-1])
     drive = network(later, schedule.log_T)
-    nll = -operator.log_prob(earlier, later, drive, schedule.T)  # (K, R, batch)
+    weight = step_weights(schedule.T.squeeze(-1), weight_power) if weight_power else 1.0  # (K, R, 1)
+    nll = weighted_nll(operator, earlier, later, drive, schedule.T, weight)  # (K, R, batch)
     return (nll.mean(-1) * schedule.active.to(nll.dtype)).sum(0)
 
 

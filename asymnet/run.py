@@ -148,13 +148,15 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
                                                                  shard)
     model.optimizer.zero_grad(set_to_none=False)
     if study.training.learning == "local":
-        update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives, with_terms)
+        update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives, with_terms,
+                                                study.walkback.step_weight_power)
         plasticity.write_gradients(net, update)
         loss = update.loss.detach()
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
     else:
         with autocast:
-            loss = walkback.walkback_losses(net, model.operator, states, temperatures).sum()
+            loss = walkback.walkback_losses(net, model.operator, states, temperatures,
+                                           study.walkback.step_weight_power).sum()
         (model.scaler.scale(loss) if model.scaler else loss).backward()
         loss, terms = loss.detach(), []
     reported = torch.cat([loss.reshape(1).to(dtype), torch.tensor(terms, dtype=dtype, device=loss.device)])
@@ -235,12 +237,13 @@ def replica_train_step(model: ReplicaModel, device, dtype, step: int, with_terms
     states = trajectory.states
     model.optimizer.zero_grad()
     if study.training.learning == "local":
-        update = replicas.trajectory_update(net, model.operator, trajectory, padded, with_terms)
+        update = replicas.trajectory_update(net, model.operator, trajectory, padded, with_terms,
+                                             study.walkback.step_weight_power)
         replicas.write_gradients(net, update)
         loss = update.loss
         terms = {"stdp_temporal": update.temporal_norm.tolist(), "stdp_equal_time": update.equal_time_norm.tolist()}
     else:
-        loss = replicas.walkback_losses(net, model.operator, states, padded)
+        loss = replicas.walkback_losses(net, model.operator, states, padded, study.walkback.step_weight_power)
         loss.sum().backward()
         terms = {}
     loss = loss.detach().tolist()

@@ -85,7 +85,9 @@ class OperatorConfig:
 class WalkbackConfig:
     """Algorithm 1: extra T = 1 steps n ~ U{0..n_extra_max}, the heating factor (2: T doubles each
     step), hidden settling, p* tracking; sigma_max = 0 means the data's standard deviation; T_max = 0
-    means the temperature at which the Gaussian noise reaches sigma_max (16 for the Bernoulli operator)."""
+    means the temperature at which the Gaussian noise reaches sigma_max (16 for the Bernoulli operator).
+    step_weight_power p multiplies the gradient through the drift at step t by T_t^p (0: the paper's loss;
+    the noise level and the logged loss are not weighted; walkback.walkback_losses)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -93,6 +95,7 @@ class WalkbackConfig:
     settle_steps: int = _check("non_negative", 10)
     p_star_momentum: float = _check("unit_open_closed", 0.05)
     sigma_max: float = _check("non_negative", 0.0)
+    step_weight_power: float = _check("non_negative", 0.0)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def _synthetic_images(n=64, shape=(1, 8, 8), seed=0):
     return Dataset("mnist", pixels, pixels[:16], rescaling=DEQUANTIZED, image_shape=shape)
 
 
-def test_the_stacked_walkback_loss_of_a_unet_equals_the_step_by_step_loss_and_gradient():
+@pytest.mark.parametrize("power", [0.0, 0.5])
+def test_the_stacked_walkback_loss_of_a_unet_equals_the_step_by_step_loss_and_gradient(power):
     torch.manual_seed(0)
     net = UNetNetwork((1, 8, 8), 8, (1, 2), 1, sigma_init=0.1, generator=torch.Generator().manual_seed(1)).double()
     with torch.no_grad():
@@ -42,10 +43,10 @@ def test_the_stacked_walkback_loss_of_a_unet_equals_the_step_by_step_loss_and_gr
     temperatures = [1.0, 1.0, 3.0, 9.0, 27.0]
     s0 = torch.rand(6, 64, dtype=torch.float64)
     states = walkback.heating_trajectory(net, operator, s0, temperatures, torch.Generator().manual_seed(2))
-    stacked = walkback.walkback_losses(net, operator, states, temperatures)
+    stacked = walkback.walkback_losses(net, operator, states, temperatures, power)
     grads_stacked = torch.autograd.grad(stacked.sum(), list(net.parameters()))
     net.temperature_rows = False  # the one-call-per-step path
-    stepwise = walkback.walkback_losses(net, operator, states, temperatures)
+    stepwise = walkback.walkback_losses(net, operator, states, temperatures, power)
     grads_stepwise = torch.autograd.grad(stepwise.sum(), list(net.parameters()))
     assert stacked.shape == (5,)
     torch.testing.assert_close(stacked, stepwise, rtol=1e-12, atol=0)

@@ -71,6 +71,60 @@ def test_bernoulli_rule_equals_autograd_gradient(phi, temperatures):
     assert update.grad_sigma_visible is None
 
 
+
+def _stepwise_gradients(net, operator, states, temperatures):
+    """Autograd gradients of each step's plain loss alone: the ground truth that weighting must combine."""
+    per_step = []
+    for t, T in enumerate(temperatures, start=1):
+        net.zero_grad()
+        (-operator.log_prob(states[t - 1], states[t], net(states[t], T), T).mean()).backward()
+        per_step.append({name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None})
+    return per_step
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0])
+@pytest.mark.parametrize("noise_scaling", ["sqrt_T", "T"])
+def test_step_weights_scale_each_steps_drift_gradient_by_T_to_the_power(power, noise_scaling):
+    net, gen = _network()
+    operator = GaussianOperator(0.4, noise_scaling)
+    temperatures = [1.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    states, drives = _trajectory(net, operator, gen, temperatures)
+    per_step = _stepwise_gradients(net, operator, states, temperatures)
+    plain_loss = walkback.walkback_losses(net, operator, states, temperatures).detach()
+    net.zero_grad()
+    weighted_loss = walkback.walkback_losses(net, operator, states, temperatures, power)
+    weighted_loss.sum().backward()
+    torch.testing.assert_close(weighted_loss.detach(), plain_loss, rtol=1e-14, atol=0)  # the values are the plain ones
+    for name in ("W", "b", "w_T"):  # the drift's parameters: sum_t T_t^p grad loss_t
+        expected = sum(T**power * grads[name] for T, grads in zip(temperatures, per_step))
+        assert _relative_error(getattr(net, name).grad, expected) < 1e-12, name
+    expected_sigma = sum(grads["sigma_visible"] for grads in per_step)  # the noise level: unweighted
+    assert _relative_error(net.sigma_visible.grad, expected_sigma) < 1e-12
+    assert _relative_error(net.b.grad, sum(grads["b"] for grads in per_step)) > 0.05  # the weights do act here
+    update = plasticity.trajectory_update(net, operator, states, temperatures, drives, weight_power=power)
+    loss, grads = _autograd_weighted(net, operator, states, temperatures, power)
+    _assert_rule_is_autograd(update, loss, grads)
+
+
+def _autograd_weighted(net, operator, states, temperatures, power):
+    net.zero_grad()
+    loss = walkback.walkback_losses(net, operator, states, temperatures, power).sum()
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+
+
+def test_weighted_bernoulli_rule_equals_autograd_gradient():
+    net, gen = _network(phi="sigmoid", learn_sigma=False)
+    operator = BernoulliOperator(0.6)
+    temperatures = [1.0, 2.0, 4.0, 8.0]
+    states, drives = _trajectory(net, operator, gen, temperatures, binary=True)
+    loss, grads = _autograd_weighted(net, operator, states, temperatures, 0.5)
+    update = plasticity.trajectory_update(net, operator, states, temperatures, drives, weight_power=0.5)
+    _assert_rule_is_autograd(update, loss, grads, ("W", "b", "w_T"))
+    per_step = _stepwise_gradients(net, operator, states, temperatures)
+    expected = sum(T**0.5 * g["W"] for T, g in zip(temperatures, per_step))
+    assert _relative_error(update.grad_W, expected) < 1e-10
+
 def test_rule_without_reused_drives_is_the_same():
     net, gen = _network(temperature_input=False)
     operator = GaussianOperator(0.5)
@@ -130,8 +184,10 @@ def test_local_rule_refuses_mlp_study():
         plasticity.check_supported(study)
 
 
-def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path):
-    """20 float64 training steps of the run loop, same seed: the two learning modes end at equal weights."""
+@pytest.mark.parametrize("power", [0.0, 0.5])
+def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path, power):
+    """20 float64 training steps of the run loop, same seed: the two learning modes end at equal weights
+    (with the paper's loss, and with walkback.step_weight_power)."""
     from asymnet import run as run_module
     from asymnet.data import load_dataset
     from asymnet.study import parse_study
@@ -142,7 +198,7 @@ def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(t
             "data: {name: spiral, n_train: 500, n_test: 100}\n"
             "network: {kind: recurrent, n_hidden: 5}\n"
             "operator: {sigma: 0.2, learn_sigma: true, noise_scaling: T}\n"
-            "walkback: {n_extra_max: 2, settle_steps: 3}\n"
+            f"walkback: {{n_extra_max: 2, settle_steps: 3, step_weight_power: {power}}}\n"
             f"training: {{steps: 20, batch_size: 16, learning_rate: 1.0e-2, learning: {learning}, dtype: float64}}\n"
         )
         data = load_dataset("spiral", 500, 100, None, torch.Generator().manual_seed(0))

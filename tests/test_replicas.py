@@ -74,6 +74,14 @@ def test_each_replica_equals_the_single_run_with_its_seed(hidden, conditioned, f
     _assert_replicas_equal_single_runs(study)
 
 
+@pytest.mark.parametrize("learning", ["local", "autograd"])
+def test_replicas_with_step_weights_equal_the_single_runs(learning):
+    text = SMALL.format(hidden="slow", conditioned="true", family="gaussian", learning=learning)
+    study = parse_study(text.replace("settle_steps: 3}", "settle_steps: 3, step_weight_power: 0.5}"))
+    assert study.walkback.step_weight_power == 0.5
+    _assert_replicas_equal_single_runs(study)
+
+
 @pytest.mark.parametrize("key, values", [
     ("training.learning_rate", [1.0e-3, 3.0e-3, 1.0e-2]),
     ("network.init_scale", [0.5, 1.0, 2.0]),

@@ -93,6 +93,8 @@ def test_alpha_of_exactly_one_is_allowed():
         ("data: {n_train: -5}", "spiral.yaml:1: data.n_train = -5 is out of range (allowed: n_train > 0)"),
         ("training: {batch_size: 0}", "spiral.yaml:1: training.batch_size = 0 is out of range (allowed: batch_size > 0)"),
         ("network: {n_hidden: -1}", "spiral.yaml:1: network.n_hidden = -1 is out of range (allowed: n_hidden >= 0)"),
+        ("walkback: {step_weight_power: -0.5}",
+         "spiral.yaml:1: walkback.step_weight_power = -0.5 is out of range (allowed: step_weight_power >= 0)"),
     ],
 )
 def test_negative_or_zero_sizes_are_out_of_range(text, message):
