@@ -37,7 +37,7 @@ from torch import nn
 
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
-from asymnet.walkback import PStar, step_weights, weighted_nll
+from asymnet.walkback import PStar, drift_weighted
 
 
 class StackedRecurrentNetwork(nn.Module):
@@ -325,9 +325,8 @@ def walkback_losses(network: StackedRecurrentNetwork, operator: Operator, states
     walkback_losses summed, ``weight_power`` as there), (R,) nats, with gradient into the parameters only:
     the autograd path."""
     later, earlier = torch.stack(states[1:]), torch.stack(states[:-1])
-    drive = network(later, schedule.log_T)
-    weight = step_weights(schedule.T.squeeze(-1), weight_power) if weight_power else 1.0  # (K, R, 1)
-    nll = weighted_nll(operator, earlier, later, drive, schedule.T, weight)  # (K, R, batch)
+    drive = drift_weighted(network(later, schedule.log_T), schedule.T, weight_power)
+    nll = -operator.log_prob(earlier, later, drive, schedule.T)  # (K, R, batch)
     return (nll.mean(-1) * schedule.active.to(nll.dtype)).sum(0)
 
 

@@ -67,29 +67,16 @@ def heating_trajectory_with_drives(
     return states, drives
 
 
-def step_weights(temperatures, power: float):
-    """w_t = T_t ** power, the weight of step t's drift error (``walkback.step_weight_power``); a list for a list
-    of temperatures, a tensor for a tensor. power = 0: all ones, the paper's loss."""
-    if torch.is_tensor(temperatures):
-        return temperatures.pow(power)
-    return [float(T) ** power for T in temperatures]
-
-
-def weighted_nll(operator: Operator, before: torch.Tensor, after: torch.Tensor, drive: Drive, T, weight) -> torch.Tensor:
-    """-log p_T(before | after) per row, whose gradient weights the drift by ``weight`` and the noise level by 1.
-
-    The value is the plain negative log-likelihood (so the logged loss stays comparable across weightings);
-    the gradient reaching the drive's mu is ``weight`` times the plain one, the gradient reaching its sigma is
-    the plain one: nll + (w - 1) (nll(mu, sigma') - nll(mu', sigma')), primes detached. ``weight``: a number
-    or a tensor broadcastable to the rows. With weight 1 it is the plain nll.
+def drift_weighted(drive: Drive, T, power: float) -> Drive:
+    """The drive with the gradient reaching its mu multiplied by T ** power (``walkback.step_weight_power``),
+    its values and its sigma untouched: mu' + T^p (mu - mu'), mu' detached. A log-probability of it has the
+    plain value, the drift's gradient weighted by T^p and the noise level's gradient unweighted. ``T``: a
+    number, or a tensor that broadcasts against mu (as the operators take it). power 0: the drive itself.
     """
-    nll = -operator.log_prob(before, after, drive, T)
-    if not torch.is_tensor(weight) and weight == 1.0:
-        return nll
-    sigma = drive.sigma.detach()
-    drift_only = -operator.log_prob(before, after, Drive(drive.mu, sigma), T) \
-        + operator.log_prob(before, after, Drive(drive.mu.detach(), sigma), T)
-    return nll + (weight - 1.0) * drift_only
+    if not power:
+        return drive
+    fixed = drive.mu.detach()
+    return Drive(fixed + T**power * (drive.mu - fixed), drive.sigma)
 
 
 def walkback_losses(
@@ -101,7 +88,7 @@ def walkback_losses(
     Gradient flows into the network's parameters only, never through the sampled states (one step of
     credit assignment, Algorithm 1 line 7). ``weight_power`` (``walkback.step_weight_power``): the
     gradient through the drift mu of step t is multiplied by T_t ** weight_power, the one through the noise
-    level is not, and the values are unchanged (:func:`weighted_nll`). A network whose ``temperature_rows``
+    level is not, and the values are unchanged (:func:`drift_weighted`). A network whose ``temperature_rows``
     is true (it takes a (batch,) tensor of temperatures, and its rows do not interact) scores all K steps in
     one call on the (K * batch) stacked states: the same losses, in larger and faster convolutions.
     """
@@ -109,13 +96,13 @@ def walkback_losses(
         batch = states[0].shape[0]
         T = torch.tensor(temperatures, dtype=states[0].dtype, device=states[0].device).repeat_interleave(batch)
         after, before = torch.cat(states[1:]), torch.cat(states[:-1])
-        weight = step_weights(T, weight_power) if weight_power else 1.0
-        nll = weighted_nll(operator, before, after, network(after, T), T[:, None], weight)
-        return nll.view(len(temperatures), batch).mean(1)
+        drive = drift_weighted(network(after, T), T[:, None], weight_power)
+        log_p = operator.log_prob(before, after, drive, T[:, None])
+        return -log_p.view(len(temperatures), batch).mean(1)
     losses = []
-    for t, (T, weight) in enumerate(zip(temperatures, step_weights(temperatures, weight_power)), start=1):
-        drive = network(states[t], T)
-        losses.append(weighted_nll(operator, states[t - 1], states[t], drive, T, weight).mean())
+    for t, T in enumerate(temperatures, start=1):
+        drive = drift_weighted(network(states[t], T), T, weight_power)
+        losses.append(-operator.log_prob(states[t - 1], states[t], drive, T).mean())
     return torch.stack(losses)
 
 
