@@ -1,0 +1,66 @@
+"""Generation variants on a finished MNIST run, scored with the run's classifier figures (no retraining).
+
+    python benchmarks/generation_variants.py RUN_DIR TAG VARIANT [VARIANT ...]
+
+Each VARIANT is a JSON object of keyword arguments of ``generate_variant``, e.g. '{}' (plain cooling),
+'{"lam": 0.7}' (generation noise x0.7), '{"prev": true}' (each cooling step drawn with the next-lower
+temperature's noise), '{"per_T": 3}' (3 steps per temperature), '{"extra": 30, "final_mean": true}'
+(30 more T = 1 steps, the last one's mean as the image). Prints confident fraction, label entropy and
+Fréchet distance for 1,000 samples (seed 1) and writes a grid of 100 to benchmarks/results/<TAG>_<variant>.png.
+Used for studies/mnist_stdp_experiments.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from asymnet.plots import plot_image_grid
+from asymnet.run import ImageScorer, eval_temperatures, mnist_classifier
+from asymnet.trained import load_run
+
+HERE = Path(__file__).resolve().parent
+
+
+@torch.no_grad()
+def generate_variant(run, lam: float = 1.0, per_T: int = 1, extra: int = 0, final_mean: bool = False,
+                     prev: bool = False, n: int = 1000, seed: int = 1) -> torch.Tensor:
+    """Visible states (n, n_visible) of a cooling chain from p* with the variant's changes."""
+    model = run.model
+    network, operator = model.network, model.operator
+    generator = torch.Generator().manual_seed(seed)
+    s = model.p_star.sample(n, generator)
+    hot_to_cold = list(reversed(eval_temperatures(model, run.study)))
+    for i, T in enumerate(hot_to_cold):
+        noise_T = (hot_to_cold[i + 1] if i + 1 < len(hot_to_cold) else 1.0) if prev else T
+        for _ in range(per_T):
+            drive = network(s, T)
+            s = operator.mean(s, drive) + lam * operator.std(drive, noise_T) * torch.randn(s.shape, generator=generator)
+    for k in range(extra):
+        drive = network(s, 1.0)
+        scale = 0.0 if final_mean and k == extra - 1 else lam
+        s = operator.mean(s, drive) + scale * operator.std(drive, 1.0) * torch.randn(s.shape, generator=generator)
+    if final_mean and extra == 0:
+        s = operator.mean(s, network(s, 1.0))
+    return s[:, : run.data.n_visible]
+
+
+def main() -> None:
+    run_dir, tag, variants = sys.argv[1], sys.argv[2], sys.argv[3:]
+    run = load_run(run_dir)
+    scorer = ImageScorer.build(mnist_classifier(None, True), run.data, 1000)
+    for spec in variants:
+        options = json.loads(spec)
+        images = generate_variant(run, **options)
+        figures = scorer.figures(images)
+        name = "_".join(f"{key}{value}" for key, value in options.items()) or "plain"
+        plot_image_grid(images[:100].clamp(0, 1).numpy(), HERE / "results" / f"{tag}_{name}.png")
+        print(f"{spec:45s} confident {figures['confident_fraction']:.3f}  entropy {figures['label_entropy']:.3f}  "
+              f"Fréchet {figures['frechet_distance']:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
