@@ -136,7 +136,8 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
     process takes its rows of the global batch and the gradients are averaged over the processes."""
     net, gen, noise_gen, shard = model.network, model.generator, model.noise_generator, model.shard
     rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-    x = shard.take(data.batch(rows, gen, dtype))
+    x = shard.take(walkback.noisy_starts(data.batch(rows, gen, dtype), study.walkback.start_noise, gen,
+                                               study.walkback.start_noise_fraction))
     x = (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
     n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
     temperatures = schedule.heating_temperatures(n_extra, model.n_heating, study.walkback.heating_factor)
@@ -227,7 +228,8 @@ def replica_train_step(model: ReplicaModel, device, dtype, step: int, with_terms
     x, temperatures = [], []
     for single, data, gen in zip(model.singles, model.datasets, model.generators):
         rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-        x.append(data.batch(rows, gen, dtype).to(device))
+        x.append(walkback.noisy_starts(data.batch(rows, gen, dtype), study.walkback.start_noise, gen,
+                                               study.walkback.start_noise_fraction).to(device))
         n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
         temperatures.append(schedule.heating_temperatures(n_extra, single.n_heating, study.walkback.heating_factor))
     padded = replicas.Schedule.pad(temperatures, dtype, device)

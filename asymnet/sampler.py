@@ -8,7 +8,9 @@ One step of the chain, s' = (1 - alpha) s + alpha (W phi(s) + b + w_T log T) + s
     s       <- noise + rates (alpha W^T)               (one GEMM that adds into its output: addmm)
 
 so a step allocates nothing, reads and writes each (chains, n) buffer a handful of times, and leaves
-the GEMM as the only O(chains n^2) work. alpha W^T is formed once per sampler (the weights are a
+the GEMM as the only O(chains n^2) work. On a GPU a step is a handful of small kernels whose launches,
+not their work, set the pace for small networks; ``run`` therefore captures GRAPH_STEPS steps at a time in
+a CUDA graph and replays it (one launch for GRAPH_STEPS steps, the same kernels and random numbers). alpha W^T is formed once per sampler (the weights are a
 snapshot: build a new sampler after the network learns). The chain is the one
 :func:`asymnet.walkback.run_chain` and :func:`asymnet.walkback.generate` run with the operator's own
 ``sample``: from the same generator state both draw the same normals in the same order, and tests check
@@ -19,12 +21,16 @@ bare GEMM and against Brian2.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as nnf
 
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator
+
+GRAPH_STEPS = 32  # steps per CUDA-graph replay in ChainSampler.run (runs of fewer than 2x this stay eager)
+
 
 class ChainSampler:
     """Chains s (n_chains, n_units) of ``network`` under ``operator``, stepped in place.
@@ -58,6 +64,7 @@ class ChainSampler:
             columns = known.to(state.device).nonzero().squeeze(1)
             self._clamp = (columns, values.to(state)[:, columns].contiguous())
         self._apply_clamp()
+        self._graphs: dict[float, torch.cuda.CUDAGraph] | None = {} if self._state.is_cuda else None
 
     @staticmethod
     def supports(network, operator) -> bool:
@@ -83,10 +90,46 @@ class ChainSampler:
         return s
 
     def run(self, n_steps: int, T: float = 1.0) -> torch.Tensor:
-        """``n_steps`` steps at temperature T; returns the state buffer."""
+        """``n_steps`` steps at temperature T; returns the state buffer. On a GPU, whole blocks of
+        GRAPH_STEPS steps replay a captured CUDA graph of them, the rest run one by one."""
+        graph = None
+        if n_steps >= 2 * GRAPH_STEPS and self._graphs is not None:
+            graph, warm_up_steps = self._graph(T)
+            n_steps -= warm_up_steps
+        if graph is not None:
+            for _ in range(n_steps // GRAPH_STEPS):
+                graph.replay()
+            n_steps %= GRAPH_STEPS
         for _ in range(n_steps):
             self.step(T)
         return self._state
+
+    def _graph(self, T: float) -> "tuple[torch.cuda.CUDAGraph | None, int]":
+        """The CUDA graph of GRAPH_STEPS steps at T, and how many steps of the chain its capture took
+        (2 warm-up steps on first use, else 0); None where capture fails, after one warning: the steps
+        then run eagerly."""
+        warm_up_steps = 0
+        if T not in self._graphs:
+            side = torch.cuda.Stream(self._state.device)
+            side.wait_stream(torch.cuda.current_stream(self._state.device))
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # warm-up steps (they count: the chain moves) initialise cuBLAS
+                        self.step(T)
+                        warm_up_steps += 1
+                torch.cuda.current_stream(self._state.device).wait_stream(side)
+                if self.generator is not None:
+                    graph.register_generator_state(self.generator)
+                with torch.cuda.graph(graph):
+                    for _ in range(GRAPH_STEPS):
+                        self.step(T)
+            except RuntimeError as error:  # a capture that this torch or driver refuses: run eagerly
+                warnings.warn(f"CUDA graph capture of the chain failed ({error}); stepping without graphs")
+                self._graphs = None
+                return None, warm_up_steps
+            self._graphs[T] = graph
+        return self._graphs[T], warm_up_steps
 
     def cool(self, temperatures: list[float]) -> torch.Tensor:
         """The cooling chain of generation, s_{t-1} ~ p_{T_t}(. | s_t) for t = K..1 over [T_1, ..., T_K]."""

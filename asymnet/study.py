@@ -87,7 +87,10 @@ class WalkbackConfig:
     step), hidden settling, p* tracking; sigma_max = 0 means the data's standard deviation; T_max = 0
     means the temperature at which the Gaussian noise reaches sigma_max (16 for the Bernoulli operator).
     step_weight_power p multiplies the gradient through the drift at step t by T_t^p (0: the paper's loss;
-    the noise level and the logged loss are not weighted; walkback.walkback_losses)."""
+    the noise level and the logged loss are not weighted; walkback.walkback_losses). start_noise tau_max: each
+    training trajectory starts at x + tau eps, tau ~ U(0, tau_max) per row, eps standard normal, in the data's
+    units (0: at x, the paper's start), for a start_noise_fraction of the rows; it teaches the T = 1 operator to walk back from where the data's
+    trajectories seldom go (walkback.noisy_starts)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -96,6 +99,8 @@ class WalkbackConfig:
     p_star_momentum: float = _check("unit_open_closed", 0.05)
     sigma_max: float = _check("non_negative", 0.0)
     step_weight_power: float = _check("non_negative", 0.0)
+    start_noise: float = _check("non_negative", 0.0)
+    start_noise_fraction: float = _check("unit_open_closed", 1.0)
 
 
 @dataclass(frozen=True)
@@ -244,8 +249,9 @@ def replica_study(study: Study, r: int) -> Study:
 
 
 def _check_replicas(study: Study, where) -> None:
-    """The rules that join several keys: the sweep names a sweepable key, gives one valid value per
-    replica, and the network is one the batched program runs (``where(path)`` places a key)."""
+    """The rules that join several keys: walkback.start_noise needs the Gaussian operator; the sweep names
+    a sweepable key, gives one valid value per replica, and the network is one the batched program runs
+    (``where(path)`` places a key)."""
     sweep = study.replica_sweep
     if sweep.key and sweep.key not in SWEEPABLE:
         raise StudyError(f"{where('replica_sweep.key')}replica_sweep.key = {sweep.key!r} cannot differ between "
@@ -267,6 +273,10 @@ def _check_replicas(study: Study, where) -> None:
         for index, value in enumerate(sweep.values):
             _check_value(get_type_hints(cls)[leaf], rule, value, sweep.key,
                          f"{where('replica_sweep.values')}replica_sweep.values[{index}]: ")
+    if study.walkback.start_noise and study.operator.family == "bernoulli":
+        raise StudyError(f"{where('walkback.start_noise')}walkback.start_noise = {study.walkback.start_noise} adds "
+                         "Gaussian noise to the start of each trajectory, but the Bernoulli operator's states are "
+                         "binary; set walkback.start_noise: 0 or operator.family: gaussian")
     if study.replicas == 1:
         return
     if study.network.kind != "recurrent":

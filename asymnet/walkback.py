@@ -19,6 +19,24 @@ from asymnet.sampler import ChainSampler
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def noisy_starts(x: torch.Tensor, tau_max: float, generator: torch.Generator | None,
+                 fraction: float = 1.0) -> torch.Tensor:
+    """x + tau eps with tau ~ U(0, tau_max) per row and eps standard normal (``walkback.start_noise``),
+    for each row with probability ``fraction`` (``walkback.start_noise_fraction``; the others keep x).
+
+    The walk back's T = 1 terms then train the T = 1 operator on pairs from a smoothed data law q, and at
+    their fixed point its drift is the Langevin drift of q: toward the data also in the gaps between modes,
+    which trajectories started at the data reach only through rare crossings. Smoothing every data point
+    alike leaves the weights of well-separated modes unchanged; a fraction below 1 keeps most of q's mass
+    on the data, so that its Langevin drift there stays the data's. tau_max 0: x itself.
+    """
+    if not tau_max:
+        return x
+    u = torch.rand(x.shape[0], 2, generator=generator, dtype=x.dtype, device=x.device)
+    tau = tau_max * u[:, :1] * (u[:, 1:] < fraction)
+    return x + tau * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
 def settle_hidden(
     network: nn.Module, operator: Operator, x: torch.Tensor, steps: int, generator: torch.Generator | None,
     shard: Shard = Shard(),

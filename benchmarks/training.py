@@ -1,10 +1,12 @@
 """Time one training update of a study's network, local STDP rule vs autograd, and their peak memory.
 
-    python benchmarks/training.py [STUDY.yaml] [--updates N] [--threads T]
+    python benchmarks/training.py [STUDY.yaml] [--updates N] [--threads T] [--device cpu|cuda]
 
 Each mode runs in its own subprocess (so peak resident memory, ru_maxrss, is that mode's alone) on
 synthetic 8-bit images of the study's shape (no data folder needed), after warm-up updates, from
-the same seed; as in training between metric rows, the local rule skips its STDP-term diagnostics. Prints a table and writes benchmarks/results/training.json.
+the same seed; as in training between metric rows, the local rule skips its STDP-term diagnostics. On a
+GPU each update is timed to a ``torch.cuda.synchronize`` and the peak is the GPU memory torch allocated.
+Prints a table and writes benchmarks/results/training.json (training_cuda.json on a GPU).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
 
 
-def measure(study_path: str, learning: str, updates: int, threads: int) -> dict:
+def measure(study_path: str, learning: str, updates: int, threads: int, device_name: str = "cpu") -> dict:
     from asymnet import run
     from asymnet.data import Dataset
     from asymnet.data.mnist import DEQUANTIZED
@@ -35,16 +38,24 @@ def measure(study_path: str, learning: str, updates: int, threads: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (2000, 784), generator=gen, dtype=torch.uint8)
     data = Dataset("synthetic", pixels, pixels[:200], rescaling=DEQUANTIZED)
-    model = run.build_model(study, data, torch.device("cpu"), torch.float32)
+    device = torch.device(device_name)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    model = run.build_model(study, data, device, torch.float32)
     for _ in range(3):
-        run.train_step(model, study, data, torch.device("cpu"), torch.float32)
+        run.train_step(model, study, data, device, torch.float32)
+    sync()
     start = time.perf_counter()
     for _ in range(updates):
-        run.train_step(model, study, data, torch.device("cpu"), torch.float32, with_terms=False)
+        run.train_step(model, study, data, device, torch.float32, with_terms=False)
+    sync()
     seconds = (time.perf_counter() - start) / updates
-    return {"learning": learning, "seconds_per_update": seconds,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "n_units": model.network.n_units, "batch_size": study.training.batch_size}
+    row = {"learning": learning, "seconds_per_update": seconds, "device": device_name,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "n_units": model.network.n_units, "batch_size": study.training.batch_size}
+    if device.type == "cuda":
+        row["gpu"] = torch.cuda.get_device_name(device)
+        row["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
 
 
 def main() -> None:
@@ -52,30 +63,34 @@ def main() -> None:
     parser.add_argument("study", nargs="?", default=str(HERE.parent / "studies" / "mnist_stdp.yaml"))
     parser.add_argument("--updates", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--child", choices=["local", "autograd"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.study, args.child, args.updates, args.threads)))
+        print(json.dumps(measure(args.study, args.child, args.updates, args.threads, args.device)))
         return
     rows = []
     for learning in ("local", "autograd"):
         out = subprocess.run([sys.executable, __file__, args.study, "--updates", str(args.updates), "--threads",
-                              str(args.threads), "--child", learning], capture_output=True, text=True, check=True)
+                              str(args.threads), "--device", args.device, "--child", learning],
+                             capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     local, autograd = rows
     ratio = autograd["seconds_per_update"] / local["seconds_per_update"]
-    print(f"study {args.study}: {local['n_units']} units, batch {local['batch_size']}, {args.threads} threads, "
-          f"{args.updates} updates per mode")
-    print(f"{'learning':<10}{'ms/update':>12}{'updates/s':>12}{'peak RSS MiB':>15}")
+    peak = "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib"
+    print(f"study {args.study}: {local['n_units']} units, batch {local['batch_size']}, "
+          f"{local.get('gpu', f'{args.threads} CPU threads')}, {args.updates} updates per mode")
+    print(f"{'learning':<10}{'ms/update':>12}{'updates/s':>12}{'peak GPU MiB' if args.device == 'cuda' else 'peak RSS MiB':>15}")
     for row in rows:
         print(f"{row['learning']:<10}{1000 * row['seconds_per_update']:>12.1f}{1 / row['seconds_per_update']:>12.2f}"
-              f"{row['peak_rss_mib']:>15.0f}")
+              f"{row[peak]:>15.0f}")
     print(f"local rule speed-up over autograd: {ratio:.2f}x")
-    result = {"study": args.study, "threads": args.threads, "updates": args.updates, "rows": rows,
+    result = {"study": args.study, "device": args.device, "threads": args.threads, "updates": args.updates, "rows": rows,
               "speedup_local_over_autograd": ratio, "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "training.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "training_cuda.json" if args.device == "cuda" else "training.json"
+    (HERE / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -95,10 +95,20 @@ def test_alpha_of_exactly_one_is_allowed():
         ("network: {n_hidden: -1}", "spiral.yaml:1: network.n_hidden = -1 is out of range (allowed: n_hidden >= 0)"),
         ("walkback: {step_weight_power: -0.5}",
          "spiral.yaml:1: walkback.step_weight_power = -0.5 is out of range (allowed: step_weight_power >= 0)"),
+        ("walkback: {start_noise: -0.1}",
+         "spiral.yaml:1: walkback.start_noise = -0.1 is out of range (allowed: start_noise >= 0)"),
+        ("walkback: {start_noise_fraction: 0}",
+         "spiral.yaml:1: walkback.start_noise_fraction = 0 is out of range (allowed: 0 < start_noise_fraction <= 1)"),
     ],
 )
 def test_negative_or_zero_sizes_are_out_of_range(text, message):
     assert error_of(text) == message
+
+
+def test_start_noise_with_the_bernoulli_operator_is_refused():
+    assert error_of("operator: {family: bernoulli}\nwalkback: {start_noise: 0.2}\n") == (
+        "spiral.yaml:2: walkback.start_noise = 0.2 adds Gaussian noise to the start of each trajectory, but the "
+        "Bernoulli operator's states are binary; set walkback.start_noise: 0 or operator.family: gaussian")
 
 
 def test_bad_choice_lists_allowed_strings():

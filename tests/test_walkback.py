@@ -134,3 +134,33 @@ def test_final_mean_returns_exactly_the_mean_of_the_last_cooling_step():
     replay.set_state(state)
     clamped = walkback.generate(net, op, p_star, temps, 6, replay, known=known, values=values, final_mean=True)
     assert torch.equal(clamped[:, 0], values[:, 0])
+
+
+@pytest.mark.parametrize("tau_max, fraction", [(0.5, 1.0), (0.5, 0.2), (1.5, 0.05)])
+def test_noisy_starts_have_the_law_of_their_definition(tau_max, fraction):
+    """x + tau eps, tau ~ U(0, tau_max) on a `fraction` of the rows: the untouched rows are x exactly, a
+    `fraction` of them within 5 standard errors, and the noised rows' squared displacement per coordinate
+    has mean E[tau^2] = tau_max^2 / 3 and the fourth moment 3 E[tau^4] = 3 tau_max^4 / 5 of a scale mixture
+    of normals, each within 5 standard errors (200,000 rows)."""
+    n = 200_000
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = walkback.noisy_starts(x, tau_max, torch.Generator().manual_seed(1), fraction)
+    moved = (s != x).all(1)
+    assert ((s == x).all(1) | moved).all()  # a row is noised in every coordinate or in none
+    p = moved.double().mean().item()
+    assert abs(p - fraction) < 5 * math.sqrt(fraction * (1 - fraction) / n) + 1e-12
+    d2 = (s - x)[moved].pow(2)
+    # moments of tau ~ U(0, tau_max): E tau^k = tau_max^k / (k + 1); d^2 = tau^2 eps^2 per coordinate, the 3
+    # coordinates of a row share tau, so the variance of the mean over a row holds their covariance
+    tau = {k: tau_max**k / (k + 1) for k in (2, 4, 8)}
+    second, fourth = tau[2], 3 * tau[4]
+    var_row_d2 = (3 * (fourth - second**2) + 6 * (tau[4] - second**2)) / 9
+    var_row_d4 = (3 * (105 * tau[8] - fourth**2) + 6 * (9 * tau[8] - fourth**2)) / 9
+    rows = d2.shape[0]
+    assert abs(d2.mean().item() - second) < 5 * math.sqrt(var_row_d2 / rows)
+    assert abs(d2.pow(2).mean().item() - fourth) < 5 * math.sqrt(var_row_d4 / rows)
+
+
+def test_noisy_starts_of_zero_noise_are_the_data_itself():
+    x = torch.randn(4, 2)
+    assert walkback.noisy_starts(x, 0.0, None) is x
