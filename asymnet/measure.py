@@ -9,6 +9,8 @@
   standard error, and the relative irreversibility EP / H (H the conditional entropy of one step). For
   images H is put on the 8-bit scale of the visible units (bins of 1/256 of the [0, 1] range); hidden
   units stay differential. For toys H is differential, so the ratio is reported only where H > 0.
+- For 2-D toys (exact score): the learned T = 1 drift against the Langevin drift that keeps the data's law,
+  its slope and relative error (``langevin_drift_slope``, ``langevin_drift_relative_error``).
 
 Everything goes into the run's log under ``/eval`` (names below), with the conventions as root
 attributes, written atomically.
@@ -25,7 +27,8 @@ from tqdm import tqdm
 
 from asymnet import walkback
 from asymnet.data.mnist import bits_per_dim
-from asymnet.metrics import balance, likelihood
+from asymnet.metrics import balance, likelihood, quality
+from asymnet.operators import GaussianOperator
 from asymnet.runlog import add_results
 from asymnet.trained import RunError, TrainedRun, add_common_arguments, load_run, run_command
 
@@ -91,6 +94,24 @@ def gaussian_reference(trained: TrainedRun, generator: torch.Generator) -> dict[
         data.train, data.test, data.rescaling, generator)}
 
 
+def langevin_drift(trained: TrainedRun, n_points: int, generator: torch.Generator) -> dict[str, float]:
+    """For a 2-D toy, whose score is exact: the learned T = 1 drift m(x) - x against the Langevin drift
+    (sigma^2 / 2) grad log p(x) that keeps the data's law (to first order in sigma) under a Gaussian step of
+    per-unit std sigma, at n_points held-out data points (quality.drift_agreement). Proposition 1 asks for
+    that drift; its slope sets how wide the chain's modes come out, and so how often chains cross between
+    them. Only where the chain's state is the visible units alone (no slow hidden units); else nothing."""
+    data, model = trained.data, trained.model
+    if data.toy is None or model.network.n_units != data.n_visible or not isinstance(model.operator, GaussianOperator):
+        return {}
+    x = data.test[:n_points].to(device=trained.device, dtype=next(model.network.parameters()).dtype)
+    with torch.no_grad():
+        drive = model.network(x, 1.0)
+        drift = (model.operator.mean(x, drive) - x).cpu()
+        std = model.operator.std(drive, 1.0).expand_as(x).cpu()
+    exact = 0.5 * std.double().pow(2) * data.toy.score(x.cpu())
+    return {f"langevin_{name}": value for name, value in quality.drift_agreement(drift, exact).items()}
+
+
 def measure(run_dir, n_examples: int = 1000, n_trajectories: int = 100, ep_chains: int = 100, ep_steps: int = 10000,
             ep_burn_in: int = 1000, data_dir: str | None = None, device: str = "cpu", seed: int = 0,
             quiet: bool = True) -> dict[str, float]:
@@ -107,6 +128,7 @@ def measure(run_dir, n_examples: int = 1000, n_trajectories: int = 100, ep_chain
         ("detailed_balance", lambda: detailed_balance(trained.model, trained.study, trained.data, trained.device,
                                                       ep_chains, ep_steps, ep_burn_in, gen)),
         ("gaussian_reference", lambda: gaussian_reference(trained, gen)),
+        ("langevin_drift", lambda: langevin_drift(trained, n_examples, gen)),
     ]:
         clock = time.perf_counter()
         figures.update(measurement())

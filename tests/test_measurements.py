@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from asymnet import inpaint, measure, run, sample, walkback
+from asymnet.data.toy import TOYS
 from asymnet.metrics import likelihood, quality
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator
@@ -136,11 +137,57 @@ def test_measure_writes_bound_below_importance_estimate_and_ep_figures(toy_run):
     figures = measure.measure(toy_run, n_examples=40, n_trajectories=20, ep_chains=16, ep_steps=200, ep_burn_in=50)
     assert figures["test_bound_nats"] <= figures["test_is_nats"]
     assert math.isfinite(figures["ep"]) and figures["ep_stderr"] > 0
+    assert "langevin_drift_slope" not in figures  # slow hidden units: the visible drift depends on them
     with open_log(toy_run) as log:
         for name, value in figures.items():
             stored = float(log["eval"][name][()])
             assert stored == value or (math.isnan(stored) and math.isnan(value))
         assert "log p(s'|s) - log p(s|s')" in log.attrs["ep_convention"]
+
+
+@pytest.mark.parametrize("name", ["mog", "spiral"])
+def test_toy_score_is_the_gradient_of_its_log_density(name):
+    toy = TOYS[name]
+    x = toy.sample(200, torch.Generator().manual_seed(0)) * 1.3  # data and the space around it
+    x.requires_grad_(True)
+    (autograd,) = torch.autograd.grad(toy.log_density(x).sum(), x)
+    assert torch.allclose(toy.score(x.detach()), autograd, rtol=1e-9, atol=1e-9)
+
+
+def test_drift_agreement_of_a_scaled_drift_plus_an_orthogonal_error():
+    exact = torch.randn(500, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    other = torch.randn(500, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    orthogonal = other - (other * exact).sum() / exact.pow(2).sum() * exact  # <orthogonal, exact> = 0
+    figures = quality.drift_agreement(0.7 * exact + orthogonal, exact)
+    ratio = orthogonal.pow(2).sum() / exact.pow(2).sum()
+    assert figures["drift_slope"] == pytest.approx(0.7, rel=1e-12)
+    assert figures["drift_relative_error"] == pytest.approx(math.sqrt(0.3**2 + ratio), rel=1e-12)
+
+
+def test_langevin_drift_compares_the_T1_mean_with_the_exact_langevin_step(tmp_path):
+    """A fast-hidden-unit toy network: the figures equal a recomputation whose exact drift comes from
+    autograd of the toy's log-density, and whose learned drift is operator.mean(x) - x."""
+    from types import SimpleNamespace
+
+    network = RecurrentNetwork(2, 16, phi="tanh", phi_visible="identity", hidden_units="fast", sigma_init=0.07,
+                               generator=torch.Generator().manual_seed(3), temperature_input=True).double()
+    operator = GaussianOperator(0.5, "sqrt_T")
+    data = SimpleNamespace(toy=TOYS["mog"], n_visible=2,
+                           test=TOYS["mog"].sample(300, torch.Generator().manual_seed(4)))
+    trained = SimpleNamespace(data=data, model=SimpleNamespace(network=network, operator=operator),
+                              device=torch.device("cpu"))
+    figures = measure.langevin_drift(trained, 300, torch.Generator())
+
+    x = data.test.clone().requires_grad_(True)
+    (score,) = torch.autograd.grad(TOYS["mog"].log_density(x).sum(), x)
+    with torch.no_grad():
+        drive = network(data.test, 1.0)
+        drift = operator.mean(data.test, drive) - data.test
+        exact = 0.5 * operator.std(drive, 1.0).pow(2) * score
+    slope = (drift * exact).sum() / exact.pow(2).sum()
+    assert figures["langevin_drift_slope"] == pytest.approx(slope.item(), rel=1e-9)
+    assert figures["langevin_drift_relative_error"] == pytest.approx(
+        ((drift - exact).norm() / exact.norm()).item(), rel=1e-9)
 
 
 def test_training_logs_ep_at_every_evaluation(toy_run):

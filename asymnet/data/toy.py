@@ -85,6 +85,19 @@ class ToyDistribution:
         support, log_weights = self._support()
         return torch.cat([_log_isotropic_mixture(chunk, support, self.noise, log_weights) for chunk in points.split(4096)])
 
+    def score(self, points: torch.Tensor, n_curve_points: int = N_CURVE_POINTS) -> torch.Tensor:
+        """grad log p(x) for points (m, 2): sum_k r_k(x) (c_k - x) / noise^2, r_k the responsibility of support
+        point c_k; (m, 2) float64. A curve's support is ``n_curve_points`` midpoints of u (the density's own
+        4,000 by default; fewer for speed, as long as the curve moves less than the noise between them)."""
+        if self.curve is not None:
+            support = self.curve((torch.arange(n_curve_points, dtype=torch.float64) + 0.5) / n_curve_points)
+        else:
+            support = torch.tensor(self.centres, dtype=torch.float64)
+        points = points.to(torch.float64)
+        # |x - c_k|^2 = |x|^2 - 2 x.c_k + |c_k|^2: the |x|^2 term cancels in the softmax over k
+        logits = (points @ support.T - 0.5 * support.pow(2).sum(1)) / self.noise**2
+        return (torch.softmax(logits, dim=1) @ support - points) / self.noise**2
+
 
 @functools.lru_cache(maxsize=None)
 def _reference_occupancy(toy: ToyDistribution, n_bins: int) -> torch.Tensor:

@@ -15,6 +15,16 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
     return 0.5 * (p.to(torch.float64) - q.to(torch.float64)).abs().sum().item()
 
 
+def drift_agreement(drift: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
+    """How a learned drift (m, d) matches an exact one at the same m points: ``drift_slope``, the least-squares
+    slope <drift, exact> / <exact, exact> (1: right strength; below 1 the chain's modes come out wider), and
+    ``drift_relative_error`` ||drift - exact|| / ||exact|| (norms over all points and coordinates)."""
+    drift, exact = drift.to(torch.float64), exact.to(torch.float64)
+    norm2 = exact.pow(2).sum()
+    return {"drift_slope": ((drift * exact).sum() / norm2).item(),
+            "drift_relative_error": ((drift - exact).pow(2).sum() / norm2).sqrt().item()}
+
+
 def mmd2_rbf(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:
     """Squared maximum mean discrepancy with an RBF kernel (Gretton et al. 2012), biased V-statistic.
 
