@@ -14,7 +14,6 @@ from asymnet.metrics.balance import (
     linear_gaussian_stationary,
     linear_operator_matrices,
 )
-from asymnet.networks import RecurrentNetwork
 from asymnet.networks.unet import UNetNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator
 from asymnet.runlog import read_summary
@@ -22,6 +21,7 @@ from asymnet.sampler import ChainSampler
 from tests.conftest import run_cli
 from tests.test_balance import _linear_network, _matrix_with_spectral_radius
 from tests.test_plasticity import _assert_rule_is_autograd, _autograd, _network, _relative_error
+from tests.test_sampler import _network as _sampler_network
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CUDA = torch.device("cuda")
@@ -79,13 +79,7 @@ def test_weighted_local_rule_equals_weighted_autograd_on_cuda(weight_power):
 
 def test_fused_cuda_chain_equals_the_operator_chain():
     """The fused sampler and the plain operator chain draw the same numbers from the same CUDA generator."""
-    gen = torch.Generator().manual_seed(0)
-    net = RecurrentNetwork(4, 6, phi="tanh", sigma_init=0.2, generator=gen, temperature_input=True,
-                           phi_visible="identity").double()
-    with torch.no_grad():
-        net.b.normal_(0.0, 0.3, generator=gen)
-        net.w_T.normal_(0.0, 0.3, generator=gen)
-    net = net.to(CUDA)
+    net = _sampler_network("tanh", "identity").to(CUDA)
     operator = GaussianOperator(0.4, "sqrt_T")
     s = torch.randn(32, net.n_units, dtype=torch.float64, generator=_cuda_generator(1), device=CUDA)
     reference = walkback.run_chain(net, operator, s, 200, _cuda_generator(5), 2.0, fused=False)
@@ -99,13 +93,7 @@ def test_fused_cuda_chain_equals_the_operator_chain():
 def test_cuda_graph_replays_equal_eager_steps(hidden_units, T):
     """ChainSampler.run replays a captured CUDA graph of GRAPH_STEPS steps: the same chain, step count and
     random numbers as stepping eagerly from the same generator (200 = 2 warm-up + 6 x 32 + 6 eager)."""
-    gen = torch.Generator().manual_seed(3)
-    net = RecurrentNetwork(5, 7, phi="tanh", sigma_init=0.2, generator=gen, temperature_input=True,
-                           phi_visible="identity", hidden_units=hidden_units).double()
-    with torch.no_grad():
-        net.b.normal_(0.0, 0.3, generator=gen)
-        net.w_T.normal_(0.0, 0.3, generator=gen)
-    net = net.to(CUDA)
+    net = _sampler_network("tanh", "identity", hidden_units, seed=3).to(CUDA)
     operator = GaussianOperator(0.4, "sqrt_T")
     start = torch.randn(64, net.n_units, dtype=torch.float64, generator=_cuda_generator(1), device=CUDA)
     replayed = ChainSampler(net, operator, start, _cuda_generator(9))
