@@ -94,7 +94,7 @@ def gaussian_reference(trained: TrainedRun, generator: torch.Generator) -> dict[
         data.train, data.test, data.rescaling, generator)}
 
 
-def langevin_drift(trained: TrainedRun, n_points: int, generator: torch.Generator) -> dict[str, float]:
+def langevin_drift(trained: TrainedRun, n_points: int) -> dict[str, float]:
     """For a 2-D toy, whose score is exact: the learned T = 1 drift m(x) - x against the Langevin drift
     (sigma^2 / 2) grad log p(x) that keeps the data's law (to first order in sigma) under a Gaussian step of
     per-unit std sigma, at n_points held-out data points (quality.drift_agreement). Proposition 1 asks for
@@ -128,7 +128,7 @@ def measure(run_dir, n_examples: int = 1000, n_trajectories: int = 100, ep_chain
         ("detailed_balance", lambda: detailed_balance(trained.model, trained.study, trained.data, trained.device,
                                                       ep_chains, ep_steps, ep_burn_in, gen)),
         ("gaussian_reference", lambda: gaussian_reference(trained, gen)),
-        ("langevin_drift", lambda: langevin_drift(trained, n_examples, gen)),
+        ("langevin_drift", lambda: langevin_drift(trained, n_examples)),
     ]:
         clock = time.perf_counter()
         figures.update(measurement())

@@ -10,8 +10,9 @@ One step of the chain, s' = (1 - alpha) s + alpha (W phi(s) + b + w_T log T) + s
 so a step allocates nothing, reads and writes each (chains, n) buffer a handful of times, and leaves
 the GEMM as the only O(chains n^2) work. On a GPU a step is a handful of small kernels whose launches,
 not their work, set the pace for small networks; ``run`` therefore captures GRAPH_STEPS steps at a time in
-a CUDA graph and replays it (one launch for GRAPH_STEPS steps, the same kernels and random numbers). alpha W^T is formed once per sampler (the weights are a
-snapshot: build a new sampler after the network learns). The chain is the one
+a CUDA graph and replays it (one launch for GRAPH_STEPS steps, the same kernels and random numbers).
+alpha W^T is formed once per sampler (the weights are a snapshot: build a new sampler after the network
+learns). The chain is the one
 :func:`asymnet.walkback.run_chain` and :func:`asymnet.walkback.generate` run with the operator's own
 ``sample``: from the same generator state both draw the same normals in the same order, and tests check
 that the trajectories agree to float64 round-off. ``benchmarks/sampling.py`` measures it against the

@@ -89,8 +89,8 @@ class WalkbackConfig:
     step_weight_power p multiplies the gradient through the drift at step t by T_t^p (0: the paper's loss;
     the noise level and the logged loss are not weighted; walkback.walkback_losses). start_noise tau_max: each
     training trajectory starts at x + tau eps, tau ~ U(0, tau_max) per row, eps standard normal, in the data's
-    units (0: at x, the paper's start), for a start_noise_fraction of the rows; it teaches the T = 1 operator to walk back from where the data's
-    trajectories seldom go (walkback.noisy_starts)."""
+    units (0: at x, the paper's start), for a start_noise_fraction of the rows; it teaches the T = 1 operator
+    to walk back from where the data's trajectories seldom go (walkback.noisy_starts)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -224,7 +224,7 @@ def parse_study(text: str, source: str = "<string>", overrides: Sequence[str] = 
             raise StudyError(f"{where}value {raw!r} is not valid YAML ({getattr(error, 'problem', None) or error})") from None
         _set(values, key.strip(), value, where)
     study = _build(Study, values)
-    _check_replicas(study, lambda path: f"{source}:{lines[path]}: " if path in lines else "")
+    _check_joined_keys(study, lambda path: f"{source}:{lines[path]}: " if path in lines else "")
     return study
 
 
@@ -248,7 +248,7 @@ def replica_study(study: Study, r: int) -> Study:
     return replace_in(single, sweep.key, sweep.values[r])
 
 
-def _check_replicas(study: Study, where) -> None:
+def _check_joined_keys(study: Study, where) -> None:
     """The rules that join several keys: walkback.start_noise needs the Gaussian operator; the sweep names
     a sweepable key, gives one valid value per replica, and the network is one the batched program runs
     (``where(path)`` places a key)."""
@@ -302,7 +302,7 @@ def replace_in(study: Study, dotted_key: str, value) -> Study:
     values = study_to_dict(study)
     _set(values, dotted_key, value, "")
     study = _build(Study, values)
-    _check_replicas(study, lambda path: "")
+    _check_joined_keys(study, lambda path: "")
     return study
 
 

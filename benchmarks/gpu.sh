@@ -3,7 +3,7 @@
 # benchmarks on the GPU. Run from the repository root on a machine with a CUDA build of torch:
 #     bash benchmarks/gpu.sh [OUT_DIR]
 # Logs and JSON go to OUT_DIR (default benchmarks/results/gpu); each part has its own time limit, so one
-# that hangs does not take the rest with it. About 6 minutes on an H100/H200.
+# that hangs does not take the rest with it. About 3.5 minutes on an H200 (2026-11-26).
 set -uo pipefail
 out="${1:-benchmarks/results/gpu}"
 mkdir -p "$out"
@@ -20,7 +20,7 @@ part() {  # part NAME SECONDS COMMAND...: run one part under a time limit, log i
 }
 part test_cuda 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 part sampling 150 python3 benchmarks/sampling.py --device cuda --brian --seconds 0.5 --chains 1 256 4096
-cp benchmarks/results/sampling.json "$out/sampling_cuda.json" 2>/dev/null
+cp benchmarks/results/sampling_cuda.json "$out/" 2>/dev/null
 part training 120 python3 benchmarks/training.py --device cuda --updates 60
 cp benchmarks/results/training_cuda.json "$out/" 2>/dev/null
 part images 150 python3 benchmarks/images.py --device cuda --processes 1 --batch 64 --steps 5

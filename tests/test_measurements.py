@@ -176,7 +176,7 @@ def test_langevin_drift_compares_the_T1_mean_with_the_exact_langevin_step(tmp_pa
                            test=TOYS["mog"].sample(300, torch.Generator().manual_seed(4)))
     trained = SimpleNamespace(data=data, model=SimpleNamespace(network=network, operator=operator),
                               device=torch.device("cpu"))
-    figures = measure.langevin_drift(trained, 300, torch.Generator())
+    figures = measure.langevin_drift(trained, 300)
 
     x = data.test.clone().requires_grad_(True)
     (score,) = torch.autograd.grad(TOYS["mog"].log_density(x).sum(), x)

@@ -36,9 +36,9 @@ class ToyDistribution:
     curve: Callable[[torch.Tensor], torch.Tensor] | None = None
     centres: tuple[tuple[float, float], ...] = ()
 
-    def _support(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _support(self, n_curve_points: int = N_CURVE_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
         if self.curve is not None:
-            u = (torch.arange(N_CURVE_POINTS, dtype=torch.float64) + 0.5) / N_CURVE_POINTS
+            u = (torch.arange(n_curve_points, dtype=torch.float64) + 0.5) / n_curve_points
             points = self.curve(u)
         else:
             points = torch.tensor(self.centres, dtype=torch.float64)
@@ -89,10 +89,7 @@ class ToyDistribution:
         """grad log p(x) for points (m, 2): sum_k r_k(x) (c_k - x) / noise^2, r_k the responsibility of support
         point c_k; (m, 2) float64. A curve's support is ``n_curve_points`` midpoints of u (the density's own
         4,000 by default; fewer for speed, as long as the curve moves less than the noise between them)."""
-        if self.curve is not None:
-            support = self.curve((torch.arange(n_curve_points, dtype=torch.float64) + 0.5) / n_curve_points)
-        else:
-            support = torch.tensor(self.centres, dtype=torch.float64)
+        support = self._support(n_curve_points)[0]
         points = points.to(torch.float64)
         # |x - c_k|^2 = |x|^2 - 2 x.c_k + |c_k|^2: the |x|^2 term cancels in the softmax over k
         logits = (points @ support.T - 0.5 * support.pow(2).sum(1)) / self.noise**2
