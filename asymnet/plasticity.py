@@ -27,7 +27,7 @@ float64.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as nnf
@@ -154,6 +154,15 @@ def trajectory_update(
             temporal_norm = temporal.norm().item()
             equal_time_norm = (-grad_W[:m] - temporal).norm().item()  # the two terms sum to dW = -grad_W
     return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm)
+
+
+def add_anchor(update: LocalUpdate, anchor: LocalUpdate, weight: float) -> LocalUpdate:
+    """The walk back's update plus ``weight`` times the score anchor's (walkback.score_anchor_pairs, scored
+    as the one-step trajectory [target, start] at T = 1). The anchor trains the mean only: the noise levels'
+    gradient and the loss are the walk back's."""
+    return replace(update, grad_W=update.grad_W + weight * anchor.grad_W,
+                   grad_b=update.grad_b + weight * anchor.grad_b,
+                   grad_w_T=None if update.grad_w_T is None else update.grad_w_T + weight * anchor.grad_w_T)
 
 
 _LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64)))

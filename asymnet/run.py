@@ -29,7 +29,7 @@ from asymnet.metrics import quality
 from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
 from asymnet.distributed import Shard
 from asymnet.networks import MLPNetwork, RecurrentNetwork, UNetNetwork
-from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
+from asymnet.operators import BernoulliOperator, Drive, GaussianOperator, Operator
 from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
 from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, replica_study, study_to_dict
 from asymnet.trained import CHECKPOINT_NAME, RunError, check_mask, pick_device
@@ -132,13 +132,18 @@ def check_autocast(study: Study, device: torch.device) -> None:
 
 def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_terms: bool = True) -> dict[str, float]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
-    (with the sizes of its STDP and equal-time terms when ``with_terms``). In a data-parallel run this
+    (with the sizes of its STDP and equal-time terms when ``with_terms``), plus walkback.score_anchor's term. In a data-parallel run this
     process takes its rows of the global batch and the gradients are averaged over the processes."""
     net, gen, noise_gen, shard = model.network, model.generator, model.noise_generator, model.shard
     rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-    x = shard.take(walkback.noisy_starts(data.batch(rows, gen, dtype), study.walkback.start_noise, gen,
-                                               study.walkback.start_noise_fraction))
+    clean = data.batch(rows, gen, dtype)
+    x = shard.take(walkback.noisy_starts(clean, study.walkback.start_noise, gen, study.walkback.start_noise_fraction))
     x = (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
+    anchor = None  # (start, target) of walkback.score_anchor's term, drawn from the clean global batch
+    if study.walkback.score_anchor:
+        std = model.operator.std(Drive(None, net.sigma.detach().cpu().to(dtype)), 1.0)
+        pairs = walkback.score_anchor_pairs(clean, std, study.walkback.score_anchor_noise, gen)
+        anchor = tuple(shard.take(a).to(device) for a in pairs)
     n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
     temperatures = schedule.heating_temperatures(n_extra, model.n_heating, study.walkback.heating_factor)
     autocast = torch.autocast(device.type, AUTOCAST_DTYPES.get(study.training.autocast, torch.bfloat16),
@@ -151,6 +156,10 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
     if study.training.learning == "local":
         update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives, with_terms,
                                                 study.walkback.step_weight_power)
+        if anchor:
+            start, target = anchor
+            update = plasticity.add_anchor(update, plasticity.trajectory_update(
+                net, model.operator, [target, start], [1.0], None, False), study.walkback.score_anchor)
         plasticity.write_gradients(net, update)
         loss = update.loss.detach()
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
@@ -158,7 +167,10 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
         with autocast:
             loss = walkback.walkback_losses(net, model.operator, states, temperatures,
                                            study.walkback.step_weight_power).sum()
-        (model.scaler.scale(loss) if model.scaler else loss).backward()
+            total = loss
+            if anchor:
+                total = loss + study.walkback.score_anchor * walkback.score_anchor_loss(net, model.operator, *anchor)
+        (model.scaler.scale(total) if model.scaler else total).backward()
         loss, terms = loss.detach(), []
     reported = torch.cat([loss.reshape(1).to(dtype), torch.tensor(terms, dtype=dtype, device=loss.device)])
     shard.average_([p.grad for p in net.parameters() if p.grad is not None] + [reported])

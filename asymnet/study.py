@@ -90,7 +90,9 @@ class WalkbackConfig:
     the noise level and the logged loss are not weighted; walkback.walkback_losses). start_noise tau_max: each
     training trajectory starts at x + tau eps, tau ~ U(0, tau_max) per row, eps standard normal, in the data's
     units (0: at x, the paper's start), for a start_noise_fraction of the rows; it teaches the T = 1 operator
-    to walk back from where the data's trajectories seldom go (walkback.noisy_starts)."""
+    to walk back from where the data's trajectories seldom go (walkback.noisy_starts). score_anchor lambda
+    adds lambda times a denoising term that anchors the T = 1 operator's mean to the Langevin step of the data
+    smoothed by up to score_anchor_noise (data units; walkback.score_anchor_pairs); 0: the paper's loss."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -101,6 +103,8 @@ class WalkbackConfig:
     step_weight_power: float = _check("non_negative", 0.0)
     start_noise: float = _check("non_negative", 0.0)
     start_noise_fraction: float = _check("unit_open_closed", 1.0)
+    score_anchor: float = _check("non_negative", 0.0)
+    score_anchor_noise: float = _check("non_negative", 0.5)
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,8 @@ def _check_joined_keys(study: Study, where) -> None:
         raise StudyError(f"{where('walkback.start_noise')}walkback.start_noise = {study.walkback.start_noise} adds "
                          "Gaussian noise to the start of each trajectory, but the Bernoulli operator's states are "
                          "binary; set walkback.start_noise: 0 or operator.family: gaussian")
+    if study.walkback.score_anchor:
+        _check_score_anchor(study, where)
     if study.replicas == 1:
         return
     if study.network.kind != "recurrent":
@@ -290,6 +296,28 @@ def _check_joined_keys(study: Study, where) -> None:
     if study.evaluation.inpaint_masks:
         raise StudyError(f"{where('evaluation.inpaint_masks')}evaluation.inpaint_masks reads a single run's "
                          f"checkpoint, but replicas = {study.replicas}; set evaluation.inpaint_masks: []")
+
+
+def _check_score_anchor(study: Study, where) -> None:
+    anchor = f"{where('walkback.score_anchor')}walkback.score_anchor = {study.walkback.score_anchor:g} "
+    if study.operator.family != "gaussian":
+        raise StudyError(f"{anchor}anchors the Gaussian operator's mean to the data's Langevin step, but "
+                         f"operator.family is {study.operator.family}; set walkback.score_anchor: 0 or "
+                         "operator.family: gaussian")
+    if study.network.kind != "recurrent":
+        raise StudyError(f"{anchor}needs network.kind: recurrent (its noise level is one per unit, which sets the "
+                         f"anchor's smoothing), got network.kind: {study.network.kind}; set walkback.score_anchor: 0")
+    if study.network.hidden_units == "slow" and study.network.n_hidden:
+        raise StudyError(f"{anchor}needs a chain whose state is the visible units, but network.hidden_units is "
+                         f"slow with n_hidden = {study.network.n_hidden} (the anchor has no target for hidden "
+                         "units); set network.hidden_units: fast or walkback.score_anchor: 0")
+    if study.replicas > 1:
+        raise StudyError(f"{anchor}is not in the batched replica program (replicas = {study.replicas}); set "
+                         "replicas: 1 and run one study per seed, or walkback.score_anchor: 0")
+    if not study.walkback.score_anchor_noise:
+        raise StudyError(f"{where('walkback.score_anchor_noise')}walkback.score_anchor_noise = 0 leaves the "
+                         "anchor no noise to denoise; give the widest smoothing in data units (e.g. the distance "
+                         "between modes), or set walkback.score_anchor: 0")
 
 
 def replace_in(study: Study, dotted_key: str, value) -> Study:

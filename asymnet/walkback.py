@@ -37,6 +37,43 @@ def noisy_starts(x: torch.Tensor, tau_max: float, generator: torch.Generator | N
     return x + tau * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
+def score_anchor_pairs(x: torch.Tensor, std: torch.Tensor, tau_max: float,
+                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Starts and targets that anchor the T = 1 operator's mean to the data's Langevin step
+    (``walkback.score_anchor``): the start is x + tau eps and the target x + tau (1 - c) eps, with
+    c = std^2 / (2 tau^2) per unit (std: the operator's T = 1 noise level, (n,) or (batch, n)).
+
+    Why: by Tweedie's formula E[x | x + tau eps] = x~ + tau^2 grad log p_tau(x~), so a Gaussian step
+    trained on these pairs has the mean x~ + (std^2 / 2) grad log p_tau(x~): the Langevin step that keeps
+    p_tau, the data smoothed by tau, invariant (to first order in std). The walk back's T = 1 terms have the
+    same fixed point near the data; the anchor also reaches the gaps between modes, where the trajectories
+    that start at the data seldom go and the chain's rare crossings are decided.
+
+    tau is drawn on [tau_min, tau_max], tau_min = max(std) / sqrt(2) (where c = 1 and the target is x
+    itself), with density proportional to tau^-3: log-uniform tau, each pair weighted by (tau_min / tau)^2
+    (denoising score matching's usual weight, which keeps a wide tau's noisy target from dominating), drawn
+    by importance so that every pair has weight 1. Most pairs sit near the data, where the smoothed score
+    is the data's; the few wide ones set the drift in the gaps. tau_max below tau_min: tau = tau_min.
+    Returns (start, target), each shaped like x; no gradient.
+    """
+    with torch.no_grad():
+        tau_min = float(std.max()) / math.sqrt(2.0)
+        tau_max = max(tau_max, tau_min)
+        u = torch.rand(x.shape[0], 1, generator=generator, dtype=x.dtype, device=x.device)
+        tau = (tau_min**-2 - u * (tau_min**-2 - tau_max**-2)).rsqrt()  # inverse CDF of the tau^-3 density
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        c = std.pow(2) / (2.0 * tau.pow(2))
+        return x + tau * eps, x + tau * (1.0 - c) * eps
+
+
+def score_anchor_loss(network: nn.Module, operator: Operator, start: torch.Tensor,
+                      target: torch.Tensor) -> torch.Tensor:
+    """-log p_1(target | start), batch mean, nats, with the noise level detached: the anchor trains the
+    mean only (its targets' spread is not the operator's noise)."""
+    drive = network(start, 1.0)
+    return -operator.log_prob(target, start, Drive(drive.mu, drive.sigma.detach()), 1.0).mean()
+
+
 def settle_hidden(
     network: nn.Module, operator: Operator, x: torch.Tensor, steps: int, generator: torch.Generator | None,
     shard: Shard = Shard(),

@@ -184,21 +184,22 @@ def test_local_rule_refuses_mlp_study():
         plasticity.check_supported(study)
 
 
-@pytest.mark.parametrize("power", [0.0, 0.5])
-def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path, power):
+@pytest.mark.parametrize("power, anchor", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.7)])
+def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path, power, anchor):
     """20 float64 training steps of the run loop, same seed: the two learning modes end at equal weights
-    (with the paper's loss, and with walkback.step_weight_power)."""
+    (with the paper's loss, with walkback.step_weight_power, and with walkback.score_anchor, whose term
+    trains the mean only while sigma is learned)."""
     from asymnet import run as run_module
     from asymnet.data import load_dataset
-    from asymnet.study import parse_study
+    from asymnet.study import parse_study, replace_in
 
     finals = {}
     for learning in ("local", "autograd"):
         study = parse_study(
             "data: {name: spiral, n_train: 500, n_test: 100}\n"
-            "network: {kind: recurrent, n_hidden: 5}\n"
+            f"network: {{kind: recurrent, n_hidden: 5, hidden_units: {'fast' if anchor else 'slow'}}}\n"
             "operator: {sigma: 0.2, learn_sigma: true, noise_scaling: T}\n"
-            f"walkback: {{n_extra_max: 2, settle_steps: 3, step_weight_power: {power}}}\n"
+            f"walkback: {{n_extra_max: 2, settle_steps: 3, step_weight_power: {power}, score_anchor: {anchor}}}\n"
             f"training: {{steps: 20, batch_size: 16, learning_rate: 1.0e-2, learning: {learning}, dtype: float64}}\n"
         )
         data = load_dataset("spiral", 500, 100, None, torch.Generator().manual_seed(0))
@@ -210,6 +211,12 @@ def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(t
     for name, value in finals["autograd"].items():
         assert torch.allclose(finals["local"][name], value, rtol=1e-9, atol=1e-12), name
     assert (finals["local"]["W"] - initial_W).abs().max() > 1e-2  # the weights did move
+    if anchor:  # and the anchor's term moved them: with a negligible weight (same draws) the run ends elsewhere
+        plain = replace_in(study, "walkback.score_anchor", 1e-12)
+        model = run_module.build_model(plain, data, torch.device("cpu"), torch.float64)
+        for _ in range(plain.training.steps):
+            run_module.train_step(model, plain, data, torch.device("cpu"), torch.float64)
+        assert (model.network.W - finals["autograd"]["W"]).abs().max() > 1e-4
 
 
 def _fast_network(seed=0, phi_visible="identity"):
@@ -258,3 +265,28 @@ def test_drive_from_a_first_unit_is_the_tail_of_the_full_drive():
     assert tail.mu.shape == (7, net.n_hidden) and tail.sigma.shape == (net.n_hidden,)
     assert torch.allclose(tail.mu, full.mu[:, net.n_visible:], rtol=1e-13, atol=1e-13)  # GEMM blocking may differ
     assert torch.equal(tail.sigma, full.sigma[net.n_visible:])
+
+
+def test_the_anchors_local_update_is_the_gradient_of_the_walk_back_plus_the_weighted_anchor_loss():
+    """plasticity.add_anchor on the one-step trajectory [target, start] at T = 1 equals autograd of
+    walkback loss + 0.7 * walkback.score_anchor_loss, and the noise level's gradient is the walk back's alone."""
+    net, gen = _fast_network()
+    operator = GaussianOperator(0.5, "sqrt_T")
+    temperatures = [1.0, 1.5, 2.25]
+    x = torch.randn(16, 3, generator=gen, dtype=torch.float64)
+    states, drives = walkback.heating_trajectory_with_drives(net, operator, x, temperatures, gen)
+    start, target = walkback.score_anchor_pairs(x, operator.std(net(x), 1.0).detach(), 0.8, gen)
+    net.zero_grad()
+    walk = walkback.walkback_losses(net, operator, states, temperatures).sum()
+    (walk + 0.7 * walkback.score_anchor_loss(net, operator, start, target)).backward()
+    grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad()
+    walk.detach_()
+    sigma_alone = torch.autograd.grad(walkback.walkback_losses(net, operator, states, temperatures).sum(),
+                                      net.sigma_visible)[0]
+    update = plasticity.add_anchor(plasticity.trajectory_update(net, operator, states, temperatures, drives),
+                                   plasticity.trajectory_update(net, operator, [target, start], [1.0], None, False),
+                                   0.7)
+    _assert_rule_is_autograd(update, walk, grads)
+    assert _relative_error(update.grad_sigma_visible, sigma_alone) < 1e-10
+    assert _relative_error(grads["W"][:3], update.grad_W[:3]) < 1e-10 and (update.grad_W[3:] == 0).all()

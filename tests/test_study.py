@@ -111,6 +111,38 @@ def test_start_noise_with_the_bernoulli_operator_is_refused():
         "Bernoulli operator's states are binary; set walkback.start_noise: 0 or operator.family: gaussian")
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("operator: {family: bernoulli}\nwalkback: {score_anchor: 1}\n",
+         "spiral.yaml:2: walkback.score_anchor = 1 anchors the Gaussian operator's mean to the data's Langevin step, "
+         "but operator.family is bernoulli; set walkback.score_anchor: 0 or operator.family: gaussian"),
+        ("network: {kind: mlp}\nwalkback: {score_anchor: 1}\n",
+         "spiral.yaml:2: walkback.score_anchor = 1 needs network.kind: recurrent (its noise level is one per unit, "
+         "which sets the anchor's smoothing), got network.kind: mlp; set walkback.score_anchor: 0"),
+        ("network: {hidden_units: slow, n_hidden: 8}\nwalkback: {score_anchor: 1}\n",
+         "spiral.yaml:2: walkback.score_anchor = 1 needs a chain whose state is the visible units, but "
+         "network.hidden_units is slow with n_hidden = 8 (the anchor has no target for hidden units); set "
+         "network.hidden_units: fast or walkback.score_anchor: 0"),
+        ("network: {hidden_units: fast}\nreplicas: 2\nwalkback: {score_anchor: 1}\n",
+         "spiral.yaml:3: walkback.score_anchor = 1 is not in the batched replica program (replicas = 2); set "
+         "replicas: 1 and run one study per seed, or walkback.score_anchor: 0"),
+        ("network: {hidden_units: fast}\nwalkback: {score_anchor: 1, score_anchor_noise: 0}\n",
+         "spiral.yaml:2: walkback.score_anchor_noise = 0 leaves the anchor no noise to denoise; give the widest "
+         "smoothing in data units (e.g. the distance between modes), or set walkback.score_anchor: 0"),
+        ("walkback: {score_anchor: -1}",
+         "spiral.yaml:1: walkback.score_anchor = -1 is out of range (allowed: score_anchor >= 0)"),
+    ],
+)
+def test_score_anchor_outside_its_reach_is_refused(text, message):
+    assert error_of(text) == message
+
+
+def test_score_anchor_with_fast_hidden_units_or_none_is_accepted():
+    assert parse_study("network: {hidden_units: fast}\nwalkback: {score_anchor: 2}").walkback.score_anchor == 2.0
+    assert parse_study("network: {n_hidden: 0}\nwalkback: {score_anchor: 1}").walkback.score_anchor_noise == 0.5
+
+
 def test_bad_choice_lists_allowed_strings():
     assert error_of("operator:\n  noise_scaling: sqrtT\n") == (
         "spiral.yaml:2: operator.noise_scaling = 'sqrtT' is not one of: sqrt_T, T"
