@@ -53,7 +53,8 @@ def score_anchor_pairs(x: torch.Tensor, std: torch.Tensor, tau_max: float,
     itself), with density proportional to tau^-3: log-uniform tau, each pair weighted by (tau_min / tau)^2
     (denoising score matching's usual weight, which keeps a wide tau's noisy target from dominating), drawn
     by importance so that every pair has weight 1. Most pairs sit near the data, where the smoothed score
-    is the data's; the few wide ones set the drift in the gaps. tau_max below tau_min: tau = tau_min.
+    is the data's; the few wide ones set the drift in the gaps, which is then the drift of the smoothed
+    data, weaker than the data's (benchmarks/drift_tails.py measures it). tau_max below tau_min: tau = tau_min.
     Returns (start, target), each shaped like x; no gradient.
     """
     with torch.no_grad():
