@@ -104,12 +104,18 @@ def langevin_drift(trained: TrainedRun, n_points: int) -> dict[str, float]:
     if data.toy is None or model.network.n_units != data.n_visible or not isinstance(model.operator, GaussianOperator):
         return {}
     x = data.test[:n_points].to(device=trained.device, dtype=next(model.network.parameters()).dtype)
+    figures = drift_against_langevin(model.network, model.operator, data.toy, x)
+    return {f"langevin_{name}": value for name, value in figures.items()}
+
+
+def drift_against_langevin(network, operator: GaussianOperator, toy, x: torch.Tensor) -> dict[str, float]:
+    """quality.drift_agreement of the learned T = 1 drift m(x) - x and the toy's exact Langevin drift
+    (sigma^2 / 2) grad log p(x) at the points x (m, 2), given on the network's device and in its dtype."""
     with torch.no_grad():
-        drive = model.network(x, 1.0)
-        drift = (model.operator.mean(x, drive) - x).cpu()
-        std = model.operator.std(drive, 1.0).expand_as(x).cpu()
-    exact = 0.5 * std.double().pow(2) * data.toy.score(x.cpu())
-    return {f"langevin_{name}": value for name, value in quality.drift_agreement(drift, exact).items()}
+        drive = network(x, 1.0)
+        drift = (operator.mean(x, drive) - x).cpu()
+        std = operator.std(drive, 1.0).expand_as(x).cpu()
+    return quality.drift_agreement(drift, 0.5 * std.double().pow(2) * toy.score(x.cpu()))
 
 
 def measure(run_dir, n_examples: int = 1000, n_trajectories: int = 100, ep_chains: int = 100, ep_steps: int = 10000,

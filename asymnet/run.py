@@ -132,8 +132,9 @@ def check_autocast(study: Study, device: torch.device) -> None:
 
 def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_terms: bool = True) -> dict[str, float]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
-    (with the sizes of its STDP and equal-time terms when ``with_terms``), plus walkback.score_anchor's term. In a data-parallel run this
-    process takes its rows of the global batch and the gradients are averaged over the processes."""
+    (with the sizes of its STDP and equal-time terms when ``with_terms``), plus walkback.score_anchor's term.
+    In a data-parallel run this process takes its rows of the global batch and the gradients are averaged
+    over the processes."""
     net, gen, noise_gen, shard = model.network, model.generator, model.noise_generator, model.shard
     rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
     clean = data.batch(rows, gen, dtype)
@@ -241,7 +242,7 @@ def replica_train_step(model: ReplicaModel, device, dtype, step: int, with_terms
     for single, data, gen in zip(model.singles, model.datasets, model.generators):
         rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
         x.append(walkback.noisy_starts(data.batch(rows, gen, dtype), study.walkback.start_noise, gen,
-                                               study.walkback.start_noise_fraction).to(device))
+                                       study.walkback.start_noise_fraction).to(device))
         n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
         temperatures.append(schedule.heating_temperatures(n_extra, single.n_heating, study.walkback.heating_factor))
     padded = replicas.Schedule.pad(temperatures, dtype, device)

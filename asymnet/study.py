@@ -253,7 +253,8 @@ def replica_study(study: Study, r: int) -> Study:
 
 
 def _check_joined_keys(study: Study, where) -> None:
-    """The rules that join several keys: walkback.start_noise needs the Gaussian operator; the sweep names
+    """The rules that join several keys: walkback.start_noise needs the Gaussian operator, and
+    walkback.score_anchor a single recurrent network whose state is the visible units; the sweep names
     a sweepable key, gives one valid value per replica, and the network is one the batched program runs
     (``where(path)`` places a key)."""
     sweep = study.replica_sweep

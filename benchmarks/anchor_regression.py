@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     from asymnet import plasticity, walkback
     from asymnet import run as run_module
     from asymnet.data import load_dataset
-    from asymnet.metrics.quality import drift_agreement
+    from asymnet.measure import drift_against_langevin
     from asymnet.operators import Drive
     from asymnet.study import load_study
 
@@ -65,9 +65,7 @@ def main(argv=None) -> None:
         if step % max(args.steps // 4, 1) == 0 or step == args.steps:
             cells = []
             for k, x in probes.items():
-                with torch.no_grad():
-                    drift = op.mean(x, net(x, 1.0)) - x
-                agreement = drift_agreement(drift, 0.5 * std.double().pow(2) * toy.score(x.double()))
+                agreement = drift_against_langevin(net, op, toy, x)
                 cells.append(f"k={k:g}: slope {agreement['drift_slope']:.2f}, error {agreement['drift_relative_error']:.2f}")
             print(f"step {step}: " + " | ".join(cells), flush=True)
 

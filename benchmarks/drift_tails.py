@@ -35,6 +35,7 @@ def widened(toy, n: int, k: float, generator: torch.Generator) -> torch.Tensor:
 
 def main(argv=None) -> None:
     from asymnet import walkback
+    from asymnet.measure import drift_against_langevin
     from asymnet.metrics.quality import drift_agreement
     from asymnet.operators import Drive
     from asymnet.trained import load_run
@@ -53,21 +54,22 @@ def main(argv=None) -> None:
         gen = torch.Generator().manual_seed(0)
         std = op.std(Drive(None, net.sigma.detach()), 1.0)
         points = {k: widened(toy, args.points, k, gen) for k in args.widen}
-        exact = {k: 0.5 * std.pow(2) * toy.score(x) for k, x in points.items()}
 
         def features(x):
             with torch.no_grad():
                 return torch.cat([net.rates(x, 1.0), torch.ones(len(x), 1, dtype=x.dtype)], 1)
 
-        def row(name, drift_of):
+        def row(name, agreement_at):
             cells = []
             for k, x in points.items():
-                agreement = drift_agreement(drift_of(x), exact[k])
+                agreement = agreement_at(x)
                 cells.append(f"k={k:g}: slope {agreement['drift_slope']:.2f}, error {agreement['drift_relative_error']:.2f}")
             print(f"{path} {name}: " + " | ".join(cells), flush=True)
 
-        with torch.no_grad():
-            row("learned", lambda x: op.mean(x, net(x, 1.0)) - x)
+        def fitted(weights):
+            return lambda x: drift_agreement(features(x) @ weights, 0.5 * std.pow(2) * toy.score(x))
+
+        row("learned", lambda x: drift_against_langevin(net, op, toy, x))
         if not args.fit:
             continue
         ridge = 1e-10
@@ -75,14 +77,14 @@ def main(argv=None) -> None:
         phi = features(fit_x)
         gram = phi.T @ phi + ridge * len(fit_x) * torch.eye(phi.shape[1], dtype=phi.dtype)
         best = torch.linalg.solve(gram, phi.T @ (0.5 * std.pow(2) * toy.score(fit_x)))
-        row("least squares on the exact drift", lambda x: features(x) @ best)
+        row("least squares on the exact drift", fitted(best))
         gram, moment = 0.0, 0.0
         for _ in range(10):
             start, target = walkback.score_anchor_pairs(widened(toy, 100_000, 1.0, gen), std, 0.5, gen)
             phi = features(start)
             gram, moment = gram + phi.T @ phi, moment + phi.T @ (target - start)
         anchor = torch.linalg.solve(gram + ridge * 1e6 * torch.eye(phi.shape[1], dtype=phi.dtype), moment)
-        row("least squares on the anchor's targets", lambda x: features(x) @ anchor)
+        row("least squares on the anchor's targets", fitted(anchor))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ def test_alpha_of_exactly_one_is_allowed():
          "spiral.yaml:1: walkback.start_noise = -0.1 is out of range (allowed: start_noise >= 0)"),
         ("walkback: {start_noise_fraction: 0}",
          "spiral.yaml:1: walkback.start_noise_fraction = 0 is out of range (allowed: 0 < start_noise_fraction <= 1)"),
+        ("walkback: {score_anchor: -1}",
+         "spiral.yaml:1: walkback.score_anchor = -1 is out of range (allowed: score_anchor >= 0)"),
     ],
 )
 def test_negative_or_zero_sizes_are_out_of_range(text, message):
@@ -130,8 +132,6 @@ def test_start_noise_with_the_bernoulli_operator_is_refused():
         ("network: {hidden_units: fast}\nwalkback: {score_anchor: 1, score_anchor_noise: 0}\n",
          "spiral.yaml:2: walkback.score_anchor_noise = 0 leaves the anchor no noise to denoise; give the widest "
          "smoothing in data units (e.g. the distance between modes), or set walkback.score_anchor: 0"),
-        ("walkback: {score_anchor: -1}",
-         "spiral.yaml:1: walkback.score_anchor = -1 is out of range (allowed: score_anchor >= 0)"),
     ],
 )
 def test_score_anchor_outside_its_reach_is_refused(text, message):
