@@ -1,6 +1,7 @@
 """Train a toy study's fresh network on the score anchor's term alone, and score its T = 1 drift.
 
     python benchmarks/anchor_regression.py [--study studies/mog.yaml] [--steps 4000] [--set key=value ...]
+        [--preconditioned LR [--ridge 1e-4]] [--long-run STEPS [--chains 1000]]
 
 It separates two reasons a trained run's drift can be wrong: that first-order training of the fixed
 expansion cannot reach the anchor's least-squares optimum in the run's number of steps, or that the walk
@@ -11,6 +12,15 @@ along the run it prints the drift's slope and relative error against the exact L
 (k = 1) and at draws with the noise doubled (k = 2), as ``benchmarks/drift_tails.py`` does for a trained
 run, whose ``--fit`` gives the anchor's least-squares optimum to compare. For studies/mog.yaml on 1 thread:
 40 s for 4,000 steps, 99 s for 16,000.
+
+``--preconditioned LR`` replaces Adam by the same local update multiplied on the presynaptic side by
+(C + ridge I)^-1 sigma^2 / alpha^2, C = E[r r^T] the second moment of the presynaptic rates (and a constant
+1 for the bias) at the anchor's starts, estimated once from 200,000 starts (the fixed expansion makes it
+constant): a Gauss-Newton step of the anchor's quadratic loss, with step size LR on a cosine schedule, as
+recursive least squares (FORCE learning) whitens a readout's input. ``--long-run STEPS`` then runs 1,000
+T = 1 chains of the trained operator from data draws and scores them at 10, 30, ..., STEPS steps as
+``benchmarks/prop1_reference.py`` does (MMD^2 over baseline, occupancy TV, mean log p), so that the mode
+weights a training rule gives can be read without the walk back.
 """
 
 from __future__ import annotations
@@ -38,6 +48,10 @@ def main(argv=None) -> None:
     parser.add_argument("--study", default=str(ROOT / "studies" / "mog.yaml"))
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--preconditioned", type=float, metavar="LR")
+    parser.add_argument("--ridge", type=float, default=1e-4)
+    parser.add_argument("--long-run", type=int, metavar="STEPS")
+    parser.add_argument("--chains", type=int, default=1000)
     args = parser.parse_args(argv)
     study = load_study(args.study, args.overrides)[0]
     gen = torch.Generator().manual_seed(study.seed)
@@ -53,21 +67,48 @@ def main(argv=None) -> None:
     for k in (1.0, 2.0):
         x = toy.sample(20000, gen)
         probes[k] = (x + toy.noise * (k * k - 1.0) ** 0.5 * torch.randn(x.shape, generator=gen, dtype=x.dtype)).float()
+    v = data.n_visible
+    if args.preconditioned is not None:
+        with torch.no_grad():
+            moment = 0.0
+            for _ in range(20):
+                rows = data.train[torch.randint(0, len(data.train), (10000,), generator=gen)]
+                start, _ = walkback.score_anchor_pairs(data.batch(rows, gen, torch.float32), std,
+                                                       study.walkback.score_anchor_noise, gen)
+                rates = torch.cat([net.rates(start, 1.0), torch.ones(len(start), 1)], 1).double()
+                moment = moment + rates.T @ rates / (20 * len(rates))
+            whitening = torch.linalg.inv(moment + args.ridge * torch.eye(len(moment), dtype=moment.dtype)).float()
+            whitening *= float(std.max()) ** 2 / op.alpha**2
     for step in range(1, args.steps + 1):
+        schedule = 0.5 * (1 + math.cos(math.pi * (step - 1) / args.steps))
         for group in optimizer.param_groups:
-            group["lr"] = study.training.learning_rate * 0.5 * (1 + math.cos(math.pi * (step - 1) / args.steps))
+            group["lr"] = study.training.learning_rate * schedule
         rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
         start, target = walkback.score_anchor_pairs(data.batch(rows, gen, torch.float32), std,
                                                     study.walkback.score_anchor_noise, gen)
         optimizer.zero_grad()
         plasticity.write_gradients(net, plasticity.trajectory_update(net, op, [target, start], [1.0], None, False))
-        optimizer.step()
+        if args.preconditioned is None:
+            optimizer.step()
+        else:  # the visible readout (W[:v], b[:v]) only: the rest of the expansion is fixed
+            with torch.no_grad():
+                step_ = torch.cat([net.W.grad[:v], net.b.grad[:v, None]], 1) @ whitening
+                net.W[:v] -= args.preconditioned * schedule * step_[:, :-1]
+                net.b[:v] -= args.preconditioned * schedule * step_[:, -1]
         if step % max(args.steps // 4, 1) == 0 or step == args.steps:
             cells = []
             for k, x in probes.items():
                 agreement = drift_against_langevin(net, op, toy, x)
                 cells.append(f"k={k:g}: slope {agreement['drift_slope']:.2f}, error {agreement['drift_relative_error']:.2f}")
             print(f"step {step}: " + " | ".join(cells), flush=True)
+    if args.long_run:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from prop1_reference import print_result, score_long_run
+
+        with torch.no_grad():
+            result = score_long_run(toy, lambda s, n: walkback.run_chain(net, op, s.float(), n, gen).double(),
+                                    args.long_run, args.chains, gen)
+        print_result(study.name, result)
 
 
 if __name__ == "__main__":

@@ -30,31 +30,53 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
 
 
-def run(toy_name: str, sigma: float, n_steps: int, n_chains: int, seed: int) -> dict:
-    from asymnet.data.toy import TOYS
+def score_long_run(toy, advance, n_steps: int, n_chains: int, generator: torch.Generator) -> dict:
+    """Start n_chains chains at data draws, advance them (``advance(s, k)``: s after k more steps) to 10, 30,
+    ..., n_steps steps and score each stop with the long run's figures; returns the baselines and the curve."""
     from asymnet.metrics.quality import mmd2_rbf, total_variation
     from asymnet.trained import log_spaced_steps
+
+    reference_occupancy = toy.reference_occupancy()
+    held_out = toy.sample(n_chains, generator)
+    baseline_mmd = mmd2_rbf(toy.sample(n_chains, generator), toy.sample(n_chains, generator))
+    baseline_tv = total_variation(toy.occupancy(toy.sample(n_chains, generator)), reference_occupancy)
+    s = toy.sample(n_chains, generator)
+    rows, done, clock = [], 0, time.perf_counter()
+    for stop in log_spaced_steps(n_steps):
+        s = advance(s, stop - done)
+        done = stop
+        points = s.to(torch.float64)
+        rows.append({"step": stop, "mmd_over_baseline": mmd2_rbf(points, held_out) / baseline_mmd,
+                     "occupancy_tv": total_variation(toy.occupancy(points), reference_occupancy),
+                     "mean_log_density": toy.log_density(points).mean().item()})
+    return {"chains": n_chains, "steps": n_steps, "mmd_baseline": baseline_mmd,
+            "occupancy_tv_baseline": baseline_tv, "data_mean_log_density": toy.log_density(held_out).mean().item(),
+            "seconds": time.perf_counter() - clock, "curve": rows}
+
+
+def print_result(label: str, result: dict) -> None:
+    last = result["curve"][-1]
+    print(f"{label} after {last['step']} steps: MMD^2 {last['mmd_over_baseline']:.2f} x "
+          f"baseline; occupancy TV {last['occupancy_tv']:.3f} (data {result['occupancy_tv_baseline']:.3f}); "
+          f"mean log p {last['mean_log_density']:.3f} (data {result['data_mean_log_density']:.3f}); "
+          f"{result['seconds']:.0f} s", flush=True)
+    print("        MMD^2 / baseline by step: " + " ".join(
+        f"{row['step']}:{row['mmd_over_baseline']:.2f}" for row in result["curve"]), flush=True)
+
+
+def run(toy_name: str, sigma: float, n_steps: int, n_chains: int, seed: int) -> dict:
+    from asymnet.data.toy import TOYS
 
     toy = TOYS[toy_name]
     gen = torch.Generator().manual_seed(seed)
     score = lambda x: toy.score(x, n_curve_points=400)  # noqa: E731 (400 points of the curve: see above)
-    reference_occupancy = toy.reference_occupancy()
-    held_out = toy.sample(n_chains, gen)
-    baseline_mmd = mmd2_rbf(toy.sample(n_chains, gen), toy.sample(n_chains, gen))
-    baseline_tv = total_variation(toy.occupancy(toy.sample(n_chains, gen)), reference_occupancy)
-    s = toy.sample(n_chains, gen)
-    rows, done, clock = [], 0, time.perf_counter()
-    for stop in log_spaced_steps(n_steps):
-        for _ in range(stop - done):
+
+    def advance(s, n):
+        for _ in range(n):
             s = s + 0.5 * sigma**2 * score(s) + sigma * torch.randn(s.shape, generator=gen, dtype=s.dtype)
-        done = stop
-        rows.append({"step": stop, "mmd_over_baseline": mmd2_rbf(s, held_out) / baseline_mmd,
-                     "occupancy_tv": total_variation(toy.occupancy(s), reference_occupancy),
-                     "mean_log_density": toy.log_density(s).mean().item()})
-    return {"toy": toy_name, "sigma": sigma, "chains": n_chains, "steps": n_steps, "seed": seed,
-            "mmd_baseline": baseline_mmd, "occupancy_tv_baseline": baseline_tv,
-            "data_mean_log_density": toy.log_density(held_out).mean().item(),
-            "seconds": time.perf_counter() - clock, "curve": rows}
+        return s
+
+    return {"toy": toy_name, "sigma": sigma, "seed": seed, **score_long_run(toy, advance, n_steps, n_chains, gen)}
 
 
 def main(argv=None) -> int:
@@ -73,13 +95,7 @@ def main(argv=None) -> int:
         for sigma in args.sigmas:
             result = run(toy_name, sigma, args.steps, args.chains, args.seed)
             results.append(result)
-            last = result["curve"][-1]
-            print(f"{toy_name:7s} sigma {sigma:<5g} after {last['step']} steps: MMD^2 {last['mmd_over_baseline']:.2f} x "
-                  f"baseline; occupancy TV {last['occupancy_tv']:.3f} (data {result['occupancy_tv_baseline']:.3f}); "
-                  f"mean log p {last['mean_log_density']:.3f} (data {result['data_mean_log_density']:.3f}); "
-                  f"{result['seconds']:.0f} s", flush=True)
-            print("        MMD^2 / baseline by step: " + " ".join(
-                f"{row['step']}:{row['mmd_over_baseline']:.2f}" for row in result["curve"]), flush=True)
+            print_result(f"{toy_name:7s} sigma {sigma:<5g}", result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "runs": results}, indent=2))
     return 0

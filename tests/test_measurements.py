@@ -190,6 +190,57 @@ def test_langevin_drift_compares_the_T1_mean_with_the_exact_langevin_step(tmp_pa
         ((drift - exact).norm() / exact.norm()).item(), rel=1e-9)
 
 
+def _fast_network(n_hidden: int = 16, seed: int = 3) -> RecurrentNetwork:
+    return RecurrentNetwork(2, n_hidden, phi="tanh", phi_visible="identity", hidden_units="fast", sigma_init=0.07,
+                            generator=torch.Generator().manual_seed(seed), temperature_input=True).double()
+
+
+def test_fit_readout_to_langevin_reaches_a_drift_its_features_can_hold_and_leaves_the_rest():
+    """One Gaussian: the exact Langevin step is linear in x, which the identity visible rates hold, so the
+    fitted T = 1 drift matches it at held-out points; the fixed expansion (hidden rows, w_T) is untouched."""
+    from asymnet.data.toy import ToyDistribution
+
+    toy = ToyDistribution("one", noise=0.4, centres=((0.3, -0.2),))
+    network, operator = _fast_network(), GaussianOperator(0.5, "sqrt_T")
+    fixed = [network.W[2:].clone(), network.b[2:].clone(), network.w_T.clone()]
+    measure.fit_readout_to_langevin(network, operator, toy, toy.sample(2000, torch.Generator().manual_seed(0)))
+    figures = measure.drift_against_langevin(network, operator, toy, toy.sample(500, torch.Generator().manual_seed(1)))
+    assert figures["drift_slope"] == pytest.approx(1.0, abs=1e-6)
+    assert figures["drift_relative_error"] < 1e-6
+    for before, after in zip(fixed, [network.W[2:], network.b[2:], network.w_T]):
+        assert torch.equal(before, after)
+
+
+def test_fit_readout_to_langevin_is_the_least_squares_drift_on_the_mixture():
+    """On the mixture the drift is not in the span: the fitted T = 1 drift at the fit points equals the
+    ridge least-squares projection of the autograd Langevin drift on (rates, 1), solved here by SVD
+    (torch.linalg.lstsq, gelsd) on the system augmented with sqrt(ridge m) I, and mapped through
+    mean = (1 - alpha) x + alpha F."""
+    toy, alpha = TOYS["mog"], 0.3
+    network, operator = _fast_network(64), GaussianOperator(alpha, "sqrt_T")
+    x = toy.sample(3000, torch.Generator().manual_seed(2))
+    measure.fit_readout_to_langevin(network, operator, toy, x)
+    points = x.clone().requires_grad_(True)
+    (score,) = torch.autograd.grad(toy.log_density(points).sum(), points)
+    with torch.no_grad():
+        drive = network(x, 1.0)
+        exact = 0.5 * operator.std(drive, 1.0).pow(2) * score
+        features = torch.cat([network.rates(x, 1.0), torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        augmented = torch.cat([features, math.sqrt(1e-10 * len(x)) * torch.eye(features.shape[1], dtype=x.dtype)])
+        targets = torch.cat([x + exact / alpha, torch.zeros(features.shape[1], 2, dtype=x.dtype)])
+        projected = alpha * (features @ torch.linalg.lstsq(augmented, targets, driver="gelsd").solution) - alpha * x
+        fitted = operator.mean(x, drive) - x
+    assert (fitted - projected).norm() / exact.norm() < 1e-6
+    assert (fitted - exact).norm() / exact.norm() > 0.01  # not in the span: the test compares projections
+
+
+def test_fit_readout_to_langevin_refuses_slow_hidden_units():
+    network = RecurrentNetwork(2, 4, generator=torch.Generator().manual_seed(0)).double()
+    with pytest.raises(ValueError, match="chain state is its 2 visible units"):
+        measure.fit_readout_to_langevin(network, GaussianOperator(0.5), TOYS["mog"],
+                                        TOYS["mog"].sample(10, torch.Generator().manual_seed(0)))
+
+
 def test_training_logs_ep_at_every_evaluation(toy_run):
     with open_log(toy_run) as log:
         rows = log["metrics/ep"][()]

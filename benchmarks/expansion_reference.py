@@ -1,0 +1,78 @@
+"""Can a study's own network hold Proposition 1? Its fixed expansion, with the readout fitted to the exact
+Langevin step, run through the long-run test.
+
+    python benchmarks/expansion_reference.py [--study studies/mog.yaml] [--set key=value ...] [--steps 100000] [--chains 1000]
+
+The study's network is built as training builds it (same seed, so the same fixed hidden expansion); only its
+visible readout W[:v], b[:v] is then set, by least squares, to the exact T = 1 Langevin step
+x + (sigma^2 / 2) grad log p(x) of the toy (``asymnet.measure.fit_readout_to_langevin``), at 100,000 data
+draws, 100,000 draws with the noise doubled and 20,000 with it tripled (the gaps between modes). It prints
+the fit's drift slope and relative error at draws widened by k = 1, 2, 2.5 (as ``benchmarks/drift_tails.py``
+scores a trained run), then runs ``--chains`` T = 1 chains of the fitted operator from data draws and scores
+them at 10, 30, ..., ``--steps`` steps with the figures of ``benchmarks/prop1_reference.py``: MMD^2 over its
+data baseline (the bound is 3x), occupancy TV (with its data baseline) and mean log p. A pass here and a
+failure of the trained run mean the failure is in training, not in what the network can represent.
+Writes benchmarks/results/expansion_reference.json. For studies/mog.yaml with a fixed sigma of 0.05:
+about 5 minutes on 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
+sys.path.insert(0, str(HERE))
+
+
+def main(argv=None) -> int:
+    from drift_tails import widened
+    from prop1_reference import print_result, score_long_run
+
+    from asymnet import walkback
+    from asymnet import run as run_module
+    from asymnet.data import load_dataset
+    from asymnet.measure import drift_against_langevin, fit_readout_to_langevin
+    from asymnet.study import load_study
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default=str(HERE.parent / "studies" / "mog.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--steps", type=int, default=100000)
+    parser.add_argument("--chains", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(HERE / "results" / "expansion_reference.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    study = load_study(args.study, args.overrides)[0]
+    gen = torch.Generator().manual_seed(study.seed)
+    data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, None, gen)
+    if data.toy is None or study.network.kind != "recurrent":
+        sys.exit("expansion_reference needs a 2-D toy study with network.kind: recurrent")
+    model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
+    net, op, toy = model.network.double(), model.operator, data.toy
+    fit_points = torch.cat([widened(toy, 100_000, 1.0, gen), widened(toy, 100_000, 2.0, gen),
+                            widened(toy, 20_000, 3.0, gen)])
+    fit_readout_to_langevin(net, op, toy, fit_points)
+    drift = {k: drift_against_langevin(net, op, toy, widened(toy, 20_000, k, gen)) for k in (1.0, 2.0, 2.5)}
+    print(f"{study.name}: least-squares readout, drift at k = 1 / 2 / 2.5: slope "
+          + " / ".join(f"{d['drift_slope']:.2f}" for d in drift.values()) + ", relative error "
+          + " / ".join(f"{d['drift_relative_error']:.2f}" for d in drift.values()), flush=True)
+    net = net.float()
+    result = score_long_run(toy, lambda s, n: walkback.run_chain(net, op, s.float(), n, gen).double(),
+                            args.steps, args.chains, gen)
+    print_result(f"{study.name} (n_hidden {study.network.n_hidden})", result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"torch": torch.__version__, "threads": args.threads,
+                                          "study": args.study, "overrides": args.overrides,
+                                          "drift": {str(k): d for k, d in drift.items()}, **result}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
