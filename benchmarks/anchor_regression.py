@@ -34,15 +34,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's asymnet, installed or not
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main(argv=None) -> None:
+    from drift_tails import widened
+    from prop1_reference import fresh_toy_model, print_result, score_long_run
+
     from asymnet import plasticity, walkback
-    from asymnet import run as run_module
-    from asymnet.data import load_dataset
     from asymnet.measure import drift_against_langevin
     from asymnet.operators import Drive
-    from asymnet.study import load_study
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default=str(ROOT / "studies" / "mog.yaml"))
@@ -53,20 +54,12 @@ def main(argv=None) -> None:
     parser.add_argument("--long-run", type=int, metavar="STEPS")
     parser.add_argument("--chains", type=int, default=1000)
     args = parser.parse_args(argv)
-    study = load_study(args.study, args.overrides)[0]
-    gen = torch.Generator().manual_seed(study.seed)
-    data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, None, gen)
-    if data.toy is None or study.network.kind != "recurrent":
-        sys.exit("anchor_regression needs a 2-D toy study with network.kind: recurrent")
-    model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
+    study, gen, data, model = fresh_toy_model(args.study, args.overrides, "anchor_regression")
     net, op, toy = model.network, model.operator, data.toy
     params = [p for p in (net.W, net.b, net.w_T) if p is not None]
     optimizer = torch.optim.Adam(params, lr=study.training.learning_rate)
     std = op.std(Drive(None, net.sigma.detach()), 1.0)
-    probes = {}
-    for k in (1.0, 2.0):
-        x = toy.sample(20000, gen)
-        probes[k] = (x + toy.noise * (k * k - 1.0) ** 0.5 * torch.randn(x.shape, generator=gen, dtype=x.dtype)).float()
+    probes = {k: widened(toy, 20000, k, gen).float() for k in (1.0, 2.0)}
     v = data.n_visible
     if args.preconditioned is not None:
         with torch.no_grad():
@@ -102,9 +95,6 @@ def main(argv=None) -> None:
                 cells.append(f"k={k:g}: slope {agreement['drift_slope']:.2f}, error {agreement['drift_relative_error']:.2f}")
             print(f"step {step}: " + " | ".join(cells), flush=True)
     if args.long_run:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from prop1_reference import print_result, score_long_run
-
         with torch.no_grad():
             result = score_long_run(toy, lambda s, n: walkback.run_chain(net, op, s.float(), n, gen).double(),
                                     args.long_run, args.chains, gen)

@@ -32,13 +32,10 @@ sys.path.insert(0, str(HERE))
 
 def main(argv=None) -> int:
     from drift_tails import widened
-    from prop1_reference import print_result, score_long_run
+    from prop1_reference import fresh_toy_model, print_result, score_long_run
 
     from asymnet import walkback
-    from asymnet import run as run_module
-    from asymnet.data import load_dataset
     from asymnet.measure import drift_against_langevin, fit_readout_to_langevin
-    from asymnet.study import load_study
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default=str(HERE.parent / "studies" / "mog.yaml"))
@@ -49,12 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "expansion_reference.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    study = load_study(args.study, args.overrides)[0]
-    gen = torch.Generator().manual_seed(study.seed)
-    data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, None, gen)
-    if data.toy is None or study.network.kind != "recurrent":
-        sys.exit("expansion_reference needs a 2-D toy study with network.kind: recurrent")
-    model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
+    study, gen, data, model = fresh_toy_model(args.study, args.overrides, "expansion_reference")
     net, op, toy = model.network.double(), model.operator, data.toy
     fit_points = torch.cat([widened(toy, 100_000, 1.0, gen), widened(toy, 100_000, 2.0, gen),
                             widened(toy, 20_000, 3.0, gen)])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,21 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
+
+
+def fresh_toy_model(study_path: str, overrides: list[str], program: str):
+    """(study, generator, data, model) of a 2-D toy study with a recurrent network, built as training builds
+    them (the study's seed, so the same fixed hidden expansion), on the CPU in float32; exits otherwise."""
+    from asymnet import run as run_module
+    from asymnet.data import load_dataset
+    from asymnet.study import load_study
+
+    study = load_study(study_path, overrides)[0]
+    generator = torch.Generator().manual_seed(study.seed)
+    data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, None, generator)
+    if data.toy is None or study.network.kind != "recurrent":
+        sys.exit(f"{program} needs a 2-D toy study with network.kind: recurrent")
+    return study, generator, data, run_module.build_model(study, data, torch.device("cpu"), torch.float32)
 
 
 def score_long_run(toy, advance, n_steps: int, n_chains: int, generator: torch.Generator) -> dict:
