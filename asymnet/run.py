@@ -20,7 +20,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from asymnet import __version__, distributed, plasticity, plots, replicas, schedule, walkback
+from asymnet import __version__, distributed, plasticity, plots, readout, replicas, schedule, walkback
 from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
 from asymnet.data import DataError, Dataset, find_data_dir, load_dataset
 from asymnet.data.mnist import bits_per_dim, load_mnist
@@ -105,7 +105,12 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
         T_max = schedule.max_temperature(sigma_max, op_cfg.sigma, op_cfg.noise_scaling)
     else:
         T_max = 16.0
-    optimizer = torch.optim.Adam(network.parameters(), lr=study.training.learning_rate)
+    training = study.training
+    if training.optimizer == "least_squares":
+        optimizer = readout.LeastSquaresReadout(network, operator, training.learning_rate, training.ls_step,
+                                                training.ls_memory, training.ls_damping)
+    else:
+        optimizer = torch.optim.Adam(network.parameters(), lr=training.learning_rate)
     p_star = walkback.PStar(network.n_units).to(device=device, dtype=dtype)
     noise_generator = None
     if device.type == "cuda":
@@ -154,6 +159,12 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
         states, drives = walkback.heating_trajectory_with_drives(net, model.operator, s0, temperatures, noise_gen,
                                                                  shard)
     model.optimizer.zero_grad(set_to_none=False)
+    if isinstance(model.optimizer, readout.LeastSquaresReadout):
+        terms = [readout.regression(net, model.operator, states, temperatures, study.walkback.step_weight_power)]
+        if anchor:
+            terms.append(readout.regression(net, model.operator, [anchor[1], anchor[0]], [1.0],
+                                            weight=study.walkback.score_anchor))
+        model.optimizer.accumulate(terms, shard)
     if study.training.learning == "local":
         update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives, with_terms,
                                                 study.walkback.step_weight_power)

@@ -8,7 +8,7 @@ allowed (for an unknown key: the nearest valid spelling). ``parse_study`` does t
 
 Range checks live beside each field, in ``metadata["check"]``, as one of
 ``"positive"`` (> 0), ``"non_negative"`` (>= 0), ``"unit_open_closed"`` (in (0, 1]),
-``"at_least_one"`` (>= 1), ``"above_one"`` (> 1), or a tuple of allowed strings.
+``"unit_closed_open"`` (in [0, 1)), ``"at_least_one"`` (>= 1), ``"above_one"`` (> 1), or a tuple of allowed strings.
 
 ``replicas: R`` trains R independent networks in one batched program (asymnet.replicas); replica r is
 the single run :func:`replica_study` gives (seed + r, or the r-th value of ``replica_sweep``).
@@ -110,7 +110,12 @@ class WalkbackConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """Optimisation. autocast: run the network's forward passes in bfloat16 or float16 (fp16: GPU only,
-    with loss scaling) while the operator's log-probabilities and the weights stay in ``dtype``."""
+    with loss scaling) while the operator's log-probabilities and the weights stay in ``dtype``.
+    optimizer: adam, or least_squares: the recurrent network's readout W, b, w_T moves each step a fraction
+    ls_step (times the schedule's lr / learning_rate) toward the least-squares fit of the walk back's loss
+    over the minibatches, averaged with memory ls_memory (each earlier one's weight shrinks by that factor
+    per step), damped by ls_damping times the Gram matrix's mean diagonal; the noise levels keep Adam
+    (asymnet.readout)."""
 
     steps: int = _check("positive", 2000)
     batch_size: int = _check("positive", 128)
@@ -119,6 +124,10 @@ class TrainingConfig:
     lr_schedule: str = _check(("constant", "cosine"), "constant")
     dtype: str = _check(("float32", "float64"), "float32")
     autocast: str = _check(("none", "bf16", "fp16"), "none")
+    optimizer: str = _check(("adam", "least_squares"), "adam")
+    ls_step: float = _check("unit_open_closed", 0.5)
+    ls_memory: float = _check("unit_closed_open", 0.99)
+    ls_damping: float = _check("non_negative", 1.0e-6)
 
 
 @dataclass(frozen=True)
@@ -284,6 +293,8 @@ def _check_joined_keys(study: Study, where) -> None:
                          "binary; set walkback.start_noise: 0 or operator.family: gaussian")
     if study.walkback.score_anchor:
         _check_score_anchor(study, where)
+    if study.training.optimizer == "least_squares":
+        _check_least_squares(study, where)
     if study.replicas == 1:
         return
     if study.network.kind != "recurrent":
@@ -297,6 +308,21 @@ def _check_joined_keys(study: Study, where) -> None:
     if study.evaluation.inpaint_masks:
         raise StudyError(f"{where('evaluation.inpaint_masks')}evaluation.inpaint_masks reads a single run's "
                          f"checkpoint, but replicas = {study.replicas}; set evaluation.inpaint_masks: []")
+
+
+def _check_least_squares(study: Study, where) -> None:
+    shown = f"{where('training.optimizer')}training.optimizer = least_squares "
+    if study.network.kind != "recurrent":
+        raise StudyError(f"{shown}fits the readout W, b, w_T of the recurrent network, got network.kind: "
+                         f"{study.network.kind}; set training.optimizer: adam")
+    if study.operator.family != "gaussian":
+        raise StudyError(f"{shown}needs the Gaussian operator (its loss is quadratic in the readout), but "
+                         f"operator.family is {study.operator.family}; set training.optimizer: adam")
+    if study.replicas > 1:
+        raise StudyError(f"{shown}is not in the batched replica program (replicas = {study.replicas}); set "
+                         "replicas: 1 and run one study per seed, or training.optimizer: adam")
+    if study.training.autocast == "fp16":
+        raise StudyError(f"{shown}has no fp16 loss scaling; set training.autocast: bf16 or none")
 
 
 def _check_score_anchor(study: Study, where) -> None:
@@ -340,6 +366,7 @@ _RULES = {
     "positive": (lambda x: x > 0, "{} > 0", "a positive integer"),
     "non_negative": (lambda x: x >= 0, "{} >= 0", "a non-negative integer"),
     "unit_open_closed": (lambda x: 0 < x <= 1, "0 < {} <= 1", "an integer in (0, 1]"),
+    "unit_closed_open": (lambda x: 0 <= x < 1, "0 <= {} < 1", "an integer in [0, 1)"),
     "at_least_one": (lambda x: x >= 1, "{} >= 1", "an integer >= 1"),
     "above_one": (lambda x: x > 1, "{} > 1", "an integer > 1"),
 }

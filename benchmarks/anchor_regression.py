@@ -13,6 +13,8 @@ along the run it prints the drift's slope and relative error against the exact L
 run, whose ``--fit`` gives the anchor's least-squares optimum to compare. For studies/mog.yaml on 1 thread:
 40 s for 4,000 steps, 99 s for 16,000.
 
+With ``--set training.optimizer=least_squares`` the readout is trained by asymnet.readout's running least
+squares instead of Adam (the study's ls_step, ls_memory and ls_damping), on the anchor's regression alone.
 ``--preconditioned LR`` replaces Adam by the same local update multiplied on the presynaptic side by
 (C + ridge I)^-1 sigma^2 / alpha^2, C = E[r r^T] the second moment of the presynaptic rates (and a constant
 1 for the bias) at the anchor's starts, estimated once from 200,000 starts (the fixed expansion makes it
@@ -41,7 +43,7 @@ def main(argv=None) -> None:
     from drift_tails import widened
     from prop1_reference import fresh_toy_model, print_result, score_long_run
 
-    from asymnet import plasticity, walkback
+    from asymnet import plasticity, readout, walkback
     from asymnet.measure import drift_against_langevin
     from asymnet.operators import Drive
 
@@ -57,7 +59,12 @@ def main(argv=None) -> None:
     study, gen, data, model = fresh_toy_model(args.study, args.overrides, "anchor_regression")
     net, op, toy = model.network, model.operator, data.toy
     params = [p for p in (net.W, net.b, net.w_T) if p is not None]
-    optimizer = torch.optim.Adam(params, lr=study.training.learning_rate)
+    least_squares = study.training.optimizer == "least_squares"
+    if least_squares and args.preconditioned is not None:
+        parser.error("--preconditioned replaces Adam, and training.optimizer=least_squares replaces it too: give one")
+    optimizer = (readout.LeastSquaresReadout(net, op, study.training.learning_rate, study.training.ls_step,
+                                             study.training.ls_memory, study.training.ls_damping)
+                 if least_squares else torch.optim.Adam(params, lr=study.training.learning_rate))
     std = op.std(Drive(None, net.sigma.detach()), 1.0)
     probes = {k: widened(toy, 20000, k, gen).float() for k in (1.0, 2.0)}
     v = data.n_visible
@@ -81,6 +88,8 @@ def main(argv=None) -> None:
                                                     study.walkback.score_anchor_noise, gen)
         optimizer.zero_grad()
         plasticity.write_gradients(net, plasticity.trajectory_update(net, op, [target, start], [1.0], None, False))
+        if least_squares:
+            optimizer.accumulate([readout.regression(net, op, [target, start], [1.0])])
         if args.preconditioned is None:
             optimizer.step()
         else:  # the visible readout (W[:v], b[:v]) only: the rest of the expansion is fixed

@@ -168,7 +168,8 @@ def test_malformed_file_is_one_error_with_its_line(text, message):
         (
             "training.stepz=3",
             "--set training.stepz=3: unknown key 'training.stepz'; did you mean 'steps'? "
-            "(valid keys: autocast, batch_size, dtype, learning, learning_rate, lr_schedule, steps)",
+            "(valid keys: autocast, batch_size, dtype, learning, learning_rate, lr_schedule, ls_damping, ls_memory, "
+            "ls_step, optimizer, steps)",
         ),
         (
             "trainig.steps=3",
