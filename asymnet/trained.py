@@ -8,7 +8,6 @@ exactly as ``asymnet.run`` built them (same seed), so a toy run's test points ar
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
