@@ -92,7 +92,10 @@ class WalkbackConfig:
     units (0: at x, the paper's start), for a start_noise_fraction of the rows; it teaches the T = 1 operator
     to walk back from where the data's trajectories seldom go (walkback.noisy_starts). score_anchor lambda
     adds lambda times a denoising term that anchors the T = 1 operator's mean to the Langevin step of the data
-    smoothed by up to score_anchor_noise (data units; walkback.score_anchor_pairs); 0: the paper's loss."""
+    smoothed by up to score_anchor_noise (data units; walkback.score_anchor_pairs); 0: the paper's loss.
+    score_anchor_bandwidth h > 0 (2-D toys) replaces the denoising targets by the exact Langevin step of the
+    training set's Gaussian kernel density of bandwidth h at the same starts (walkback.kernel_langevin_step);
+    0: the denoising targets."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -105,6 +108,7 @@ class WalkbackConfig:
     start_noise_fraction: float = _check("unit_open_closed", 1.0)
     score_anchor: float = _check("non_negative", 0.0)
     score_anchor_noise: float = _check("non_negative", 0.5)
+    score_anchor_bandwidth: float = _check("non_negative", 0.0)
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,11 @@ def _check_score_anchor(study: Study, where) -> None:
     if study.replicas > 1:
         raise StudyError(f"{anchor}is not in the batched replica program (replicas = {study.replicas}); set "
                          "replicas: 1 and run one study per seed, or walkback.score_anchor: 0")
+    if study.walkback.score_anchor_bandwidth and study.data.name not in ("spiral", "circle", "mog"):
+        raise StudyError(f"{where('walkback.score_anchor_bandwidth')}walkback.score_anchor_bandwidth = "
+                         f"{study.walkback.score_anchor_bandwidth:g} needs a 2-D toy dataset (a kernel density "
+                         f"of {study.data.name} images is not a density model), got data.name: {study.data.name}; "
+                         "set walkback.score_anchor_bandwidth: 0")
     if not study.walkback.score_anchor_noise:
         raise StudyError(f"{where('walkback.score_anchor_noise')}walkback.score_anchor_noise = 0 leaves the "
                          "anchor no noise to denoise; give the widest smoothing in data units (e.g. the distance "

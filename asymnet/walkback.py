@@ -38,7 +38,8 @@ def noisy_starts(x: torch.Tensor, tau_max: float, generator: torch.Generator | N
 
 
 def score_anchor_pairs(x: torch.Tensor, std: torch.Tensor, tau_max: float,
-                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                       generator: torch.Generator | None, tau_low: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Starts and targets that anchor the T = 1 operator's mean to the data's Langevin step
     (``walkback.score_anchor``): the start is x + tau eps and the target x + tau (1 - c) eps, with
     c = std^2 / (2 tau^2) per unit (std: the operator's T = 1 noise level, (n,) or (batch, n)).
@@ -58,13 +59,30 @@ def score_anchor_pairs(x: torch.Tensor, std: torch.Tensor, tau_max: float,
     Returns (start, target), each shaped like x; no gradient.
     """
     with torch.no_grad():
-        tau_min = float(std.max()) / math.sqrt(2.0)
+        tau_min = max(float(std.max()) / math.sqrt(2.0), tau_low or 0.0)
         tau_max = max(tau_max, tau_min)
         u = torch.rand(x.shape[0], 1, generator=generator, dtype=x.dtype, device=x.device)
         tau = (tau_min**-2 - u * (tau_min**-2 - tau_max**-2)).rsqrt()  # inverse CDF of the tau^-3 density
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         c = std.pow(2) / (2.0 * tau.pow(2))
         return x + tau * eps, x + tau * (1.0 - c) * eps
+
+
+def kernel_langevin_step(start: torch.Tensor, reference: torch.Tensor, bandwidth: float,
+                         std: torch.Tensor) -> torch.Tensor:
+    """start + (std^2 / 2) grad log p_h(start): the exact Langevin step of p_h, the Gaussian kernel density
+    estimate of ``reference`` (N, n) with bandwidth h (``walkback.score_anchor_bandwidth``).
+
+    grad log p_h(x) = (sum_i w_i r_i - x) / h^2 with w = softmax(-|x - r_i|^2 / (2 h^2)): a target without
+    noise, and one that keeps the data's own scale wherever the start is. The denoising targets'
+    mean is the Langevin step of the data smoothed by the start's own noise tau, so a start placed far out
+    by a wide tau gets the weak drift of a wide smoothing; here every start gets the drift of the same
+    narrow smoothing h, which points to the nearest data and grows with the distance to them.
+    start: (batch, n); std: the operator's T = 1 noise level, (n,) or (batch, n). No gradient.
+    """
+    with torch.no_grad():
+        weights = torch.softmax(-torch.cdist(start, reference).pow(2) / (2.0 * bandwidth**2), dim=1)
+        return start + 0.5 * std.pow(2) * (weights @ reference - start) / bandwidth**2
 
 
 def score_anchor_loss(network: nn.Module, operator: Operator, start: torch.Tensor,

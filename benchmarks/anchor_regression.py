@@ -1,7 +1,8 @@
 """Train a toy study's fresh network on the score anchor's term alone, and score its T = 1 drift.
 
     python benchmarks/anchor_regression.py [--study studies/mog.yaml] [--steps 4000] [--set key=value ...]
-        [--preconditioned LR [--ridge 1e-4]] [--long-run STEPS [--chains 1000]]
+        [--preconditioned LR [--ridge 1e-4]] [--kernel H] [--far TAU_FAR [--far-weight W]]
+        [--long-run STEPS [--chains 1000]] [--save PATH]
 
 It separates two reasons a trained run's drift can be wrong: that first-order training of the fixed
 expansion cannot reach the anchor's least-squares optimum in the run's number of steps, or that the walk
@@ -23,6 +24,14 @@ recursive least squares (FORCE learning) whitens a readout's input. ``--long-run
 T = 1 chains of the trained operator from data draws and scores them at 10, 30, ..., STEPS steps as
 ``benchmarks/prop1_reference.py`` does (MMD^2 over baseline, occupancy TV, mean log p), so that the mode
 weights a training rule gives can be read without the walk back.
+
+Two ways to train the far field, where the chains of an exactly fitted readout strayed (README, session
+11). ``--far TAU_FAR`` adds a second batch of denoising pairs with tau on [score_anchor_noise, TAU_FAR]
+(the same tau^-3 density), weighted by ``--far-weight`` (default: their share of the tau^-3 law on
+[tau_min, TAU_FAR], so that the two batches together are that law's loss). ``--kernel H`` replaces every
+target by the exact Langevin step of the training set's Gaussian kernel density of bandwidth H at the same
+start (asymnet.walkback.kernel_langevin_step, as ``walkback.score_anchor_bandwidth`` does in training).
+``--save PATH`` writes the trained network's state_dict.
 """
 
 from __future__ import annotations
@@ -55,6 +64,11 @@ def main(argv=None) -> None:
     parser.add_argument("--ridge", type=float, default=1e-4)
     parser.add_argument("--long-run", type=int, metavar="STEPS")
     parser.add_argument("--chains", type=int, default=1000)
+    parser.add_argument("--far", type=float, metavar="TAU_FAR")
+    parser.add_argument("--far-weight", type=float)
+    parser.add_argument("--kernel", type=float, metavar="H",
+                        help="targets: the exact Langevin step of the training set's Gaussian KDE of bandwidth H")
+    parser.add_argument("--save", metavar="PATH", help="torch.save the trained network's state_dict there")
     args = parser.parse_args(argv)
     study, gen, data, model = fresh_toy_model(args.study, args.overrides, "anchor_regression")
     net, op, toy = model.network, model.operator, data.toy
@@ -68,6 +82,16 @@ def main(argv=None) -> None:
     std = op.std(Drive(None, net.sigma.detach()), 1.0)
     probes = {k: widened(toy, 20000, k, gen).float() for k in (1.0, 2.0)}
     v = data.n_visible
+    if args.kernel:
+        everything = data.batch(data.train, gen, torch.float32)
+
+        def kde_step(x):
+            return walkback.kernel_langevin_step(x, everything, args.kernel, std)
+    if args.far:
+        t_min, t_max = float(std.max()) / math.sqrt(2.0), study.walkback.score_anchor_noise
+        far_weight = args.far_weight if args.far_weight is not None else (
+            (t_max**-2 - args.far**-2) / (t_min**-2 - t_max**-2))
+        print(f"far pairs: tau in [{t_max:g}, {args.far:g}], weight {far_weight:.3g}", flush=True)
     if args.preconditioned is not None:
         with torch.no_grad():
             moment = 0.0
@@ -86,10 +110,23 @@ def main(argv=None) -> None:
         rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
         start, target = walkback.score_anchor_pairs(data.batch(rows, gen, torch.float32), std,
                                                     study.walkback.score_anchor_noise, gen)
+        if args.kernel:
+            target = kde_step(start)
         optimizer.zero_grad()
-        plasticity.write_gradients(net, plasticity.trajectory_update(net, op, [target, start], [1.0], None, False))
+        update = plasticity.trajectory_update(net, op, [target, start], [1.0], None, False)
+        terms = [readout.regression(net, op, [target, start], [1.0])] if least_squares else []
+        if args.far:
+            far_start, far_target = walkback.score_anchor_pairs(data.batch(rows, gen, torch.float32), std, args.far,
+                                                                gen, tau_low=study.walkback.score_anchor_noise)
+            if args.kernel:
+                far_target = kde_step(far_start)
+            update = plasticity.add_anchor(update, plasticity.trajectory_update(
+                net, op, [far_target, far_start], [1.0], None, False), far_weight)
+            if least_squares:
+                terms.append(readout.regression(net, op, [far_target, far_start], [1.0], weight=far_weight))
+        plasticity.write_gradients(net, update)
         if least_squares:
-            optimizer.accumulate([readout.regression(net, op, [target, start], [1.0])])
+            optimizer.accumulate(terms)
         if args.preconditioned is None:
             optimizer.step()
         else:  # the visible readout (W[:v], b[:v]) only: the rest of the expansion is fixed
@@ -103,6 +140,8 @@ def main(argv=None) -> None:
                 agreement = drift_against_langevin(net, op, toy, x)
                 cells.append(f"k={k:g}: slope {agreement['drift_slope']:.2f}, error {agreement['drift_relative_error']:.2f}")
             print(f"step {step}: " + " | ".join(cells), flush=True)
+    if args.save:
+        torch.save(net.state_dict(), args.save)
     if args.long_run:
         with torch.no_grad():
             result = score_long_run(toy, lambda s, n: walkback.run_chain(net, op, s.float(), n, gen).double(),

@@ -184,11 +184,12 @@ def test_local_rule_refuses_mlp_study():
         plasticity.check_supported(study)
 
 
-@pytest.mark.parametrize("power, anchor", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.7)])
-def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path, power, anchor):
+@pytest.mark.parametrize("power, anchor, bandwidth", [(0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (0.0, 0.7, 0.0),
+                                                      (0.0, 0.7, 0.1)])
+def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path, power, anchor, bandwidth):
     """20 float64 training steps of the run loop, same seed: the two learning modes end at equal weights
     (with the paper's loss, with walkback.step_weight_power, and with walkback.score_anchor, whose term
-    trains the mean only while sigma is learned)."""
+    trains the mean only while sigma is learned, with its denoising or its kernel-density targets)."""
     from asymnet import run as run_module
     from asymnet.data import load_dataset
     from asymnet.study import parse_study, replace_in
@@ -199,7 +200,8 @@ def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(t
             "data: {name: spiral, n_train: 500, n_test: 100}\n"
             f"network: {{kind: recurrent, n_hidden: 5, hidden_units: {'fast' if anchor else 'slow'}}}\n"
             "operator: {sigma: 0.2, learn_sigma: true, noise_scaling: T}\n"
-            f"walkback: {{n_extra_max: 2, settle_steps: 3, step_weight_power: {power}, score_anchor: {anchor}}}\n"
+            f"walkback: {{n_extra_max: 2, settle_steps: 3, step_weight_power: {power}, score_anchor: {anchor}, "
+            f"score_anchor_bandwidth: {bandwidth}}}\n"
             f"training: {{steps: 20, batch_size: 16, learning_rate: 1.0e-2, learning: {learning}, dtype: float64}}\n"
         )
         data = load_dataset("spiral", 500, 100, None, torch.Generator().manual_seed(0))
@@ -212,7 +214,8 @@ def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(t
         assert torch.allclose(finals["local"][name], value, rtol=1e-9, atol=1e-12), name
     assert (finals["local"]["W"] - initial_W).abs().max() > 1e-2  # the weights did move
     if anchor:  # and the anchor's term moved them: with a negligible weight (same draws) the run ends elsewhere
-        plain = replace_in(study, "walkback.score_anchor", 1e-12)
+        plain = (replace_in(study, "walkback.score_anchor_bandwidth", 0.0) if bandwidth  # the targets matter
+                 else replace_in(study, "walkback.score_anchor", 1e-12))
         model = run_module.build_model(plain, data, torch.device("cpu"), torch.float64)
         for _ in range(plain.training.steps):
             run_module.train_step(model, plain, data, torch.device("cpu"), torch.float64)

@@ -132,6 +132,9 @@ def test_start_noise_with_the_bernoulli_operator_is_refused():
         ("network: {hidden_units: fast}\nwalkback: {score_anchor: 1, score_anchor_noise: 0}\n",
          "spiral.yaml:2: walkback.score_anchor_noise = 0 leaves the anchor no noise to denoise; give the widest "
          "smoothing in data units (e.g. the distance between modes), or set walkback.score_anchor: 0"),
+        ("network: {hidden_units: fast}\ndata: {name: mnist}\nwalkback: {score_anchor: 1, score_anchor_bandwidth: 0.1}\n",
+         "spiral.yaml:3: walkback.score_anchor_bandwidth = 0.1 needs a 2-D toy dataset (a kernel density of mnist "
+         "images is not a density model), got data.name: mnist; set walkback.score_anchor_bandwidth: 0"),
     ],
 )
 def test_score_anchor_outside_its_reach_is_refused(text, message):

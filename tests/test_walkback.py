@@ -217,3 +217,42 @@ def test_score_anchor_with_tau_max_below_tau_min_is_pure_denoising_at_tau_min():
     start, target = walkback.score_anchor_pairs(x, std, 0.01, torch.Generator().manual_seed(1))
     assert torch.allclose(target, x, atol=1e-12)
     assert abs((start - x).std().item() - 0.2 / math.sqrt(2)) < 0.01
+
+
+def test_score_anchor_pairs_with_tau_low_draw_tau_on_the_upper_range_only():
+    """tau_low raises the lower end (benchmarks/anchor_regression.py --far draws its far pairs so): tau on
+    [tau_low, tau_max] with the same tau^-3 density, Kolmogorov-Smirnov on 50,000 rows (p > 0.01)."""
+    from scipy import stats
+
+    n, tau_low, tau_max = 50_000, 0.5, 3.0
+    std = torch.tensor([0.05, 0.05], dtype=torch.float64)
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    start, target = walkback.score_anchor_pairs(x, std, tau_max, torch.Generator().manual_seed(1), tau_low=tau_low)
+    tau = _anchor_taus(x, start, target, std)
+    assert tau.min() >= tau_low * (1 - 1e-9) and tau.max() <= tau_max * (1 + 1e-9)
+    cdf = lambda t: (tau_low**-2 - t**-2) / (tau_low**-2 - tau_max**-2)  # noqa: E731
+    assert stats.kstest(tau.numpy(), cdf).pvalue > 0.01
+
+
+def test_kernel_langevin_step_is_the_langevin_step_of_the_kernel_density():
+    """Against autograd of log sum_i exp(-|x - r_i|^2 / (2 h^2)), the kernel density's log up to a constant,
+    in float64, with a different noise level per unit: start + (std^2 / 2) grad log p_h to 1e-12."""
+    gen = torch.Generator().manual_seed(0)
+    reference = torch.randn(300, 2, generator=gen, dtype=torch.float64)
+    x = (3 * torch.randn(40, 2, generator=gen, dtype=torch.float64)).requires_grad_()
+    std = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    for h in (0.07, 0.5):
+        (grad,) = torch.autograd.grad(torch.logsumexp(-torch.cdist(x, reference).pow(2) / (2 * h**2), 1).sum(), x)
+        step = walkback.kernel_langevin_step(x.detach(), reference, h, std)
+        assert torch.allclose(step, x.detach() + 0.5 * std**2 * grad, rtol=0, atol=1e-12)
+
+
+def test_kernel_langevin_step_far_from_the_data_points_to_the_nearest_point():
+    """Far from two reference points, the kernel density's drift points to the nearer one with the size
+    (std^2 / 2) distance / h^2 (its weight is 1 to within exp(-70)): the pull grows with the distance, where
+    the denoising targets of a wide tau give the weak drift of a wide smoothing."""
+    reference = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    x = torch.tensor([[4.0, 3.0]], dtype=torch.float64)
+    std, h = torch.tensor([0.1, 0.1], dtype=torch.float64), 0.1
+    drift = walkback.kernel_langevin_step(x, reference, h, std) - x
+    assert torch.allclose(drift, 0.005 * (reference[:1] - x) / h**2, rtol=1e-12, atol=0)
