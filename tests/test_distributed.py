@@ -57,6 +57,7 @@ def _worker(rank: int, world_size: int, init_file: str, study_text: str, out_dir
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         torch.save(_one_step(study_text, Shard(rank, world_size)), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # neither rank tears gloo down while the other may still use it (a teardown race aborted one)
     finally:
         dist.destroy_process_group()
 

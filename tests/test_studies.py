@@ -42,16 +42,24 @@ def test_a_trained_toy_study_matches_its_data(name, tmp_path):
         assert abs(evals["sample_log_density"] - evals["data_log_density"]) < 0.2
 
 
-def test_the_prop1_spiral_study_is_the_spiral_study_with_the_measured_overrides():
-    """studies/spiral_prop1.yaml is what the README's Proposition 1 rows measured: spiral.yaml with their --set
+_PROP1_OVERRIDES = {
+    "spiral": ["walkback.n_extra_max=10", "walkback.start_noise=0.3", "walkback.start_noise_fraction=0.2",
+               "walkback.score_anchor=4", "walkback.score_anchor_bandwidth=0.035"],
+    "mog": ["walkback.n_extra_max=30", "walkback.start_noise=0.5", "walkback.start_noise_fraction=0.2",
+            "walkback.score_anchor=256", "walkback.score_anchor_bandwidth=0.07"],
+}
+
+
+@pytest.mark.parametrize("name", ["spiral", "mog"])
+def test_a_prop1_study_is_its_toy_study_with_the_measured_overrides(name):
+    """studies/<toy>_prop1.yaml is what the README's Proposition 1 rows measured: <toy>.yaml with their --set
     flags, plus the long run; nothing else differs."""
     import dataclasses
 
-    prop1, _ = load_study(REPO / "studies" / "spiral_prop1.yaml")
-    measured, _ = load_study(REPO / "studies" / "spiral.yaml", [
-        "operator.sigma=0.05", "operator.learn_sigma=false", "walkback.n_extra_max=10", "walkback.start_noise=0.3",
-        "walkback.start_noise_fraction=0.2", "walkback.score_anchor=4", "walkback.score_anchor_bandwidth=0.035",
-        "training.optimizer=least_squares"])
-    measured = dataclasses.replace(measured, name="spiral_prop1",
+    prop1, _ = load_study(REPO / "studies" / f"{name}_prop1.yaml")
+    measured, _ = load_study(REPO / "studies" / f"{name}.yaml", [
+        "operator.sigma=0.05", "operator.learn_sigma=false", "training.optimizer=least_squares",
+        *_PROP1_OVERRIDES[name]])
+    measured = dataclasses.replace(measured, name=f"{name}_prop1",
                                    evaluation=dataclasses.replace(measured.evaluation, long_run_steps=100000))
     assert prop1 == measured
