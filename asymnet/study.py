@@ -26,6 +26,9 @@ from typing import get_type_hints
 import yaml
 
 
+TOY_DATASETS = ("spiral", "circle", "mog")  # asymnet.data.toy.TOYS, named here without importing torch
+
+
 def _check(rule, default):
     return field(default=default, metadata={"check": rule})
 
@@ -34,7 +37,7 @@ def _check(rule, default):
 class DataConfig:
     """Which dataset and how much of it."""
 
-    name: str = _check(("spiral", "circle", "mog", "mnist", "cifar10", "svhn", "celeba64"), "spiral")
+    name: str = _check((*TOY_DATASETS, "mnist", "cifar10", "svhn", "celeba64"), "spiral")
     n_train: int = _check("positive", 20000)
     n_test: int = _check("positive", 2000)
     binarize: bool = False
@@ -345,7 +348,7 @@ def _check_score_anchor(study: Study, where) -> None:
     if study.replicas > 1:
         raise StudyError(f"{anchor}is not in the batched replica program (replicas = {study.replicas}); set "
                          "replicas: 1 and run one study per seed, or walkback.score_anchor: 0")
-    if study.walkback.score_anchor_bandwidth and study.data.name not in ("spiral", "circle", "mog"):
+    if study.walkback.score_anchor_bandwidth and study.data.name not in TOY_DATASETS:
         raise StudyError(f"{where('walkback.score_anchor_bandwidth')}walkback.score_anchor_bandwidth = "
                          f"{study.walkback.score_anchor_bandwidth:g} needs a 2-D toy dataset (a kernel density "
                          f"of {study.data.name} images is not a density model), got data.name: {study.data.name}; "

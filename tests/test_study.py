@@ -244,3 +244,10 @@ def test_round_trip_through_plain_dict_and_yaml():
     as_dict = study_to_dict(study)
     assert as_dict["operator"]["family"] == "bernoulli" and isinstance(as_dict["training"], dict)
     assert parse_study(yaml.safe_dump(as_dict)) == study
+
+
+def test_the_study_names_the_same_toys_the_data_package_has():
+    from asymnet.data.toy import TOYS
+    from asymnet.study import TOY_DATASETS
+
+    assert TOY_DATASETS == tuple(TOYS)
