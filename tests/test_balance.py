@@ -1,8 +1,8 @@
 """Detailed-balance violation: the exact linear-Gaussian entropy production against closed forms, and the
 streamed chain estimator on real package networks against the exact value."""
 
-import itertools
 import gc
+import itertools
 import math
 import tracemalloc
 
