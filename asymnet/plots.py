@@ -276,12 +276,14 @@ def plot_stdp_terms(temporal, equal_time, path: str | Path) -> Path:
 
 def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
     """Quality against the number of T = 1 steps after generation (log x axis), one panel per figure,
-    from /samples/long_run; the toy panels show the data's own figure (MMD^2 and occupancy
-    of one data draw, mean log p of held-out data) as a dashed line."""
+    from /samples/long_run; the toy panels show the data's own figure (the mean MMD^2 and occupancy TV of
+    exact data draws, with the draws' 5-95 % band, and the mean log p of held-out data) as a dashed line,
+    and the MMD^2's Monte-Carlo p-value on a log axis."""
     with _open_log(log_path) as log:
         group = log["samples/long_run"]
         steps = group["steps"][()]
         curves = {name: group[name][()] for name in group if not name.startswith("step")}
+        nulls = {name: values[()] for name, values in log.get("samples/long_run_null", {}).items()}
         baselines = {name: float(log[f"eval/long_run_{name}_baseline"][()]) for name in curves
                      if f"eval/long_run_{name}_baseline" in log}
         if "sample_log_density" in curves and "eval/data_log_density" in log:  # toys: the held-out data's mean log p
@@ -292,11 +294,17 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
         ax.plot(steps, values, "o-", ms=4)
         if name in baselines:
             ax.axhline(baselines[name], ls="--", color="0.4",
-                       label="held-out data" if name == "sample_log_density" else "data vs data")
+                       label="held-out data" if name == "sample_log_density" else "exact draws, mean")
             ax.margins(y=0.1)
             if name == "mmd":
                 ax.axhline(3 * baselines[name], ls=":", color="0.4", label="3 x baseline")
+            if name in nulls and len(nulls[name]) > 1:
+                low, high = np.quantile(nulls[name], [0.05, 0.95])
+                ax.axhspan(low, high, color="0.85", zorder=0, label="exact draws, 5-95 %")
             ax.legend(fontsize=8)
+        if name == "mmd_p_value":
+            ax.set_yscale("log")
+            ax.axhline(0.05, ls=":", color="0.4")
         ax.set_xscale("log")
         ax.set_xlabel("T = 1 steps after generation")
         ax.set_title(name)

@@ -387,8 +387,8 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
         reference = data.test[:n].to(torch.float64)
         log.write_samples("data", reference)
         figures["mmd"] = quality.mmd2_rbf(samples[: len(reference)], reference)
-        figures["mmd_baseline"] = quality.mmd2_rbf(data.toy.sample(len(reference), gen),
-                                                   data.toy.sample(len(reference), gen))
+        null_draws = [data.toy.sample(len(reference), gen) for _ in range(quality.NULL_DRAWS)]
+        figures["mmd_baseline"] = quality.mmd2_null(null_draws, reference).mean().item()
         figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
         figures["data_log_density"] = data.toy.log_density(reference).mean().item()
     if data.rescaling is not None and model.network.n_units == data.n_visible:

@@ -2,11 +2,13 @@
 
 Generate by cooling from p* (as at the end of training), then keep applying the T = 1 operator.
 At log-spaced steps (10, 30, 100, ..., ``--steps``) the visible states are stored under
-``/samples/long_run/step_<n>`` and scored with the run's quality figures: MMD^2 to the data for toys
-(with the data's own baseline) and ``occupancy_tv``, the total-variation distance between where the
-chains sit (nearest mixture mode, or tenth of the curve) and where the data sits (with the TV of as many
-data draws as its baseline), the classifier figures for MNIST, pixel-space MMD^2 to test images for
-other image datasets. The curves go to
+``/samples/long_run/step_<n>`` and scored with the run's quality figures: MMD^2 to the test data for
+toys and ``occupancy_tv``, the total-variation distance between where the chains sit (nearest mixture
+mode, or tenth of the curve) and where the data sits; the classifier figures for MNIST; pixel-space MMD^2
+to test images for other image datasets. A toy's baselines are what an exact sampler scores: the same
+figures of ``--null-draws`` exact draws of as many points from the data's law (stored as
+``/samples/long_run_null/<figure>``), averaged; against them each stop's MMD^2 gets a Monte-Carlo p-value
+(``mmd_p_value``: the share of exact draws that score at least as badly). The curves go to
 ``/samples/long_run/<figure>`` (one value per stored step, steps in ``/samples/long_run/steps``), the
 last step's figures to ``/eval/long_run_<figure>``, and a figure to ``RUN_DIR/long_run.png``.
 Proposition 1 of the paper says a converged T = 1 chain keeps the data distribution: the curve shows
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from asymnet import plots, walkback
 from asymnet.metrics import quality
-from asymnet.runlog import add_results
+from asymnet.runlog import add_results, open_log
 from asymnet.trained import RunError, TrainedRun, add_common_arguments, load_run, log_spaced_steps, run_command
 
 
@@ -88,14 +90,36 @@ def parse_args(argv):
     add_common_arguments(parser)
     parser.add_argument("--steps", type=int, default=100000, help="T = 1 steps after generation (default 100000)")
     parser.add_argument("--chains", type=int, help="parallel chains (default: the study's evaluation.n_samples)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the long run stored in the log again with this version's figures, without "
+                             "running the chain (--steps and --chains are then those stored)")
+    parser.add_argument("--null-draws", type=int, default=quality.NULL_DRAWS,
+                        help="toys: exact data draws behind the MMD^2 baseline and p-value "
+                             f"(default {quality.NULL_DRAWS})")
     return parser.parse_args(argv)
 
 
+def toy_null(trained: TrainedRun, n_chains: int, n_draws: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The toy figures of n_draws exact draws of n_chains points from the data's law, scored as the chains
+    are (MMD^2 against the same test points, occupancy TV against the law's own occupancy): what an exact
+    sampler would score. Returns {"mmd": (n_draws,), "occupancy_tv": (n_draws,)}, float64."""
+    toy = trained.data.toy
+    reference = trained.data.test[:n_chains].to(torch.float64)
+    draws = [toy.sample(n_chains, generator).to(torch.float64) for _ in range(n_draws)]
+    occupancy = [quality.total_variation(toy.occupancy(d), toy.reference_occupancy()) for d in draws]
+    return {"mmd": quality.mmd2_null(draws, reference),
+            "occupancy_tv": torch.tensor(occupancy, dtype=torch.float64)}
+
+
 def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_dir: str | None = None,
-                     device: str = "cpu", seed: int = 0, quiet: bool = True) -> dict[str, list[float]]:
-    """Run the long chain of the finished run in ``run_dir`` and write its results into the run's log."""
+                     device: str = "cpu", seed: int = 0, quiet: bool = True,
+                     null_draws: int = quality.NULL_DRAWS) -> dict[str, list[float]]:
+    """Run the long chain of the finished run in ``run_dir`` and write its results into the run's log.
+    For toys the MMD^2 baseline and the occupancy baseline are the means over ``null_draws`` exact draws
+    (``toy_null``), whose MMD^2 figures also give each stop a Monte-Carlo p-value (``mmd_p_value``)."""
     if n_steps < 1:
         raise RunError(f"--steps must be a positive number of T = 1 steps, got {n_steps}")
+    _check_null_draws(null_draws)
     if n_chains is not None and n_chains < 2:
         raise RunError(f"--chains must be at least 2 (the quality figures compare distributions), got {n_chains}")
     trained = load_run(run_dir, data_dir, device)
@@ -103,29 +127,81 @@ def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_di
     scorer = image_scorer(trained, data_dir, quiet, n_chains)
     clock = time.perf_counter()
     stops, samples, curves = long_run(trained, n_steps, n_chains, torch.Generator().manual_seed(seed), scorer, quiet)
-    seconds = time.perf_counter() - clock
+    description = (f"{n_chains} chains, {n_steps} T = 1 steps after cooling from p*, seed {seed}, "
+                   f"{time.perf_counter() - clock:.1f} s on {trained.device}")
+    return _store_long_run(trained, stops, samples, curves, description, seed, null_draws)
+
+
+def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", seed: int = 0, quiet: bool = True,
+                     null_draws: int = quality.NULL_DRAWS) -> dict[str, list[float]]:
+    """Score the long run already stored in ``run_dir``'s log again with this version's figures (a log
+    written before the toy baselines came from many exact draws gets them), without running the chain;
+    the stored states and steps are kept. ``seed`` seeds the exact draws (seed + 1, as in a long run)."""
+    _check_null_draws(null_draws)
+    trained = load_run(run_dir, data_dir, device)
+    with open_log(trained.log_path) as log:
+        if "samples/long_run/steps" not in log:
+            raise RunError(f"{run_dir} has no long run to rescore; run one first: "
+                           f"python -m asymnet.sample {run_dir} --steps 100000")
+        stops = [int(step) for step in log["samples/long_run/steps"][()]]
+        samples = {step: torch.from_numpy(log[f"samples/long_run/step_{step:07d}"][()]) for step in stops}
+        earlier = str(log.attrs.get("long_run", "")).split("; ")[0]
+    scorer = image_scorer(trained, data_dir, quiet, len(samples[stops[0]]))
+    curves = {}
+    for step in stops:
+        for name, value in quality_figures(trained, samples[step], scorer).items():
+            curves.setdefault(name, []).append(value)
+    return _store_long_run(trained, stops, samples, curves, f"{earlier}; rescored", seed, null_draws)
+
+
+def _check_null_draws(null_draws: int) -> None:
+    if null_draws < 1:
+        raise RunError(f"--null-draws must be a positive number of exact data draws, got {null_draws}")
+
+
+def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves: dict, description: str,
+                    seed: int, null_draws: int) -> dict[str, list[float]]:
+    """Add the toys' exact-draw baselines and p-values to the curves, write everything into the log (the
+    states, the curves, the last stop's figures under /eval), draw long_run.png; returns the curves."""
+    n_chains = len(samples[stops[-1]])
+    if trained.data.toy is not None:
+        null = toy_null(trained, n_chains, null_draws, torch.Generator().manual_seed(seed + 1))
+        curves["mmd_p_value"] = [quality.null_p_value(value, null["mmd"]) for value in curves["mmd"]]
+        description += f"; toy baselines and p-values from {null_draws} exact data draws"
     stored = {"long_run/steps": torch.tensor(stops)}
     stored.update({f"long_run/step_{step:07d}": visible for step, visible in samples.items()})
     stored.update({f"long_run/{name}": torch.tensor(values, dtype=torch.float64) for name, values in curves.items()})
     evals = {f"long_run_{name}": values[-1] for name, values in curves.items()}
-    evals["long_run_steps"] = float(n_steps)
+    evals["long_run_steps"] = float(stops[-1])
     if trained.data.toy is not None:
-        gen = torch.Generator().manual_seed(seed + 1)
-        toy = trained.data.toy
-        evals["long_run_mmd_baseline"] = quality.mmd2_rbf(toy.sample(n_chains, gen), toy.sample(n_chains, gen))
-        evals["long_run_occupancy_tv_baseline"] = quality.total_variation(toy.occupancy(toy.sample(n_chains, gen)),
-                                                                          toy.reference_occupancy())
-    add_results(trained.log_path, evals=evals, samples=stored,
-                attrs={"long_run": f"{n_chains} chains, {n_steps} T = 1 steps after cooling from p*, seed {seed}, "
-                                   f"{seconds:.1f} s on {trained.device}"})
+        evals["long_run_mmd_baseline"] = null["mmd"].mean().item()
+        if null_draws > 1:  # the baseline's own standard error: the spread of the draws over sqrt(draws)
+            evals["long_run_mmd_baseline_stderr"] = (null["mmd"].std() / null_draws**0.5).item()
+        evals["long_run_occupancy_tv_baseline"] = null["occupancy_tv"].mean().item()
+        stored.update({f"long_run_null/{name}": values for name, values in null.items()})
+    add_results(trained.log_path, evals=evals, samples=stored, attrs={"long_run": description})
     plots.plot_long_run(trained.log_path, trained.run_dir / "long_run.png")
     return curves
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return run_command("asymnet.sample", lambda: {f"long_run_{name}": values[-1] for name, values in measure_long_run(
-        args.run_dir, args.steps, args.chains, args.data, args.device, args.seed, args.quiet).items()})
+    if args.rescore:
+        measurement = lambda: rescore_long_run(  # noqa: E731
+            args.run_dir, args.data, args.device, args.seed, args.quiet, args.null_draws)
+    else:
+        measurement = lambda: measure_long_run(  # noqa: E731
+            args.run_dir, args.steps, args.chains, args.data, args.device, args.seed, args.quiet, args.null_draws)
+    return run_command("asymnet.sample", lambda: printed_figures(args.run_dir, measurement()))
+
+
+def printed_figures(run_dir, curves: dict[str, list[float]]) -> dict[str, float]:
+    """What the command prints: each figure at the last stop, and the toys' baselines beside them."""
+    figures = {f"long_run_{name}": values[-1] for name, values in curves.items()}
+    with open_log(run_dir) as log:
+        figures.update({name: float(log["eval"][name][()]) for name in ("long_run_mmd_baseline",
+                        "long_run_mmd_baseline_stderr", "long_run_occupancy_tv_baseline") if name in log["eval"]})
+    return figures
 
 
 if __name__ == "__main__":

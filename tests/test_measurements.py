@@ -74,8 +74,80 @@ def test_long_run_stores_log_spaced_samples_whose_recomputed_mmd_matches_the_cur
     assert quality.total_variation(toy.occupancy(stored.to(torch.float64)), toy.reference_occupancy()) == \
         pytest.approx(curves["occupancy_tv"][-1], rel=1e-12)
     with open_log(toy_run) as log:
-        assert 0.0 < float(log["eval/long_run_occupancy_tv_baseline"][()]) < 0.5
+        null_mmd = torch.from_numpy(log["samples/long_run_null/mmd"][()])
+        null_tv = torch.from_numpy(log["samples/long_run_null/occupancy_tv"][()])
+        p_values = log["samples/long_run/mmd_p_value"][()]
+        baselines = [float(log[f"eval/long_run_{name}_baseline"][()]) for name in ("mmd", "occupancy_tv")]
+        assert "toy baselines and p-values from 20 exact data draws" in log.attrs["long_run"]
+    # the baselines are the means of quality.NULL_DRAWS exact draws from the data's law, scored as the chains
+    # are (the log stores samples as float32, hence rel=1e-6 on the stored draws)
+    generator = torch.Generator().manual_seed(4 + 1)
+    draws = [toy.sample(100, generator).to(torch.float64) for _ in range(quality.NULL_DRAWS)]
+    exact_mmd = torch.tensor([quality.mmd2_rbf(d, reference) for d in draws], dtype=torch.float64)
+    assert null_mmd.tolist() == pytest.approx(exact_mmd.tolist(), rel=1e-6)
+    assert null_tv.tolist() == pytest.approx([quality.total_variation(toy.occupancy(d), toy.reference_occupancy())
+                                              for d in draws], rel=1e-6)
+    assert baselines == pytest.approx([exact_mmd.mean().item(), null_tv.double().mean().item()], rel=1e-6)
+    with open_log(toy_run) as log:
+        stderr = float(log["eval/long_run_mmd_baseline_stderr"][()])
+    assert stderr == pytest.approx(exact_mmd.std().item() / math.sqrt(quality.NULL_DRAWS), rel=1e-6)
+    assert 0.0 < baselines[1] < 0.5
+    assert p_values.tolist() == pytest.approx([(1 + (exact_mmd >= value).sum().item()) / 21 for value in curves["mmd"]],
+                                              rel=1e-6)
+    assert curves["mmd_p_value"] == pytest.approx(p_values.tolist(), rel=1e-6)
     assert (toy_run / "long_run.png").stat().st_size > 0
+
+
+def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states(toy_run, tmp_path):
+    import shutil
+
+    curves = sample.measure_long_run(toy_run, 100, n_chains=60, seed=2)
+    with open_log(toy_run) as log:
+        states = log["samples/long_run/step_0000100"][()]
+        evals = {name: float(log["eval"][name][()]) for name in log["eval"] if name.startswith("long_run")}
+    with h5py.File(toy_run / "log.h5", "r+") as log:  # an older log: one data draw as its baseline, no p-value
+        log["eval/long_run_mmd_baseline"][()] = 1.0
+        del log["samples/long_run/mmd_p_value"], log["samples/long_run_null"]
+    result = run_cli(toy_run, "--rescore", "--seed", "2", module="asymnet.sample")
+    assert result.returncode == 0, result.stderr
+    assert f"long_run_mmd_baseline  {evals['long_run_mmd_baseline']:.6g}" in result.stdout
+    with open_log(toy_run) as log:
+        assert (log["samples/long_run/step_0000100"][()] == states).all()
+        assert log["samples/long_run/mmd_p_value"][()].tolist() == pytest.approx(curves["mmd_p_value"], rel=1e-6)
+        assert {name: float(log["eval"][name][()]) for name in evals} == pytest.approx(evals, rel=1e-6)
+        assert log.attrs["long_run"].startswith("60 chains, 100 T = 1 steps after cooling from p*, seed 2")
+        assert "; rescored; toy baselines and p-values from 20 exact data draws" in log.attrs["long_run"]
+    bare = tmp_path / "bare"
+    shutil.copytree(toy_run, bare)
+    with h5py.File(bare / "log.h5", "r+") as log:
+        del log["samples/long_run"]
+    digest = _digest(bare / "log.h5")
+    result = run_cli(bare, "--rescore", module="asymnet.sample")
+    assert result.returncode == 2
+    assert f"asymnet.sample: error: {bare} has no long run to rescore; run one first: python -m asymnet.sample" \
+        in result.stderr
+    assert _digest(bare / "log.h5") == digest
+
+
+def test_the_mmd_p_value_of_an_exact_sampler_is_uniform_and_a_wrong_one_is_the_smallest():
+    """Monte-Carlo test: an exact sample is exchangeable with the null's draws, so P(p <= k / 20) = k / 20 for
+    19 draws (here k = 2: 0.1, within 3 binomial standard deviations over 400 trials); a sample from a
+    shifted law scores worse than every exact draw, so its p-value is 1 / 20."""
+    generator = torch.Generator().manual_seed(0)
+    draw = lambda: torch.randn(40, 2, generator=generator, dtype=torch.float64)  # noqa: E731
+    exact, shifted = [], []
+    for _ in range(400):
+        reference = draw()
+        null = quality.mmd2_null([draw() for _ in range(19)], reference)
+        exact.append(quality.null_p_value(quality.mmd2_rbf(draw(), reference), null))
+        shifted.append(quality.null_p_value(quality.mmd2_rbf(draw() + 1.5, reference), null))
+    share = sum(p <= 0.1 + 1e-12 for p in exact) / 400
+    assert abs(share - 0.1) < 3 * math.sqrt(0.1 * 0.9 / 400)
+    assert set(p for p in exact) <= {k / 20 for k in range(1, 21)}
+    assert shifted == [1 / 20] * 400
+    assert quality.null_p_value(2.0, torch.tensor([1.0, 2.0, 3.0])) == 3 / 4  # ties count against the sample
+    with pytest.raises(ValueError, match="mmd2_null needs at least one draw"):
+        quality.mmd2_null([], reference)
 
 
 def test_regions_are_the_nearest_mode_or_the_tenth_of_the_curve():
@@ -310,6 +382,7 @@ def test_an_unfinished_run_is_refused_and_left_alone(toy_run, tmp_path):
     (["--steps", "0"], "--steps must be a positive number"),
     (["--steps", "-5"], "--steps must be a positive number"),
     (["--steps", "10", "--chains", "1"], "--chains must be at least 2"),
+    (["--steps", "10", "--null-draws", "0"], "--null-draws must be a positive number of exact data draws"),
 ])
 def test_a_non_positive_step_count_is_one_error_and_nothing_changes(toy_run, args, phrase):
     digest = _digest(toy_run / "log.h5")
