@@ -375,20 +375,27 @@ def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> 
     log.append("antisymmetric_norm", step, figures.antisymmetric_norm)
 
 
+def toy_mmd_baseline(study: Study, data: Dataset, reference: torch.Tensor) -> float:
+    """The end of training's MMD^2 baseline of a toy: the mean MMD^2 of quality.NULL_DRAWS exact draws of
+    len(reference) points against ``reference`` (the test points the samples are scored against), from the
+    study's seed + 7877 stream."""
+    gen = torch.Generator().manual_seed(study.seed + 7877)
+    draws = [data.toy.sample(len(reference), gen) for _ in range(quality.NULL_DRAWS)]
+    return quality.mmd2_null(draws, reference).mean().item()
+
+
 def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
                      scorer: "ImageScorer | None" = None) -> dict[str, float]:
     """Samples, the held-out bound, and the sample-quality figures of the dataset."""
     samples = generate_visible(model, study, data, device)
     n = len(samples)
-    gen = torch.Generator().manual_seed(study.seed + 7877)
     log.write_samples("final", samples)
     figures = {"bound": held_out_bound(model, study, data, device, dtype, study.training.steps)}
     if data.toy is not None:
         reference = data.test[:n].to(torch.float64)
         log.write_samples("data", reference)
         figures["mmd"] = quality.mmd2_rbf(samples[: len(reference)], reference)
-        null_draws = [data.toy.sample(len(reference), gen) for _ in range(quality.NULL_DRAWS)]
-        figures["mmd_baseline"] = quality.mmd2_null(null_draws, reference).mean().item()
+        figures["mmd_baseline"] = toy_mmd_baseline(study, data, reference)
         figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
         figures["data_log_density"] = data.toy.log_density(reference).mean().item()
     if data.rescaling is not None and model.network.n_units == data.n_visible:

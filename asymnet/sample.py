@@ -135,8 +135,9 @@ def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_di
 def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", seed: int = 0, quiet: bool = True,
                      null_draws: int = quality.NULL_DRAWS) -> dict[str, list[float]]:
     """Score the long run already stored in ``run_dir``'s log again with this version's figures (a log
-    written before the toy baselines came from many exact draws gets them), without running the chain;
-    the stored states and steps are kept. ``seed`` seeds the exact draws (seed + 1, as in a long run)."""
+    written before the toy baselines came from many exact draws gets them, and a toy's end-of-training
+    ``mmd_baseline`` too), without running the chain; the stored states and steps are kept. ``seed`` seeds
+    the long run's exact draws (seed + 1, as in a long run)."""
     _check_null_draws(null_draws)
     trained = load_run(run_dir, data_dir, device)
     with open_log(trained.log_path) as log:
@@ -151,6 +152,13 @@ def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", 
     for step in stops:
         for name, value in quality_figures(trained, samples[step], scorer).items():
             curves.setdefault(name, []).append(value)
+    if trained.data.toy is not None:  # the end of training's baseline, as training now computes it
+        from asymnet.run import toy_mmd_baseline
+
+        with open_log(trained.log_path) as log:
+            n_final = log["samples/final"].shape[0]
+        reference = trained.data.test[:n_final].to(torch.float64)
+        add_results(trained.log_path, evals={"mmd_baseline": toy_mmd_baseline(trained.study, trained.data, reference)})
     return _store_long_run(trained, stops, samples, curves, f"{earlier}; rescored", seed, null_draws)
 
 

@@ -107,6 +107,8 @@ def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states
         evals = {name: float(log["eval"][name][()]) for name in log["eval"] if name.startswith("long_run")}
     with h5py.File(toy_run / "log.h5", "r+") as log:  # an older log: one data draw as its baseline, no p-value
         log["eval/long_run_mmd_baseline"][()] = 1.0
+        mmd_baseline = float(log["eval/mmd_baseline"][()])
+        log["eval/mmd_baseline"][()] = 1.0
         del log["samples/long_run/mmd_p_value"], log["samples/long_run_null"]
     result = run_cli(toy_run, "--rescore", "--seed", "2", module="asymnet.sample")
     assert result.returncode == 0, result.stderr
@@ -115,6 +117,7 @@ def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states
         assert (log["samples/long_run/step_0000100"][()] == states).all()
         assert log["samples/long_run/mmd_p_value"][()].tolist() == pytest.approx(curves["mmd_p_value"], rel=1e-6)
         assert {name: float(log["eval"][name][()]) for name in evals} == pytest.approx(evals, rel=1e-6)
+        assert float(log["eval/mmd_baseline"][()]) == mmd_baseline  # the end of training's, as training wrote it
         assert log.attrs["long_run"].startswith("60 chains, 100 T = 1 steps after cooling from p*, seed 2")
         assert "; rescored; toy baselines and p-values from 20 exact data draws" in log.attrs["long_run"]
     bare = tmp_path / "bare"
