@@ -44,7 +44,7 @@ def test_a_trained_toy_study_matches_its_data(name, tmp_path):
 
 _PROP1_OVERRIDES = {
     "spiral": ["walkback.n_extra_max=10", "walkback.start_noise=0.3", "walkback.start_noise_fraction=0.2",
-               "walkback.score_anchor=4", "walkback.score_anchor_bandwidth=0.035"],
+               "walkback.score_anchor=64", "walkback.score_anchor_bandwidth=0.035"],
     "mog": ["walkback.n_extra_max=30", "walkback.start_noise=0.5", "walkback.start_noise_fraction=0.2",
             "walkback.score_anchor=256", "walkback.score_anchor_bandwidth=0.07"],
 }
