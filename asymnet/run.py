@@ -380,8 +380,7 @@ def toy_mmd_baseline(study: Study, data: Dataset, reference: torch.Tensor) -> fl
     len(reference) points against ``reference`` (the test points the samples are scored against), from the
     study's seed + 7877 stream."""
     gen = torch.Generator().manual_seed(study.seed + 7877)
-    draws = [data.toy.sample(len(reference), gen) for _ in range(quality.NULL_DRAWS)]
-    return quality.mmd2_null(draws, reference).mean().item()
+    return quality.toy_null(data.toy, reference, len(reference), quality.NULL_DRAWS, gen)["mmd"].mean().item()
 
 
 def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,

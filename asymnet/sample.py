@@ -99,24 +99,12 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def toy_null(trained: TrainedRun, n_chains: int, n_draws: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """The toy figures of n_draws exact draws of n_chains points from the data's law, scored as the chains
-    are (MMD^2 against the same test points, occupancy TV against the law's own occupancy): what an exact
-    sampler would score. Returns {"mmd": (n_draws,), "occupancy_tv": (n_draws,)}, float64."""
-    toy = trained.data.toy
-    reference = trained.data.test[:n_chains].to(torch.float64)
-    draws = [toy.sample(n_chains, generator).to(torch.float64) for _ in range(n_draws)]
-    occupancy = [quality.total_variation(toy.occupancy(d), toy.reference_occupancy()) for d in draws]
-    return {"mmd": quality.mmd2_null(draws, reference),
-            "occupancy_tv": torch.tensor(occupancy, dtype=torch.float64)}
-
-
 def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_dir: str | None = None,
                      device: str = "cpu", seed: int = 0, quiet: bool = True,
                      null_draws: int = quality.NULL_DRAWS) -> dict[str, list[float]]:
     """Run the long chain of the finished run in ``run_dir`` and write its results into the run's log.
     For toys the MMD^2 baseline and the occupancy baseline are the means over ``null_draws`` exact draws
-    (``toy_null``), whose MMD^2 figures also give each stop a Monte-Carlo p-value (``mmd_p_value``)."""
+    (``quality.toy_null``), whose MMD^2 figures also give each stop a Monte-Carlo p-value (``mmd_p_value``)."""
     if n_steps < 1:
         raise RunError(f"--steps must be a positive number of T = 1 steps, got {n_steps}")
     _check_null_draws(null_draws)
@@ -147,6 +135,7 @@ def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", 
         stops = [int(step) for step in log["samples/long_run/steps"][()]]
         samples = {step: torch.from_numpy(log[f"samples/long_run/step_{step:07d}"][()]) for step in stops}
         earlier = str(log.attrs.get("long_run", "")).split("; ")[0]
+        n_final = log["samples/final"].shape[0]  # the end of training's samples, scored against test[:n_final]
     scorer = image_scorer(trained, data_dir, quiet, len(samples[stops[0]]))
     curves = {}
     for step in stops:
@@ -155,8 +144,6 @@ def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", 
     if trained.data.toy is not None:  # the end of training's baseline, as training now computes it
         from asymnet.run import toy_mmd_baseline
 
-        with open_log(trained.log_path) as log:
-            n_final = log["samples/final"].shape[0]
         reference = trained.data.test[:n_final].to(torch.float64)
         add_results(trained.log_path, evals={"mmd_baseline": toy_mmd_baseline(trained.study, trained.data, reference)})
     return _store_long_run(trained, stops, samples, curves, f"{earlier}; rescored", seed, null_draws)
@@ -173,7 +160,9 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
     states, the curves, the last stop's figures under /eval), draw long_run.png; returns the curves."""
     n_chains = len(samples[stops[-1]])
     if trained.data.toy is not None:
-        null = toy_null(trained, n_chains, null_draws, torch.Generator().manual_seed(seed + 1))
+        reference = trained.data.test[:n_chains].to(torch.float64)  # as quality_figures scores the chains
+        null = quality.toy_null(trained.data.toy, reference, n_chains, null_draws,
+                                torch.Generator().manual_seed(seed + 1))
         curves["mmd_p_value"] = [quality.null_p_value(value, null["mmd"]) for value in curves["mmd"]]
         description += f"; toy baselines and p-values from {null_draws} exact data draws"
     stored = {"long_run/steps": torch.tensor(stops)}

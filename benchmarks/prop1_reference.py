@@ -50,15 +50,14 @@ def fresh_toy_model(study_path: str, overrides: list[str], program: str):
 def score_long_run(toy, advance, n_steps: int, n_chains: int, generator: torch.Generator) -> dict:
     """Start n_chains chains at data draws, advance them (``advance(s, k)``: s after k more steps) to 10, 30,
     ..., n_steps steps and score each stop with the long run's figures; returns the baselines and the curve."""
-    from asymnet.metrics.quality import NULL_DRAWS, mmd2_null, mmd2_rbf, null_p_value, total_variation
+    from asymnet.metrics.quality import NULL_DRAWS, mmd2_rbf, null_p_value, total_variation, toy_null
     from asymnet.trained import log_spaced_steps
 
     reference_occupancy = toy.reference_occupancy()
     held_out = toy.sample(n_chains, generator)
-    null_draws = [toy.sample(n_chains, generator) for _ in range(NULL_DRAWS)]  # as the long run's baselines
-    null = mmd2_null(null_draws, held_out)
+    exact = toy_null(toy, held_out, n_chains, NULL_DRAWS, generator)  # as the long run's baselines
+    null, baseline_tv = exact["mmd"], exact["occupancy_tv"].mean().item()
     baseline_mmd = null.mean().item()
-    baseline_tv = sum(total_variation(toy.occupancy(d), reference_occupancy) for d in null_draws) / NULL_DRAWS
     s = toy.sample(n_chains, generator)
     rows, done, clock = [], 0, time.perf_counter()
     for stop in log_spaced_steps(n_steps):

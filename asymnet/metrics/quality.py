@@ -65,6 +65,17 @@ def mmd2_null(draws, reference: torch.Tensor) -> torch.Tensor:
     return torch.tensor([mmd2_rbf(draw, reference) for draw in draws], dtype=torch.float64)
 
 
+def toy_null(toy, reference: torch.Tensor, n_points: int, n_draws: int,
+             generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The toy figures of n_draws exact draws of n_points each from ``toy``'s law, scored as a sampler's
+    states are: MMD^2 against ``reference`` (``mmd2_null``) and the occupancy TV against the law's own
+    occupancy. What an exact sampler scores; their means are the toys' baselines. Returns {"mmd": (n_draws,),
+    "occupancy_tv": (n_draws,)}, float64."""
+    draws = [toy.sample(n_points, generator).to(torch.float64) for _ in range(n_draws)]
+    occupancy = [total_variation(toy.occupancy(d), toy.reference_occupancy()) for d in draws]
+    return {"mmd": mmd2_null(draws, reference), "occupancy_tv": torch.tensor(occupancy, dtype=torch.float64)}
+
+
 def null_p_value(value: float, null: torch.Tensor) -> float:
     """Monte-Carlo p-value of a figure under the law sampled by ``null`` (larger is worse):
     (1 + #{null >= value}) / (1 + len(null)), valid at every size (the Monte-Carlo test of Davison &
