@@ -12,7 +12,10 @@ figures of ``--null-draws`` exact draws of as many points from the data's law (s
 ``/samples/long_run/<figure>`` (one value per stored step, steps in ``/samples/long_run/steps``), the
 last step's figures to ``/eval/long_run_<figure>``, and a figure to ``RUN_DIR/long_run.png``.
 Proposition 1 of the paper says a converged T = 1 chain keeps the data distribution: the curve shows
-whether it does. Memory does not grow with the number of steps (only the current states are held).
+whether it does. For a 2-D toy whose chain state is its two coordinates, the chain's stationary law is also
+computed outright on a grid (asymnet.metrics.stationary): ``/eval/stationary_occupancy_tv`` (where the law
+puts its mass against the data, with no chain noise and no waiting for crossings), ``stationary_log_density``
+and ``stationary_leak``; the law itself under ``/samples/stationary/``. Memory does not grow with the number of steps (only the current states are held).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 from asymnet import plots, walkback
-from asymnet.metrics import quality
+from asymnet.metrics import quality, stationary
+from asymnet.operators import GaussianOperator
 from asymnet.runlog import add_results, open_log
 from asymnet.trained import RunError, TrainedRun, add_common_arguments, load_run, log_spaced_steps, run_command
 
@@ -176,9 +180,26 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
             evals["long_run_mmd_baseline_stderr"] = (null["mmd"].std() / null_draws**0.5).item()
         evals["long_run_occupancy_tv_baseline"] = null["occupancy_tv"].mean().item()
         stored.update({f"long_run_null/{name}": values for name, values in null.items()})
+        law = toy_stationary_law(trained)
+        if law is not None:
+            evals.update({f"stationary_{name}": law[name] for name in ("occupancy_tv", "log_density", "leak")})
+            stored.update({"stationary/law": torch.from_numpy(law["law"]),
+                           "stationary/occupancy": torch.from_numpy(law["occupancy"]),
+                           "stationary/box_and_cell": torch.tensor([*law["box"], law["cell"]], dtype=torch.float64)})
+            description += f"; stationary law on a {law['law'].shape[0]}^2 grid of cell {law['cell']:.3g}"
     add_results(trained.log_path, evals=evals, samples=stored, attrs={"long_run": description})
     plots.plot_long_run(trained.log_path, trained.run_dir / "long_run.png")
     return curves
+
+
+def toy_stationary_law(trained: TrainedRun) -> dict | None:
+    """The T = 1 chain's stationary law computed on a grid (asymnet.metrics.stationary) for a 2-D toy whose
+    chain state is its two coordinates and whose operator is Gaussian; None for any other run."""
+    model = trained.model
+    if (trained.data.toy is None or model.network.n_units != trained.data.n_visible
+            or not isinstance(model.operator, GaussianOperator)):
+        return None
+    return stationary.toy_stationary(model.network, model.operator, trained.data.toy)
 
 
 def main(argv=None) -> int:
@@ -197,7 +218,8 @@ def printed_figures(run_dir, curves: dict[str, list[float]]) -> dict[str, float]
     figures = {f"long_run_{name}": values[-1] for name, values in curves.items()}
     with open_log(run_dir) as log:
         figures.update({name: float(log["eval"][name][()]) for name in ("long_run_mmd_baseline",
-                        "long_run_mmd_baseline_stderr", "long_run_occupancy_tv_baseline") if name in log["eval"]})
+                        "long_run_mmd_baseline_stderr", "long_run_occupancy_tv_baseline", "stationary_occupancy_tv",
+                        "stationary_log_density", "stationary_leak") if name in log["eval"]})
     return figures
 
 
