@@ -150,7 +150,9 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
         std = model.operator.std(Drive(None, net.sigma.detach().cpu().to(dtype)), 1.0)
         pairs = walkback.score_anchor_pairs(clean, std, study.walkback.score_anchor_noise, gen)
         if study.walkback.score_anchor_bandwidth:
-            pairs = (pairs[0], walkback.kernel_langevin_step(pairs[0], data.train.to(dtype),
+            start = walkback.widen_starts(pairs[0], clean, study.walkback.score_anchor_wide,
+                                          study.walkback.score_anchor_wide_noise, gen)
+            pairs = (start, walkback.kernel_langevin_step(start, data.train.to(dtype),
                                                             study.walkback.score_anchor_bandwidth, std))
         anchor = tuple(shard.take(a).to(device) for a in pairs)
     n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)

@@ -98,7 +98,9 @@ class WalkbackConfig:
     smoothed by up to score_anchor_noise (data units; walkback.score_anchor_pairs); 0: the paper's loss.
     score_anchor_bandwidth h > 0 (2-D toys) replaces the denoising targets by the exact Langevin step of the
     training set's Gaussian kernel density of bandwidth h at the same starts (walkback.kernel_langevin_step);
-    0: the denoising targets."""
+    0: the denoising targets. score_anchor_wide F (with kernel targets) moves a fraction F of the anchor's
+    starts to the data plus Gaussian noise of sd score_anchor_wide_noise (data units), which covers the gaps
+    between modes that the anchor's own starts seldom reach (walkback.widen_starts; README, session 13)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -112,6 +114,8 @@ class WalkbackConfig:
     score_anchor: float = _check("non_negative", 0.0)
     score_anchor_noise: float = _check("non_negative", 0.5)
     score_anchor_bandwidth: float = _check("non_negative", 0.0)
+    score_anchor_wide: float = _check("unit_closed_open", 0.0)
+    score_anchor_wide_noise: float = _check("positive", 0.3)
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,11 @@ def _check_score_anchor(study: Study, where) -> None:
                          f"{study.walkback.score_anchor_bandwidth:g} needs a 2-D toy dataset (a kernel density "
                          f"of {study.data.name} images is not a density model), got data.name: {study.data.name}; "
                          "set walkback.score_anchor_bandwidth: 0")
+    if study.walkback.score_anchor_wide and not study.walkback.score_anchor_bandwidth:
+        raise StudyError(f"{where('walkback.score_anchor_wide')}walkback.score_anchor_wide = "
+                         f"{study.walkback.score_anchor_wide:g} moves anchor starts away from the data, where only "
+                         "the kernel density's step gives them a target; set walkback.score_anchor_bandwidth (e.g. "
+                         "0.07) or walkback.score_anchor_wide: 0")
     if not study.walkback.score_anchor_noise:
         raise StudyError(f"{where('walkback.score_anchor_noise')}walkback.score_anchor_noise = 0 leaves the "
                          "anchor no noise to denoise; give the widest smoothing in data units (e.g. the distance "

@@ -68,6 +68,21 @@ def score_anchor_pairs(x: torch.Tensor, std: torch.Tensor, tau_max: float,
         return x + tau * eps, x + tau * (1.0 - c) * eps
 
 
+def widen_starts(start: torch.Tensor, clean: torch.Tensor, fraction: float, noise: float,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """The anchor's starts with each row, with probability ``fraction``, replaced by its data point plus
+    N(0, noise^2 I) (``walkback.score_anchor_wide``, ``score_anchor_wide_noise``). The anchor's own starts
+    spread by tau with density tau^-3, so fewer than 1 % of them reach the gaps between a mixture's modes,
+    yet a mode's weight follows the drift's error integrated across those gaps
+    (benchmarks/anchor_stationary.py). fraction 0: ``start`` itself, and no draw from ``generator``."""
+    if not fraction:
+        return start
+    with torch.no_grad():
+        u = torch.rand(start.shape[0], 1, generator=generator, dtype=start.dtype, device=start.device)
+        wide = clean + noise * torch.randn(start.shape, generator=generator, dtype=start.dtype, device=start.device)
+        return torch.where(u < fraction, wide, start)
+
+
 def kernel_langevin_step(start: torch.Tensor, reference: torch.Tensor, bandwidth: float,
                          std: torch.Tensor) -> torch.Tensor:
     """start + (std^2 / 2) grad log p_h(start): the exact Langevin step of p_h, the Gaussian kernel density

@@ -135,6 +135,10 @@ def test_start_noise_with_the_bernoulli_operator_is_refused():
         ("network: {hidden_units: fast}\ndata: {name: mnist}\nwalkback: {score_anchor: 1, score_anchor_bandwidth: 0.1}\n",
          "spiral.yaml:3: walkback.score_anchor_bandwidth = 0.1 needs a 2-D toy dataset (a kernel density of mnist "
          "images is not a density model), got data.name: mnist; set walkback.score_anchor_bandwidth: 0"),
+        ("network: {hidden_units: fast}\nwalkback: {score_anchor: 1, score_anchor_wide: 0.5}\n",
+         "spiral.yaml:2: walkback.score_anchor_wide = 0.5 moves anchor starts away from the data, where only the "
+         "kernel density's step gives them a target; set walkback.score_anchor_bandwidth (e.g. 0.07) or "
+         "walkback.score_anchor_wide: 0"),
     ],
 )
 def test_score_anchor_outside_its_reach_is_refused(text, message):

@@ -256,3 +256,18 @@ def test_kernel_langevin_step_far_from_the_data_points_to_the_nearest_point():
     std, h = torch.tensor([0.1, 0.1], dtype=torch.float64), 0.1
     drift = walkback.kernel_langevin_step(x, reference, h, std) - x
     assert torch.allclose(drift, 0.005 * (reference[:1] - x) / h**2, rtol=1e-12, atol=0)
+
+
+def test_widen_starts_moves_the_given_fraction_to_data_plus_the_given_noise():
+    """walkback.widen_starts: about a fraction F of the rows (within 4 binomial sd) become data + N(0, 0.3^2),
+    whose offsets have sd 0.3 (within 3 %); the others stay; F = 0 returns the starts and draws nothing."""
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
+    start = clean + 0.01
+    wide = walkback.widen_starts(start, clean, 0.3, 0.3, gen)
+    moved = (wide != start).any(dim=1)
+    assert abs(moved.double().mean().item() - 0.3) < 4 * (0.3 * 0.7 / 20000) ** 0.5
+    assert (wide - clean)[moved].std().item() == pytest.approx(0.3, rel=0.03)
+    state = gen.get_state()
+    assert walkback.widen_starts(start, clean, 0.0, 0.3, gen) is start
+    assert torch.equal(gen.get_state(), state)
