@@ -278,7 +278,9 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
     """Quality against the number of T = 1 steps after generation (log x axis), one panel per figure,
     from /samples/long_run; the toy panels show the data's own figure (the mean MMD^2 and occupancy TV of
     exact data draws, with the draws' 5-95 % band, and the mean log p of held-out data) as a dashed line,
-    and the MMD^2's Monte-Carlo p-value on a log axis."""
+    and the MMD^2's Monte-Carlo p-value on a log axis. Where the log holds the grid's stationary law
+    (/samples/stationary, asymnet.metrics.stationary), a last panel shows it: log10 of each cell's mass, six
+    decades, with the last stored step's chains over it."""
     with _open_log(log_path) as log:
         group = log["samples/long_run"]
         steps = group["steps"][()]
@@ -288,8 +290,20 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
                      if f"eval/long_run_{name}_baseline" in log}
         if "sample_log_density" in curves and "eval/data_log_density" in log:  # toys: the held-out data's mean log p
             baselines["sample_log_density"] = float(log["eval/data_log_density"][()])
-    figure = _new_figure(4 * len(curves), 3.5)
-    axes = np.atleast_1d(figure.subplots(1, len(curves)))
+        law = None
+        if "samples/stationary/law" in log:
+            law = (log["samples/stationary/law"][()], log["samples/stationary/box_and_cell"][()],
+                   float(log["eval/stationary_occupancy_tv"][()]), group[f"step_{int(steps[-1]):07d}"][()])
+    figure = _new_figure(4 * (len(curves) + (law is not None)), 3.5)
+    axes = np.atleast_1d(figure.subplots(1, len(curves) + (law is not None)))
+    if law is not None:
+        mass, (lo, hi, _), tv, chains = law
+        shown = np.log10(np.maximum(mass.astype(np.float64), 1e-300))
+        image = axes[-1].imshow(shown.T, origin="lower", extent=(lo, hi, lo, hi), cmap="viridis",
+                                vmin=shown.max() - 6, vmax=shown.max())
+        axes[-1].plot(chains[:, 0], chains[:, 1], ",", color="w", alpha=0.5)
+        figure.colorbar(image, ax=axes[-1], label="log10 mass per cell")
+        axes[-1].set_title(f"stationary law (grid), occupancy TV {tv:.3f}", fontsize=9)
     for ax, (name, values) in zip(axes, sorted(curves.items())):
         ax.plot(steps, values, "o-", ms=4)
         if name in baselines:

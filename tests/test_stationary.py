@@ -2,7 +2,9 @@
 Lyapunov covariance, and the mode weights of a Langevin chain on a mixture with unequal weights."""
 
 import math
+import shutil
 
+import h5py
 import numpy as np
 import pytest
 import scipy.linalg
@@ -156,6 +158,16 @@ def test_long_run_stores_the_grid_law_and_the_chain_started_from_it_stays_there(
         assert "stationary law on a" in log.attrs["long_run"]
     assert law.sum() == pytest.approx(1.0) and cell == pytest.approx(0.1)
     assert tv == pytest.approx(0.5 * np.abs(occupancy - toy.reference_occupancy().numpy()).sum(), rel=1e-6)
+    from matplotlib.image import imread
+
+    from asymnet import plots
+
+    with_law = imread(fast_run / "long_run.png").shape[1]  # long_run.png: one panel more, 4 inches wide
+    plain = fast_run / "plain.h5"
+    shutil.copy(fast_run / "log.h5", plain)
+    with h5py.File(plain, "r+") as log:
+        del log["samples/stationary"]
+    assert with_law / imread(plots.plot_long_run(plain, fast_run / "plain.png")).shape[1] == pytest.approx(5 / 4)
     again = stationary.toy_stationary(net, op, toy)
     np.testing.assert_allclose(again["occupancy"], occupancy, rtol=1e-6, atol=1e-9)
     gen = torch.Generator().manual_seed(0)
