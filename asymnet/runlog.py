@@ -461,13 +461,16 @@ def _copy_truncated(old: h5py.Group, new: h5py.Group, step: int) -> None:
         )
 
 
-def add_results(path, evals: dict | None = None, samples: dict | None = None, attrs: dict | None = None) -> None:
+def add_results(path, evals: dict | None = None, samples: dict | None = None, attrs: dict | None = None,
+                remove: tuple[str, ...] = ()) -> None:
     """Write the figures of a measurement made after training into the finished log at ``path``.
 
     ``evals``: name -> float, stored as scalar ``/eval/<name>``; ``samples``: tag -> array (a tag
     may hold ``/``, e.g. ``long_run/step_100``), stored float32 under ``/samples/<tag>`` except
     integer arrays (steps, labels), kept as int64; ``attrs``: name -> str, root attributes that
-    record how the measurement was made. An existing entry of the same name is replaced.
+    record how the measurement was made. An existing entry of the same name is replaced. ``remove``: paths
+    (e.g. ``samples/stationary``) deleted where present, so that a measurement that no longer makes a figure
+    does not leave an earlier one's behind.
 
     The log is copied to ``path + ".tmp"``, changed there and renamed into place, so a kill at any
     moment leaves either the old log or the new one, never a half-written one.
@@ -484,6 +487,9 @@ def add_results(path, evals: dict | None = None, samples: dict | None = None, at
     shutil.copyfile(path, tmp)
     try:
         with h5py.File(tmp, "r+") as f:
+            for stale in remove:
+                if stale in f:
+                    del f[stale]
             for name, value in (evals or {}).items():
                 group = f.require_group("eval")
                 if name in group:

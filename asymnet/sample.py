@@ -180,14 +180,20 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
             evals["long_run_mmd_baseline_stderr"] = (null["mmd"].std() / null_draws**0.5).item()
         evals["long_run_occupancy_tv_baseline"] = null["occupancy_tv"].mean().item()
         stored.update({f"long_run_null/{name}": values for name, values in null.items()})
-        law = toy_stationary_law(trained)
+        try:
+            law = toy_stationary_law(trained)
+        except stationary.GridError as error:  # the long run's own figures are kept; the note says why
+            law = None
+            description += f"; no stationary law: {error}"
         if law is not None:
             evals.update({f"stationary_{name}": law[name] for name in ("occupancy_tv", "log_density", "leak")})
             stored.update({"stationary/law": torch.from_numpy(law["law"]),
                            "stationary/occupancy": torch.from_numpy(law["occupancy"]),
                            "stationary/box_and_cell": torch.tensor([*law["box"], law["cell"]], dtype=torch.float64)})
             description += f"; stationary law on a {law['law'].shape[0]}^2 grid of cell {law['cell']:.3g}"
-    add_results(trained.log_path, evals=evals, samples=stored, attrs={"long_run": description})
+    stale = () if "stationary/law" in stored else (  # an earlier long run's law would no longer be this operator's
+        "samples/stationary", *(f"eval/stationary_{name}" for name in ("occupancy_tv", "log_density", "leak")))
+    add_results(trained.log_path, evals=evals, samples=stored, attrs={"long_run": description}, remove=stale)
     plots.plot_long_run(trained.log_path, trained.run_dir / "long_run.png")
     return curves
 

@@ -188,3 +188,21 @@ def test_long_run_stores_the_grid_law_and_the_chain_started_from_it_stays_there(
     allowed = 4 * np.sqrt(occupancy * (1 - occupancy) / 20000) + 0.005
     assert (np.abs(moved - occupancy) < allowed).all(), (moved, occupancy)
     assert np.abs(moved - occupancy).max() > 0  # the chains did move
+
+
+def test_too_fine_a_grid_is_refused_and_a_long_run_keeps_its_figures_without_the_law(fast_run, monkeypatch):
+    toy = TOYS["mog"]
+    with pytest.raises(stationary.GridError, match=r"needs 108 x 108 cells, above 50 x 50"):
+        stationary.toy_stationary(_ExactLangevin(toy, 0.05), GaussianOperator(alpha=1.0), toy, max_side=50)
+    from asymnet import sample
+    from asymnet.runlog import open_log
+
+    def refuse(trained):
+        raise stationary.GridError("a grid too fine")
+
+    monkeypatch.setattr(sample, "toy_stationary_law", refuse)
+    curves = sample.measure_long_run(fast_run, 10, n_chains=40, seed=4)
+    with open_log(fast_run) as log:
+        assert log.attrs["long_run"].endswith("; no stationary law: a grid too fine")
+        assert "samples/stationary" not in log and "stationary_occupancy_tv" not in log["eval"]  # the earlier law's
+        assert float(log["eval/long_run_mmd"][()]) == pytest.approx(curves["mmd"][-1])

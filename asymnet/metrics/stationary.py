@@ -118,11 +118,16 @@ def toy_box(toy) -> tuple[float, float]:
     return -half, half
 
 
-def toy_stationary(network, operator, toy, cell: float | None = None, box: tuple[float, float] | None = None
-                   ) -> dict:
+MAX_SIDE = 160
+"""The most cells per side toy_stationary builds: 25,600 cells, whose LU takes a few GB at most."""
+
+
+def toy_stationary(network, operator, toy, cell: float | None = None, box: tuple[float, float] | None = None,
+                   max_side: int = MAX_SIDE) -> dict:
     """The stationary law of the T = 1 chain s' ~ N(operator.mean(s, F(s, 1)), std^2) of a network whose
     state is the toy's two coordinates, on a grid (module note). ``cell``: the side d (default: the
-    smallest noise level over the box); ``box``: (lo, hi) (default :func:`toy_box`).
+    smallest noise level on a 64 x 64 grid of the box); ``box``: (lo, hi) (default :func:`toy_box`). A grid
+    finer than ``max_side`` cells per side raises GridError.
 
     Returns float64 figures: ``occupancy`` (n_regions,), the law's mass in each of the toy's regions (mixture
     modes, tenths of the curve), ``occupancy_tv`` against the data's own occupancy, ``log_density``, the
@@ -130,25 +135,29 @@ def toy_stationary(network, operator, toy, cell: float | None = None, box: tuple
     ``law`` (n, n) with ``box`` and ``cell``.
     """
     lo, hi = box if box is not None else toy_box(toy)
+    if network.n_units != 2:
+        raise GridError(f"the grid's chain needs a state of the two toy coordinates, but the network has "
+                        f"{network.n_units} units (slow hidden units are part of the state)")
     parameter = next(network.parameters())
-    with torch.no_grad():
-        probe = torch.zeros(1, 2, dtype=parameter.dtype, device=parameter.device)
-        if network.n_units != 2:
-            raise GridError(f"the grid's chain needs a state of the two toy coordinates, but the network has "
-                            f"{network.n_units} units (slow hidden units are part of the state)")
-        d_default = float(operator.std(network(probe, 1.0), 1.0).min())
-    d = cell if cell is not None else d_default
+
+    def drives(points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        means, stds = [], []
+        with torch.no_grad():
+            for chunk in torch.from_numpy(points).split(16384):
+                x = chunk.to(dtype=parameter.dtype, device=parameter.device)
+                drive = network(x, 1.0)
+                means.append(operator.mean(x, drive).double().cpu())
+                stds.append(operator.std(drive, 1.0).expand_as(x).double().cpu())
+        return torch.cat(means).numpy(), torch.cat(stds).numpy()
+
+    d = cell if cell is not None else float(drives(cell_centres(lo, hi, 64))[1].min())  # the noise, box-wide
     n = int(math.ceil((hi - lo) / d))
+    if n > max_side:
+        raise GridError(f"a grid of cell {d:.3g} over the box [{lo:.3g}, {hi:.3g}]^2 needs {n} x {n} cells, above "
+                        f"{max_side} x {max_side}, whose sparse LU would not fit; give a larger cell or a smaller box")
     hi = lo + n * d
     centres = cell_centres(lo, hi, n)
-    means, stds = [], []
-    with torch.no_grad():
-        for chunk in torch.from_numpy(centres).split(16384):
-            x = chunk.to(dtype=parameter.dtype, device=parameter.device)
-            drive = network(x, 1.0)
-            means.append(operator.mean(x, drive).double().cpu())
-            stds.append(operator.std(drive, 1.0).expand_as(x).double().cpu())
-    transition, leak = grid_transition(torch.cat(means).numpy(), torch.cat(stds).numpy(), lo, hi, n)
+    transition, leak = grid_transition(*drives(centres), lo, hi, n)
     pi = stationary_distribution(transition)
     points = torch.from_numpy(centres)
     occupancy = np.bincount(toy.regions(points).numpy(), weights=pi, minlength=toy.n_regions())
