@@ -15,7 +15,8 @@ Proposition 1 of the paper says a converged T = 1 chain keeps the data distribut
 whether it does. For a 2-D toy whose chain state is its two coordinates, the chain's stationary law is also
 computed outright on a grid (asymnet.metrics.stationary): ``/eval/stationary_occupancy_tv`` (where the law
 puts its mass against the data, with no chain noise and no waiting for crossings), ``stationary_log_density``
-and ``stationary_leak``; the law itself under ``/samples/stationary/``. Memory does not grow with the number of steps (only the current states are held).
+and ``stationary_leak``; the law itself under ``/samples/stationary/``. Memory does not grow with the number
+of steps (only the current states are held).
 """
 
 from __future__ import annotations
@@ -186,16 +187,20 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
             law = None
             description += f"; no stationary law: {error}"
         if law is not None:
-            evals.update({f"stationary_{name}": law[name] for name in ("occupancy_tv", "log_density", "leak")})
+            evals.update({f"stationary_{name}": law[name] for name in STATIONARY_FIGURES})
             stored.update({"stationary/law": torch.from_numpy(law["law"]),
                            "stationary/occupancy": torch.from_numpy(law["occupancy"]),
                            "stationary/box_and_cell": torch.tensor([*law["box"], law["cell"]], dtype=torch.float64)})
             description += f"; stationary law on a {law['law'].shape[0]}^2 grid of cell {law['cell']:.3g}"
     stale = () if "stationary/law" in stored else (  # an earlier long run's law would no longer be this operator's
-        "samples/stationary", *(f"eval/stationary_{name}" for name in ("occupancy_tv", "log_density", "leak")))
+        "samples/stationary", *(f"eval/stationary_{name}" for name in STATIONARY_FIGURES))
     add_results(trained.log_path, evals=evals, samples=stored, attrs={"long_run": description}, remove=stale)
     plots.plot_long_run(trained.log_path, trained.run_dir / "long_run.png")
     return curves
+
+
+STATIONARY_FIGURES = ("occupancy_tv", "log_density", "leak")
+"""The grid law's figures a long run writes as /eval/stationary_<figure>."""
 
 
 def toy_stationary_law(trained: TrainedRun) -> dict | None:
@@ -224,8 +229,8 @@ def printed_figures(run_dir, curves: dict[str, list[float]]) -> dict[str, float]
     figures = {f"long_run_{name}": values[-1] for name, values in curves.items()}
     with open_log(run_dir) as log:
         figures.update({name: float(log["eval"][name][()]) for name in ("long_run_mmd_baseline",
-                        "long_run_mmd_baseline_stderr", "long_run_occupancy_tv_baseline", "stationary_occupancy_tv",
-                        "stationary_log_density", "stationary_leak") if name in log["eval"]})
+                        "long_run_mmd_baseline_stderr", "long_run_occupancy_tv_baseline",
+                        *(f"stationary_{name}" for name in STATIONARY_FIGURES)) if name in log["eval"]})
     return figures
 
 
