@@ -37,7 +37,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from scipy.linalg import blas
 from torch.nn import functional as nnf
 
 from asymnet.distributed import Shard
@@ -105,15 +107,31 @@ def regression(network: RecurrentNetwork, operator: Operator, states: Sequence[t
         return torch.cat(parts, dim=-1), targets, weights
 
 
+def weighted_gram(rows: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
+    """sum_r w_r f_r f_r^T (p, p) in float64 for rows f (n, p) and weights w (n,) >= 0. On the CPU this is
+    BLAS's symmetric rank-k update (scipy's dsyrk) of the rows scaled by sqrt(w), which computes one triangle:
+    half the flops of the general product (benchmarks/ls_gram.py). The
+    result is symmetric exactly. Elsewhere (a GPU), or with a negative weight, the general product."""
+    rows, row_weights = rows.double(), row_weights.double()
+    if rows.device.type != "cpu" or bool((row_weights < 0).any()):
+        A = (rows * row_weights[:, None]).t() @ rows
+        return 0.5 * (A + A.t())
+    scaled = (rows * row_weights.sqrt()[:, None]).contiguous().numpy()
+    p = scaled.shape[1]
+    # scaled^T scaled into the upper triangle of a zeroed matrix (scaled.T is Fortran-ordered: no copy)
+    upper = blas.dsyrk(1.0, scaled.T, c=np.zeros((p, p), order="F"), trans=0, overwrite_c=True)
+    return torch.from_numpy(upper + np.tril(upper.T, -1))
+
+
 def moments(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A = sum_t w_t mean_b f f^T (p, p) and C = sum_t w_t mean_b f y^T (p, m) of one :func:`regression`, in
     float64: the directions that the data barely excite are the ones this optimiser is for, and float32
     rounding of A leaves negative eigenvalues of order 1e-7 times its diagonal among them."""
     batch = features.shape[1]
     flat = features.reshape(-1, features.shape[-1]).double()
-    flat_w = flat * (weights.double() / batch).repeat_interleave(batch)[:, None]
-    A = flat_w.t() @ flat
-    return 0.5 * (A + A.t()), flat_w.t() @ targets.reshape(-1, targets.shape[-1]).double()
+    row_weights = (weights.double() / batch).repeat_interleave(batch)
+    C = (flat * row_weights[:, None]).t() @ targets.reshape(-1, targets.shape[-1]).double()
+    return weighted_gram(flat, row_weights), C
 
 
 class LeastSquaresReadout:

@@ -192,8 +192,11 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
                            "stationary/occupancy": torch.from_numpy(law["occupancy"]),
                            "stationary/box_and_cell": torch.tensor([*law["box"], law["cell"]], dtype=torch.float64)})
             description += f"; stationary law on a {law['law'].shape[0]}^2 grid of cell {law['cell']:.3g}"
-    stale = () if "stationary/law" in stored else (  # an earlier long run's law would no longer be this operator's
-        "samples/stationary", *(f"eval/stationary_{name}" for name in STATIONARY_FIGURES))
+    # An earlier long run's entries go first: its states at steps this run does not stop at, its null draws
+    # (a run scored on an image model has none), and its law, which would no longer be this operator's.
+    stale = ("samples/long_run", "samples/long_run_null")
+    if "stationary/law" not in stored:
+        stale += ("samples/stationary", *(f"eval/stationary_{name}" for name in STATIONARY_FIGURES))
     add_results(trained.log_path, evals=evals, samples=stored, attrs={"long_run": description}, remove=stale)
     plots.plot_long_run(trained.log_path, trained.run_dir / "long_run.png")
     return curves

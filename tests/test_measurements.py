@@ -101,8 +101,12 @@ def test_long_run_stores_log_spaced_samples_whose_recomputed_mmd_matches_the_cur
 def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states(toy_run, tmp_path):
     import shutil
 
+    sample.measure_long_run(toy_run, 300, n_chains=20, seed=2)
     curves = sample.measure_long_run(toy_run, 100, n_chains=60, seed=2)
-    with open_log(toy_run) as log:
+    with open_log(toy_run) as log:  # the longer run before it leaves no state at a step this one did not reach
+        assert sorted(log["samples/long_run"]) == sorted(
+            ["steps", "step_0000010", "step_0000030", "step_0000100", *curves])
+        assert all(len(values) == 20 for values in log["samples/long_run_null"].values())
         states = log["samples/long_run/step_0000100"][()]
         evals = {name: float(log["eval"][name][()]) for name in log["eval"] if name.startswith("long_run")}
     with h5py.File(toy_run / "log.h5", "r+") as log:  # an older log: one data draw as its baseline, no p-value

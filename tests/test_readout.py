@@ -51,6 +51,25 @@ def _least_squares_gradient(net, operator, regressions):
 TEMPERATURES = [1.0, 1.0, 1.5, 2.25, 3.4, 5.1]
 
 
+def test_the_weighted_gram_matrix_is_the_general_product_exactly_symmetric():
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(700, 37, generator=gen, dtype=torch.float64) * torch.linspace(0.01, 3.0, 37,
+                                                                                      dtype=torch.float64)
+    weights = torch.rand(700, generator=gen, dtype=torch.float64)
+    weights[::7] = 0.0  # rows the anchor's zero weight would carry
+    expected = (rows * weights[:, None]).t() @ rows
+    for given in (rows, rows.float()):  # float32 features are promoted before the product
+        A = readout.weighted_gram(given, weights)
+        assert A.dtype == torch.float64 and A.shape == (37, 37)
+        assert torch.equal(A, A.t())
+        tol = 1e-12 if given.dtype == torch.float64 else 1e-6
+        assert torch.allclose(A, 0.5 * (expected + expected.t()), rtol=tol, atol=tol * expected.abs().max())
+    # a negative weight (no square root) takes the general product and stays exact
+    weights[0] = -0.5
+    expected = (rows * weights[:, None]).t() @ rows
+    assert torch.allclose(readout.weighted_gram(rows, weights), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("hidden_units, temperature_input", [("fast", True), ("fast", False), ("slow", True)])
 @pytest.mark.parametrize("noise_scaling, power", [("sqrt_T", 0.0), ("T", 0.0), ("sqrt_T", 1.0)])
 def test_the_regression_gradient_is_the_local_rule(hidden_units, temperature_input, noise_scaling, power):
