@@ -118,33 +118,52 @@ def drift_against_langevin(network, operator: GaussianOperator, toy, x: torch.Te
     return quality.drift_agreement(drift, 0.5 * std.double().pow(2) * toy.score(x.cpu()))
 
 
-def fit_readout_to_langevin(network, operator: GaussianOperator, toy, x: torch.Tensor,
-                            ridge: float = 1e-10) -> torch.Tensor:
+def fit_readout(network, operator: GaussianOperator, x: torch.Tensor, mean: torch.Tensor, ridge: float = 1e-10,
+                ridge_per: str = "row") -> torch.Tensor:
     """Set the visible readout (W[:v], b[:v]) of a recurrent network whose chain state is its visible units
-    to the least-squares fit of the toy's exact Langevin step at the points x (m, v), in place; returns the
-    coefficients ((n_neurons + 1, v): rates, then the bias).
+    to the least-squares fit of a given T = 1 mean at the points x (m, v), in place; returns the coefficients
+    ((n_neurons + 1, v): rates, then the bias).
 
     The T = 1 mean is (1 - alpha) x + alpha (W[:v] rates(x, 1) + b[:v]) (log T = 0), so the fit regresses
-    F*(x) = (x + (sigma^2 / 2) grad log p(x) - (1 - alpha) x) / alpha on (rates(x, 1), 1), with ``ridge``
-    times m on the Gram matrix's diagonal. Everything else stays, so the result is the best T = 1 drift the
-    network's fixed expansion can hold (``benchmarks/expansion_reference.py``): what training could reach.
+    (mean - (1 - alpha) x) / alpha on (rates(x, 1), 1). The ridge on the Gram matrix's diagonal is ``ridge``
+    times m (``ridge_per="row"``) or times the Gram matrix's mean diagonal (``"diagonal"``). Everything else
+    stays, so the result is the best T = 1 drift the network's fixed expansion can hold at those points.
     """
+    from asymnet.readout import weighted_gram
+
+    v = network.n_visible
+    if getattr(network, "n_units", None) != v or x.shape[1:] != (v,) or mean.shape != x.shape:
+        raise ValueError("fit_readout needs a recurrent network whose chain state is its "
+                         f"{x.shape[1]} visible units (hidden_units: fast), and points and means of that width")
+    if ridge_per not in ("row", "diagonal"):
+        raise ValueError(f"ridge_per is 'row' or 'diagonal', got {ridge_per!r}")
+    with torch.no_grad():
+        target = (mean.double() - (1.0 - operator.alpha) * x.double()) / operator.alpha
+        features = torch.cat([network.rates(x.to(network.W.dtype), 1.0).double(),
+                              torch.ones(len(x), 1, dtype=torch.float64)], 1)
+        gram = weighted_gram(features, torch.ones(len(x), dtype=torch.float64))
+        scale = len(x) if ridge_per == "row" else gram.diagonal().mean()
+        gram += ridge * scale * torch.eye(features.shape[1], dtype=torch.float64)
+        coefficients = torch.linalg.solve(gram, features.T @ target)
+        network.W[:v] = coefficients[:-1].T.to(network.W.dtype)
+        network.b[:v] = coefficients[-1].to(network.b.dtype)
+    return coefficients
+
+
+def fit_readout_to_langevin(network, operator: GaussianOperator, toy, x: torch.Tensor,
+                            ridge: float = 1e-10) -> torch.Tensor:
+    """:func:`fit_readout` to the toy's exact Langevin step x + (sigma^2 / 2) grad log p(x) at the points x,
+    with ``ridge`` times m on the Gram matrix's diagonal: the best T = 1 drift the network's fixed expansion
+    can hold (``benchmarks/expansion_reference.py``), what training could reach."""
     v = network.n_visible
     if getattr(network, "n_units", None) != v or x.shape[1:] != (v,):
         raise ValueError("fit_readout_to_langevin needs a recurrent network whose chain state is its "
                          f"{x.shape[1]} visible units (hidden_units: fast), and points of that width")
     with torch.no_grad():
-        points = x.to(network.W.dtype)
-        drive = network(points, 1.0)
-        std = operator.std(drive, 1.0).expand_as(points).double()
+        drive = network(x.to(network.W.dtype), 1.0)
+        std = operator.std(drive, 1.0).expand_as(x).double()
         mean = x.double() + 0.5 * std.pow(2) * toy.score(x.double())
-        target = (mean - (1.0 - operator.alpha) * x.double()) / operator.alpha
-        features = torch.cat([network.rates(points, 1.0).double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
-        gram = features.T @ features + ridge * len(x) * torch.eye(features.shape[1], dtype=torch.float64)
-        coefficients = torch.linalg.solve(gram, features.T @ target)
-        network.W[:v] = coefficients[:-1].T.to(network.W.dtype)
-        network.b[:v] = coefficients[-1].to(network.b.dtype)
-    return coefficients
+    return fit_readout(network, operator, x, mean, ridge)
 
 
 def measure(run_dir, n_examples: int = 1000, n_trajectories: int = 100, ep_chains: int = 100, ep_steps: int = 10000,

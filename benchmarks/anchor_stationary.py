@@ -36,6 +36,7 @@ def fit_and_solve(study_path: str, seed: int, n_hidden: int, target: str, wide: 
     from prop1_reference import fresh_toy_model
 
     from asymnet import walkback
+    from asymnet.measure import fit_readout
     from asymnet.metrics import stationary
     from asymnet.operators import Drive
 
@@ -55,14 +56,7 @@ def fit_and_solve(study_path: str, seed: int, n_hidden: int, target: str, wide: 
                                                             std) for chunk in start.split(2000)]).double()
         else:
             mean = start.double() + 0.5 * std.double() ** 2 * data.toy.score(start.double())
-        y = (mean - (1.0 - op.alpha) * start.double()) / op.alpha
-        features = torch.cat([net.rates(start, 1.0).double(), torch.ones(n_starts, 1, dtype=torch.float64)], 1)
-        gram = features.T @ features
-        gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=torch.float64)
-        coefficients = torch.linalg.solve(gram, features.T @ y)
-        v = data.n_visible
-        net.W[:v] = coefficients[:-1].T.to(net.W.dtype)
-        net.b[:v] = coefficients[-1].to(net.b.dtype)
+    fit_readout(net, op, start, mean, ridge, ridge_per="diagonal")
     law = stationary.toy_stationary(net, op, data.toy)
     return {"seed": seed, "hidden": n_hidden, "target": target, "wide": wide, "wide_noise": wide_noise,
             "occupancy": [round(float(w), 4) for w in law["occupancy"]], "occupancy_tv": law["occupancy_tv"],

@@ -313,6 +313,31 @@ def test_fit_readout_to_langevin_is_the_least_squares_drift_on_the_mixture():
     assert (fitted - exact).norm() / exact.norm() > 0.01  # not in the span: the test compares projections
 
 
+def test_fit_readout_with_the_ridge_per_mean_diagonal_is_that_ridge_least_squares_fit():
+    """A given mean (any map of x) with ridge lambda times the Gram matrix's mean diagonal: the coefficients
+    equal the SVD solution of the system augmented with sqrt(lambda mean diag) I; a large ridge shrinks them."""
+    toy, alpha = TOYS["spiral"], 0.5
+    network, operator = _fast_network(32), GaussianOperator(alpha, "sqrt_T")
+    x = toy.sample(2000, torch.Generator().manual_seed(5))
+    mean = x + 0.05 * torch.stack([x[:, 1], -x[:, 0].sin()], 1)  # a rotation-like drift: not reversible
+    with torch.no_grad():
+        features = torch.cat([network.rates(x, 1.0), torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        targets = (mean - (1.0 - alpha) * x) / alpha
+    for ridge in (1e-6, 1e2):
+        coefficients = measure.fit_readout(network, operator, x, mean, ridge, ridge_per="diagonal")
+        lam = ridge * (features * features).sum(0).mean()
+        augmented = torch.cat([features, lam.sqrt() * torch.eye(features.shape[1], dtype=x.dtype)])
+        padded = torch.cat([targets, torch.zeros(features.shape[1], 2, dtype=x.dtype)])
+        expected = torch.linalg.lstsq(augmented, padded, driver="gelsd").solution
+        assert torch.allclose(coefficients, expected, rtol=1e-6, atol=1e-8 * expected.abs().max())
+        assert torch.equal(network.W[:2], coefficients[:-1].T) and torch.equal(network.b[:2], coefficients[-1])
+    assert expected.norm() < 0.1 * measure.fit_readout(network, operator, x, mean, 1e-6, "diagonal").norm()
+    with pytest.raises(ValueError, match="ridge_per is 'row' or 'diagonal', got 'rows'"):
+        measure.fit_readout(network, operator, x, mean, 1e-6, ridge_per="rows")
+    with pytest.raises(ValueError, match="points and means of that width"):
+        measure.fit_readout(network, operator, x, mean[:, :1], 1e-6)
+
+
 def test_fit_readout_to_langevin_refuses_slow_hidden_units():
     network = RecurrentNetwork(2, 4, generator=torch.Generator().manual_seed(0)).double()
     with pytest.raises(ValueError, match="chain state is its 2 visible units"):
