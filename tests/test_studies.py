@@ -46,7 +46,8 @@ _PROP1_OVERRIDES = {
     "spiral": ["walkback.n_extra_max=10", "walkback.start_noise=0.3", "walkback.start_noise_fraction=0.2",
                "walkback.score_anchor=64", "walkback.score_anchor_bandwidth=0.035"],
     "mog": ["walkback.n_extra_max=30", "walkback.start_noise=0.5", "walkback.start_noise_fraction=0.2",
-            "walkback.score_anchor=256", "walkback.score_anchor_bandwidth=0.07"],
+            "walkback.score_anchor=256", "walkback.score_anchor_bandwidth=0.07", "walkback.score_anchor_wide=0.5",
+            "network.n_hidden=1024"],
 }
 
 
