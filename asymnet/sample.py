@@ -129,7 +129,7 @@ def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", 
                      null_draws: int = quality.NULL_DRAWS) -> dict[str, list[float]]:
     """Score the long run already stored in ``run_dir``'s log again with this version's figures (a log
     written before the toy baselines came from many exact draws gets them, and a toy's end-of-training
-    ``mmd_baseline`` too), without running the chain; the stored states and steps are kept. ``seed`` seeds
+    ``mmd_baseline`` and ``mmd_p_value`` too), without running the chain; the stored states and steps are kept. ``seed`` seeds
     the long run's exact draws (seed + 1, as in a long run)."""
     _check_null_draws(null_draws)
     trained = load_run(run_dir, data_dir, device)
@@ -141,16 +141,21 @@ def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", 
         samples = {step: torch.from_numpy(log[f"samples/long_run/step_{step:07d}"][()]) for step in stops}
         earlier = str(log.attrs.get("long_run", "")).split("; ")[0]
         n_final = log["samples/final"].shape[0]  # the end of training's samples, scored against test[:n_final]
+        end_mmd = float(log["eval/mmd"][()]) if "eval/mmd" in log else None
     scorer = image_scorer(trained, data_dir, quiet, len(samples[stops[0]]))
     curves = {}
     for step in stops:
         for name, value in quality_figures(trained, samples[step], scorer).items():
             curves.setdefault(name, []).append(value)
     if trained.data.toy is not None:  # the end of training's baseline, as training now computes it
-        from asymnet.run import toy_mmd_baseline
+        from asymnet.run import toy_mmd_null
 
         reference = trained.data.test[:n_final].to(torch.float64)
-        add_results(trained.log_path, evals={"mmd_baseline": toy_mmd_baseline(trained.study, trained.data, reference)})
+        null = toy_mmd_null(trained.study, trained.data, reference)
+        evals = {"mmd_baseline": null.mean().item()}
+        if end_mmd is not None:
+            evals["mmd_p_value"] = quality.null_p_value(end_mmd, null)
+        add_results(trained.log_path, evals=evals)
     return _store_long_run(trained, stops, samples, curves, f"{earlier}; rescored", seed, null_draws)
 
 

@@ -112,7 +112,9 @@ def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states
     with h5py.File(toy_run / "log.h5", "r+") as log:  # an older log: one data draw as its baseline, no p-value
         log["eval/long_run_mmd_baseline"][()] = 1.0
         mmd_baseline = float(log["eval/mmd_baseline"][()])
+        mmd_p_value = float(log["eval/mmd_p_value"][()])
         log["eval/mmd_baseline"][()] = 1.0
+        del log["eval/mmd_p_value"]
         del log["samples/long_run/mmd_p_value"], log["samples/long_run_null"]
     result = run_cli(toy_run, "--rescore", "--seed", "2", module="asymnet.sample")
     assert result.returncode == 0, result.stderr
@@ -122,6 +124,7 @@ def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states
         assert log["samples/long_run/mmd_p_value"][()].tolist() == pytest.approx(curves["mmd_p_value"], rel=1e-6)
         assert {name: float(log["eval"][name][()]) for name in evals} == pytest.approx(evals, rel=1e-6)
         assert float(log["eval/mmd_baseline"][()]) == mmd_baseline  # the end of training's, as training wrote it
+        assert float(log["eval/mmd_p_value"][()]) == mmd_p_value and 1 / 21 <= mmd_p_value <= 1
         assert log.attrs["long_run"].startswith("60 chains, 100 T = 1 steps after cooling from p*, seed 2")
         assert "; rescored; toy baselines and p-values from 20 exact data draws" in log.attrs["long_run"]
     bare = tmp_path / "bare"

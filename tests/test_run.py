@@ -59,6 +59,14 @@ def test_a_run_writes_the_log_schema_checkpoint_and_figures(finished_run):
         assert log["samples/data"].shape == (300, 2)
     for name in ("mmd", "mmd_baseline", "bound", "sample_log_density", "data_log_density"):
         assert np.isfinite(summary.evals[name])
+    # the samples' rank among the exact draws whose mean is the baseline: (1 + #{draws >= mmd}) / 21
+    from asymnet.run import toy_mmd_null
+    from asymnet.trained import load_run
+
+    trained = load_run(finished_run)
+    null = toy_mmd_null(trained.study, trained.data, trained.data.test[:300].to(torch.float64))
+    assert summary.evals["mmd_baseline"] == pytest.approx(null.mean().item(), rel=1e-12)
+    assert summary.evals["mmd_p_value"] == (1 + (null >= summary.evals["mmd"]).sum().item()) / 21
     with open_log(finished_run) as log:
         window = log["samples/learning_window"][()]
     lags = window[:, 0]
