@@ -118,6 +118,13 @@ def drift_against_langevin(network, operator: GaussianOperator, toy, x: torch.Te
     return quality.drift_agreement(drift, 0.5 * std.double().pow(2) * toy.score(x.cpu()))
 
 
+def _require_visible_state(network, x: torch.Tensor, caller: str, what: str, other_mismatch: bool = False) -> None:
+    v = network.n_visible
+    if getattr(network, "n_units", None) != v or x.shape[1:] != (v,) or other_mismatch:
+        raise ValueError(f"{caller} needs a recurrent network whose chain state is its {x.shape[1]} visible units "
+                         f"(hidden_units: fast), and {what} of that width")
+
+
 def fit_readout(network, operator: GaussianOperator, x: torch.Tensor, mean: torch.Tensor, ridge: float = 1e-10,
                 ridge_per: str = "row") -> torch.Tensor:
     """Set the visible readout (W[:v], b[:v]) of a recurrent network whose chain state is its visible units
@@ -132,16 +139,14 @@ def fit_readout(network, operator: GaussianOperator, x: torch.Tensor, mean: torc
     from asymnet.readout import weighted_gram
 
     v = network.n_visible
-    if getattr(network, "n_units", None) != v or x.shape[1:] != (v,) or mean.shape != x.shape:
-        raise ValueError("fit_readout needs a recurrent network whose chain state is its "
-                         f"{x.shape[1]} visible units (hidden_units: fast), and points and means of that width")
+    _require_visible_state(network, x, "fit_readout", "points and means", mean.shape != x.shape)
     if ridge_per not in ("row", "diagonal"):
         raise ValueError(f"ridge_per is 'row' or 'diagonal', got {ridge_per!r}")
     with torch.no_grad():
         target = (mean.double() - (1.0 - operator.alpha) * x.double()) / operator.alpha
         features = torch.cat([network.rates(x.to(network.W.dtype), 1.0).double(),
                               torch.ones(len(x), 1, dtype=torch.float64)], 1)
-        gram = weighted_gram(features, torch.ones(len(x), dtype=torch.float64))
+        gram = weighted_gram(features)
         scale = len(x) if ridge_per == "row" else gram.diagonal().mean()
         gram += ridge * scale * torch.eye(features.shape[1], dtype=torch.float64)
         coefficients = torch.linalg.solve(gram, features.T @ target)
@@ -155,10 +160,7 @@ def fit_readout_to_langevin(network, operator: GaussianOperator, toy, x: torch.T
     """:func:`fit_readout` to the toy's exact Langevin step x + (sigma^2 / 2) grad log p(x) at the points x,
     with ``ridge`` times m on the Gram matrix's diagonal: the best T = 1 drift the network's fixed expansion
     can hold (``benchmarks/expansion_reference.py``), what training could reach."""
-    v = network.n_visible
-    if getattr(network, "n_units", None) != v or x.shape[1:] != (v,):
-        raise ValueError("fit_readout_to_langevin needs a recurrent network whose chain state is its "
-                         f"{x.shape[1]} visible units (hidden_units: fast), and points of that width")
+    _require_visible_state(network, x, "fit_readout_to_langevin", "points")  # before the network sees x
     with torch.no_grad():
         drive = network(x.to(network.W.dtype), 1.0)
         std = operator.std(drive, 1.0).expand_as(x).double()

@@ -107,16 +107,17 @@ def regression(network: RecurrentNetwork, operator: Operator, states: Sequence[t
         return torch.cat(parts, dim=-1), targets, weights
 
 
-def weighted_gram(rows: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
-    """sum_r w_r f_r f_r^T (p, p) in float64 for rows f (n, p) and weights w (n,) >= 0. On the CPU this is
-    BLAS's symmetric rank-k update (scipy's dsyrk) of the rows scaled by sqrt(w), which computes one triangle:
-    half the flops of the general product, 1.5x faster on one thread (benchmarks/ls_gram.py), and symmetric
-    exactly. Elsewhere (a GPU), or with a negative weight, the general product, symmetrised."""
-    rows, row_weights = rows.double(), row_weights.double()
-    if rows.device.type != "cpu" or bool((row_weights < 0).any()):
-        A = (rows * row_weights[:, None]).t() @ rows
+def weighted_gram(rows: torch.Tensor, row_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_r w_r f_r f_r^T (p, p) in float64 for rows f (n, p) and weights w (n,) >= 0 (None: all 1). On the
+    CPU this is BLAS's symmetric rank-k update (scipy's dsyrk) of the rows scaled by sqrt(w), which computes
+    one triangle: half the flops of the general product, 1.5x faster on one thread (benchmarks/ls_gram.py),
+    and symmetric exactly. Elsewhere (a GPU), or with a negative weight, the general product, symmetrised."""
+    rows = rows.double()
+    row_weights = None if row_weights is None else row_weights.double()
+    if rows.device.type != "cpu" or (row_weights is not None and bool((row_weights < 0).any())):
+        A = (rows if row_weights is None else rows * row_weights[:, None]).t() @ rows
         return 0.5 * (A + A.t())
-    scaled = (rows * row_weights.sqrt()[:, None]).contiguous().numpy()
+    scaled = (rows if row_weights is None else rows * row_weights.sqrt()[:, None]).contiguous().numpy()
     p = scaled.shape[1]
     # scaled^T scaled into the upper triangle of a zeroed matrix (scaled.T is Fortran-ordered: no copy)
     upper = blas.dsyrk(1.0, scaled.T, c=np.zeros((p, p), order="F"), trans=0, overwrite_c=True)

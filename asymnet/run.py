@@ -385,9 +385,15 @@ def toy_mmd_null(study: Study, data: Dataset, reference: torch.Tensor) -> torch.
     return quality.toy_null(data.toy, reference, len(reference), quality.NULL_DRAWS, gen)["mmd"]
 
 
-def toy_mmd_baseline(study: Study, data: Dataset, reference: torch.Tensor) -> float:
-    """The end of training's MMD^2 baseline of a toy: the mean of :func:`toy_mmd_null`."""
-    return toy_mmd_null(study, data, reference).mean().item()
+def toy_mmd_figures(study: Study, data: Dataset, reference: torch.Tensor, mmd: float | None) -> dict[str, float]:
+    """The end of training's ``mmd_baseline`` of a toy, the mean of :func:`toy_mmd_null`, and, given the
+    samples' ``mmd``, its ``mmd_p_value``: one draw of the samples scatters widely
+    (benchmarks/cooling_spread.py), so its rank among the exact draws says what the ratio cannot."""
+    null = toy_mmd_null(study, data, reference)
+    figures = {"mmd_baseline": null.mean().item()}
+    if mmd is not None:
+        figures["mmd_p_value"] = quality.null_p_value(mmd, null)
+    return figures
 
 
 def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
@@ -401,10 +407,7 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
         reference = data.test[:n].to(torch.float64)
         log.write_samples("data", reference)
         figures["mmd"] = quality.mmd2_rbf(samples[: len(reference)], reference)
-        null = toy_mmd_null(study, data, reference)
-        figures["mmd_baseline"] = null.mean().item()
-        # one draw of the samples scatters widely (benchmarks/cooling_spread.py): its rank among exact draws
-        figures["mmd_p_value"] = quality.null_p_value(figures["mmd"], null)
+        figures.update(toy_mmd_figures(study, data, reference, figures["mmd"]))
         figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
         figures["data_log_density"] = data.toy.log_density(reference).mean().item()
     if data.rescaling is not None and model.network.n_units == data.n_visible:

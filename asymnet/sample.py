@@ -148,14 +148,10 @@ def rescore_long_run(run_dir, data_dir: str | None = None, device: str = "cpu", 
         for name, value in quality_figures(trained, samples[step], scorer).items():
             curves.setdefault(name, []).append(value)
     if trained.data.toy is not None:  # the end of training's baseline, as training now computes it
-        from asymnet.run import toy_mmd_null
+        from asymnet.run import toy_mmd_figures
 
         reference = trained.data.test[:n_final].to(torch.float64)
-        null = toy_mmd_null(trained.study, trained.data, reference)
-        evals = {"mmd_baseline": null.mean().item()}
-        if end_mmd is not None:
-            evals["mmd_p_value"] = quality.null_p_value(end_mmd, null)
-        add_results(trained.log_path, evals=evals)
+        add_results(trained.log_path, evals=toy_mmd_figures(trained.study, trained.data, reference, end_mmd))
     return _store_long_run(trained, stops, samples, curves, f"{earlier}; rescored", seed, null_draws)
 
 

@@ -64,6 +64,8 @@ def test_the_weighted_gram_matrix_is_the_general_product_exactly_symmetric():
         assert torch.equal(A, A.t())
         tol = 1e-12 if given.dtype == torch.float64 else 1e-6
         assert torch.allclose(A, 0.5 * (expected + expected.t()), rtol=tol, atol=tol * expected.abs().max())
+    ones = torch.ones(700, dtype=torch.float64)  # no weights: each row counts once, as with weights of 1
+    assert torch.equal(readout.weighted_gram(rows), readout.weighted_gram(rows, ones))
     # a negative weight (no square root) takes the general product and stays exact
     weights[0] = -0.5
     expected = (rows * weights[:, None]).t() @ rows
