@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from brian2.devices.device import all_devices, reset_device
 
+from asymnet.errors import AsymnetError
 from asymnet.metrics.balance import EntropyProductionEstimate
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import Drive, GaussianOperator
@@ -53,7 +54,7 @@ RATE_CODE = {
 NOISE_EXPONENT = {"sqrt_T": 0.5, "T": 1.0}
 
 
-class BrianExportError(Exception):
+class BrianExportError(AsymnetError):
     """The network, operator or argument has no Brian2 counterpart here; the message says which and why."""
 
 

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 
 import torch
 
+from asymnet.errors import AsymnetError
+
 TIMEOUT = datetime.timedelta(hours=2)  # rank 0 evaluates while the others wait at the next all-reduce
 
 
-class DistributedError(Exception):
+class DistributedError(AsymnetError):
     """A process-group setting that cannot work; the message says the fix."""
 
 

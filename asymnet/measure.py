@@ -25,12 +25,15 @@ import time
 import torch
 from tqdm import tqdm
 
-from asymnet import walkback
-from asymnet.data.mnist import bits_per_dim
-from asymnet.metrics import balance, likelihood, quality
+from asymnet.dequantization import bits_per_dim
+from asymnet.langevin import drift_against_langevin
+from asymnet.metrics import likelihood
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import add_results
-from asymnet.trained import RunError, TrainedRun, add_common_arguments, load_run, run_command
+from asymnet.cli import add_common_arguments, run_command
+from asymnet.errors import RunError
+from asymnet.evaluate import detailed_balance
+from asymnet.model import TrainedRun, eval_temperatures, load_run, sampling_generator
 
 EP_CONVENTION = ("EP = mean over stationary T = 1 chains of log p(s'|s) - log p(s|s'), nats per step, full state "
                  "(visible and hidden); H = mean of -log p(s'|s), plus n_visible * log(256) for 8-bit images "
@@ -41,11 +44,9 @@ EP_CONVENTION = ("EP = mean over stationary T = 1 chains of log p(s'|s) - log p(
 def held_out_likelihood(trained: TrainedRun, n_examples: int, n_trajectories: int, generator: torch.Generator,
                         batch: int = 10, quiet: bool = True) -> dict[str, float]:
     """Mean bound and IS log-likelihood (nats, and bits/dim for images) over the first n_examples test points."""
-    from asymnet.run import eval_temperatures
-
     model, study, data = trained.model, trained.study, trained.data
     dtype = getattr(torch, study.training.dtype)
-    on = generator if trained.device.type == "cpu" else None
+    on = sampling_generator(generator, trained.device)
     temperatures = eval_temperatures(model, study)
     rows = data.test[:n_examples]
     bounds, estimates, errors = [], [], []
@@ -64,25 +65,6 @@ def held_out_likelihood(trained: TrainedRun, n_examples: int, n_trajectories: in
         figures["test_is_bits_per_dim"] = bits_per_dim(estimate, data.n_visible, data.rescaling).mean().item()
         figures["test_is_bits_per_dim_stderr"] = figures["test_is_nats_stderr"] / (data.n_visible * math.log(2))
     return figures
-
-
-def detailed_balance(model, study, data, device, n_chains: int, n_steps: int, burn_in: int,
-                     generator: torch.Generator, n_batches: int = 20) -> dict[str, float]:
-    """EP and relative irreversibility of the T = 1 chain of ``model`` (asymnet.run.Model), started from
-    generated samples; H on the 8-bit scale of the visible units for images (EP_CONVENTION)."""
-    from asymnet.run import eval_temperatures
-
-    on = generator if device.type == "cpu" else None
-    with torch.no_grad():
-        s0 = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
-                               n_chains, on)
-    offset = data.n_visible * math.log(1.0 / data.rescaling.scale) if data.rescaling is not None else 0.0
-    estimate = balance.entropy_production(model.network, model.operator, s0, n_steps, burn_in,
-                                          n_batches=min(n_batches, n_steps), generator=on, entropy_offset=offset)
-    return {"ep": estimate.ep, "ep_stderr": estimate.ep_stderr,
-            "conditional_entropy": estimate.conditional_entropy,
-            "relative_irreversibility": estimate.relative_irreversibility,
-            "relative_irreversibility_stderr": estimate.relative_irreversibility_stderr}
 
 
 def gaussian_reference(trained: TrainedRun, generator: torch.Generator) -> dict[str, float]:
@@ -106,66 +88,6 @@ def langevin_drift(trained: TrainedRun, n_points: int) -> dict[str, float]:
     x = data.test[:n_points].to(device=trained.device, dtype=next(model.network.parameters()).dtype)
     figures = drift_against_langevin(model.network, model.operator, data.toy, x)
     return {f"langevin_{name}": value for name, value in figures.items()}
-
-
-def drift_against_langevin(network, operator: GaussianOperator, toy, x: torch.Tensor) -> dict[str, float]:
-    """quality.drift_agreement of the learned T = 1 drift m(x) - x and the toy's exact Langevin drift
-    (sigma^2 / 2) grad log p(x) at the points x (m, 2), given on the network's device and in its dtype."""
-    with torch.no_grad():
-        drive = network(x, 1.0)
-        drift = (operator.mean(x, drive) - x).cpu()
-        std = operator.std(drive, 1.0).expand_as(x).cpu()
-    return quality.drift_agreement(drift, 0.5 * std.double().pow(2) * toy.score(x.cpu()))
-
-
-def _require_visible_state(network, x: torch.Tensor, caller: str, what: str, other_mismatch: bool = False) -> None:
-    v = network.n_visible
-    if getattr(network, "n_units", None) != v or x.shape[1:] != (v,) or other_mismatch:
-        raise ValueError(f"{caller} needs a recurrent network whose chain state is its {x.shape[1]} visible units "
-                         f"(hidden_units: fast), and {what} of that width")
-
-
-def fit_readout(network, operator: GaussianOperator, x: torch.Tensor, mean: torch.Tensor, ridge: float = 1e-10,
-                ridge_per: str = "row") -> torch.Tensor:
-    """Set the visible readout (W[:v], b[:v]) of a recurrent network whose chain state is its visible units
-    to the least-squares fit of a given T = 1 mean at the points x (m, v), in place; returns the coefficients
-    ((n_neurons + 1, v): rates, then the bias).
-
-    The T = 1 mean is (1 - alpha) x + alpha (W[:v] rates(x, 1) + b[:v]) (log T = 0), so the fit regresses
-    (mean - (1 - alpha) x) / alpha on (rates(x, 1), 1). The ridge on the Gram matrix's diagonal is ``ridge``
-    times m (``ridge_per="row"``) or times the Gram matrix's mean diagonal (``"diagonal"``). Everything else
-    stays, so the result is the best T = 1 drift the network's fixed expansion can hold at those points.
-    """
-    from asymnet.readout import weighted_gram
-
-    v = network.n_visible
-    _require_visible_state(network, x, "fit_readout", "points and means", mean.shape != x.shape)
-    if ridge_per not in ("row", "diagonal"):
-        raise ValueError(f"ridge_per is 'row' or 'diagonal', got {ridge_per!r}")
-    with torch.no_grad():
-        target = (mean.double() - (1.0 - operator.alpha) * x.double()) / operator.alpha
-        features = torch.cat([network.rates(x.to(network.W.dtype), 1.0).double(),
-                              torch.ones(len(x), 1, dtype=torch.float64)], 1)
-        gram = weighted_gram(features)
-        scale = len(x) if ridge_per == "row" else gram.diagonal().mean()
-        gram += ridge * scale * torch.eye(features.shape[1], dtype=torch.float64)
-        coefficients = torch.linalg.solve(gram, features.T @ target)
-        network.W[:v] = coefficients[:-1].T.to(network.W.dtype)
-        network.b[:v] = coefficients[-1].to(network.b.dtype)
-    return coefficients
-
-
-def fit_readout_to_langevin(network, operator: GaussianOperator, toy, x: torch.Tensor,
-                            ridge: float = 1e-10) -> torch.Tensor:
-    """:func:`fit_readout` to the toy's exact Langevin step x + (sigma^2 / 2) grad log p(x) at the points x,
-    with ``ridge`` times m on the Gram matrix's diagonal: the best T = 1 drift the network's fixed expansion
-    can hold (``benchmarks/expansion_reference.py``), what training could reach."""
-    _require_visible_state(network, x, "fit_readout_to_langevin", "points")  # before the network sees x
-    with torch.no_grad():
-        drive = network(x.to(network.W.dtype), 1.0)
-        std = operator.std(drive, 1.0).expand_as(x).double()
-        mean = x.double() + 0.5 * std.pow(2) * toy.score(x.double())
-    return fit_readout(network, operator, x, mean, ridge)
 
 
 def measure(run_dir, n_examples: int = 1000, n_trajectories: int = 100, ep_chains: int = 100, ep_steps: int = 10000,

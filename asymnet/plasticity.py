@@ -1,7 +1,7 @@
 """The Variational Walkback update of a recurrent network as a local STDP / reverse-STDP rule.
 
 For F(s) = W phi(s) + b and the Gaussian operator, step t of a heating trajectory contributes
-(DESIGN.md, "The local rule"; the gradient of log p_T(s_{t-1} | s_t)):
+(docs/design.md, "The local rule"; the gradient of log p_T(s_{t-1} | s_t)):
 
     dW_ij = alpha (s_{t-1,i} - mu_i(s_t)) phi(s_{t,j}) / std_i^2,     db_i = alpha (s_{t-1,i} - mu_i(s_t)) / std_i^2
 
@@ -27,16 +27,17 @@ float64.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as nnf
 
+from asymnet.errors import AsymnetError
 from asymnet.networks.recurrent import RecurrentNetwork
-from asymnet.operators import BernoulliOperator, Drive, GaussianOperator, Operator
+from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
 
 
-class PlasticityError(Exception):
+class PlasticityError(AsymnetError):
     """The local rule was asked for a network or operator it is not derived for."""
 
 
@@ -58,15 +59,6 @@ class LocalUpdate:
     loss: torch.Tensor
     temporal_norm: float
     equal_time_norm: float
-
-
-def check_supported(study) -> None:
-    """Refuse, before anything is written, a study whose operator the local rule does not cover."""
-    if study.network.kind != "recurrent":
-        raise PlasticityError(
-            f"learning: local needs network.kind: recurrent (the rule is derived for F(s) = W phi(s) + b), "
-            f"got network.kind: {study.network.kind}; use training.learning: autograd for it"
-        )
 
 
 def trajectory_update(
@@ -120,7 +112,7 @@ def trajectory_update(
             # sum of z^2 = sum of error * post / alpha, as one dot product without a temporary
             z2_sum = torch.dot(error.reshape(-1), post.reshape(-1)) / alpha
             loss = (0.5 * z2_sum / batch + std.log().sum()
-                    + 0.5 * later.shape[0] * later.shape[2] * _LOG_2PI)
+                    + 0.5 * later.shape[0] * later.shape[2] * LOG_2PI)
             grad_sigma = None
             if network.sigma_visible.requires_grad:
                 v = network.n_visible
@@ -154,18 +146,6 @@ def trajectory_update(
             temporal_norm = temporal.norm().item()
             equal_time_norm = (-grad_W[:m] - temporal).norm().item()  # the two terms sum to dW = -grad_W
     return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm)
-
-
-def add_anchor(update: LocalUpdate, anchor: LocalUpdate, weight: float) -> LocalUpdate:
-    """The walk back's update plus ``weight`` times the score anchor's (walkback.score_anchor_pairs, scored
-    as the one-step trajectory [target, start] at T = 1). The anchor trains the mean only: the noise levels'
-    gradient and the loss are the walk back's."""
-    return replace(update, grad_W=update.grad_W + weight * anchor.grad_W,
-                   grad_b=update.grad_b + weight * anchor.grad_b,
-                   grad_w_T=None if update.grad_w_T is None else update.grad_w_T + weight * anchor.grad_w_T)
-
-
-_LOG_2PI = float(torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64)))
 
 
 def write_gradients(network: RecurrentNetwork, update: LocalUpdate) -> None:

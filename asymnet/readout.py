@@ -43,11 +43,12 @@ from scipy.linalg import blas
 from torch.nn import functional as nnf
 
 from asymnet.distributed import Shard
+from asymnet.errors import AsymnetError, TrainingDiverged
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator, Operator
 
 
-class LeastSquaresError(Exception):
+class LeastSquaresError(AsymnetError):
     """The least-squares readout was asked for a network or operator it is not derived for."""
 
 
@@ -183,8 +184,8 @@ class LeastSquaresReadout:
         lam = self.damping * A.diagonal().mean()
         factor, info = torch.linalg.cholesky_ex(A + lam * torch.eye(len(A), dtype=A.dtype, device=A.device))
         if info:
-            raise FloatingPointError(f"the readout's Gram matrix is not positive definite (leading minor "
-                                     f"{int(info)}); raise training.ls_damping above {self.damping:g}")
+            raise TrainingDiverged(f"the readout's Gram matrix is not positive definite (leading minor "
+                                   f"{int(info)}); raise training.ls_damping above {self.damping:g}")
         return torch.cholesky_solve(C, factor)
 
     def zero_grad(self, set_to_none: bool = False) -> None:

@@ -10,8 +10,6 @@ import argparse
 import datetime
 import json
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,104 +18,24 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from asymnet import __version__, distributed, plasticity, plots, readout, replicas, schedule, walkback
-from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
-from asymnet.data import DataError, Dataset, find_data_dir, load_dataset
-from asymnet.data.mnist import bits_per_dim, load_mnist
-from asymnet.measure import detailed_balance
-from asymnet.metrics import quality
-from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
+from asymnet import __version__, anchor, distributed, plasticity, plots, readout, replicas, schedule, walkback
+from asymnet.cli import run_command
+from asymnet.data import Dataset
 from asymnet.distributed import Shard
-from asymnet.networks import MLPNetwork, RecurrentNetwork, UNetNetwork
-from asymnet.operators import BernoulliOperator, Drive, GaussianOperator, Operator
-from asymnet.runlog import LOG_NAME, LogError, LogLayout, RunLog, open_log
-from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, replica_study, study_to_dict
-from asymnet.trained import CHECKPOINT_NAME, RunError, check_mask, pick_device
+from asymnet.errors import RunError, TrainingDiverged
+from asymnet.evaluate import (IMAGE_FIGURES, ImageScorer, detailed_balance_figures, final_evaluation,
+                              generate_visible, has_classifier, held_out_bound, log_symmetry, mnist_classifier)
+from asymnet.inpainting import check_mask, measure_inpainting
+from asymnet.long_run import measure_long_run
+from asymnet.model import (CHECKPOINT_NAME, Model, ReplicaModel, build_model, build_replica_model, check_finite,
+                           load_checkpoint, load_data, pick_device, save_checkpoint, single_models)
+from asymnet.networks import RecurrentNetwork
+from asymnet.operators import Drive
+from asymnet.runlog import LOG_NAME, LogLayout, RunLog, open_log
+from asymnet.study import Study, StudyError, load_study, parse_study, replace_in, study_to_dict
+
 
 WINDOW_LAGS = torch.arange(-20, 21)
-
-
-class TrainingDiverged(Exception):
-    """The loss or the weights stopped being finite."""
-
-
-@dataclass
-class Model:
-    """Everything that learns or carries state across training steps. ``generator`` draws the minibatch
-    rows and dequantisation (CPU); ``noise_generator`` the heating noise (the same generator on CPU, one
-    on the GPU for CUDA). ``shard``: this process's share of each global batch (asymnet.distributed)."""
-
-    network: torch.nn.Module
-    operator: Operator
-    p_star: walkback.PStar
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-    n_heating: int
-    noise_generator: torch.Generator | None = None
-    shard: Shard = Shard()
-    scaler: "torch.amp.GradScaler | None" = None
-
-    def __post_init__(self):
-        if self.noise_generator is None:
-            self.noise_generator = self.generator
-
-
-def build_network(study: Study, data: Dataset, generator: torch.Generator) -> torch.nn.Module:
-    """The study's network F, its weights drawn from ``generator``."""
-    net_cfg, op_cfg = study.network, study.operator
-    if net_cfg.kind == "recurrent":
-        return RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
-                                net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
-                                net_cfg.temperature_conditioned,
-                                None if net_cfg.phi_visible == "same" else net_cfg.phi_visible,
-                                net_cfg.hidden_units, net_cfg.hidden_gain, net_cfg.hidden_bias,
-                                net_cfg.hidden_temperature_gain)
-    if net_cfg.kind == "unet":
-        if data.image_shape is None:
-            raise StudyError(f"network.kind: unet needs an image dataset (mnist, cifar10, svhn, celeba64), "
-                             f"got data.name: {study.data.name}; use network.kind: mlp or recurrent for 2-D data")
-        try:
-            return UNetNetwork(data.image_shape, net_cfg.unet_channels, tuple(net_cfg.unet_channel_mults),
-                               net_cfg.unet_res_blocks, op_cfg.sigma, op_cfg.learn_sigma,
-                               net_cfg.temperature_conditioned, generator)
-        except ValueError as error:
-            raise StudyError(f"network.unet_channel_mults = {list(net_cfg.unet_channel_mults)}: {error}") from None
-    return MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
-                      net_cfg.temperature_conditioned, generator)
-
-
-def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.dtype,
-                shard: Shard = Shard()) -> Model:
-    """Network, operator, p*, optimizer and the training RNG, all from the study's seed (so every process
-    of a data-parallel run builds the same model)."""
-    generator = torch.Generator(device="cpu").manual_seed(study.seed)
-    op_cfg = study.operator
-    network = build_network(study, data, generator).to(device=device, dtype=dtype)
-    if op_cfg.family == "gaussian":
-        operator = GaussianOperator(op_cfg.alpha, op_cfg.noise_scaling)
-    else:
-        operator = BernoulliOperator(op_cfg.alpha)
-    train_points = data.batch(data.train[:10000], generator, torch.float64)
-    sigma_max = study.walkback.sigma_max or train_points.var(0).mean().sqrt().item()
-    if study.walkback.T_max:
-        T_max = study.walkback.T_max
-    elif op_cfg.family == "gaussian":
-        T_max = schedule.max_temperature(sigma_max, op_cfg.sigma, op_cfg.noise_scaling)
-    else:
-        T_max = 16.0
-    training = study.training
-    if training.optimizer == "least_squares":
-        optimizer = readout.LeastSquaresReadout(network, operator, training.learning_rate, training.ls_step,
-                                                training.ls_memory, training.ls_damping)
-    else:
-        optimizer = torch.optim.Adam(network.parameters(), lr=training.learning_rate)
-    p_star = walkback.PStar(network.n_units).to(device=device, dtype=dtype)
-    noise_generator = None
-    if device.type == "cuda":
-        noise_generator = torch.Generator(device=device).manual_seed(study.seed)
-    scaler = torch.amp.GradScaler(device.type) if study.training.autocast == "fp16" else None
-    return Model(network, operator, p_star, optimizer, generator,
-                 schedule.n_heating_steps(T_max, study.walkback.heating_factor), noise_generator, shard, scaler)
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -135,58 +53,55 @@ def check_autocast(study: Study, device: torch.device) -> None:
         raise StudyError("training.autocast: fp16 needs --device cuda; on a CPU use training.autocast: bf16 or none")
 
 
-def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_terms: bool = True) -> dict[str, float]:
-    """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
-    (with the sizes of its STDP and equal-time terms when ``with_terms``), plus walkback.score_anchor's term.
-    In a data-parallel run this process takes its rows of the global batch and the gradients are averaged
-    over the processes."""
-    net, gen, noise_gen, shard = model.network, model.generator, model.noise_generator, model.shard
+def draw_minibatch(model: Model, study: Study, data: Dataset, device, dtype
+                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """This process's rows of one global minibatch (on ``device``), started where anchor.start_noise puts
+    them, and the (start, target) pairs of the anchor term when anchor.weight is set (else None), both
+    drawn from the clean global batch."""
+    gen, shard, cfg = model.generator, model.shard, study.anchor
     rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
     clean = data.batch(rows, gen, dtype)
-    x = shard.take(walkback.noisy_starts(clean, study.walkback.start_noise, gen, study.walkback.start_noise_fraction))
+    x = shard.take(anchor.noisy_starts(clean, cfg.start_noise, gen, cfg.start_noise_fraction))
     x = (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
-    anchor = None  # (start, target) of walkback.score_anchor's term, drawn from the clean global batch
-    if study.walkback.score_anchor:
-        std = model.operator.std(Drive(None, net.sigma.detach().cpu().to(dtype)), 1.0)
-        pairs = walkback.score_anchor_pairs(clean, std, study.walkback.score_anchor_noise, gen)
-        if study.walkback.score_anchor_bandwidth:
-            start = walkback.widen_starts(pairs[0], clean, study.walkback.score_anchor_wide,
-                                          study.walkback.score_anchor_wide_noise, gen)
-            pairs = (start, walkback.kernel_langevin_step(start, data.train.to(dtype),
-                                                            study.walkback.score_anchor_bandwidth, std))
-        anchor = tuple(shard.take(a).to(device) for a in pairs)
-    n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
+    if not cfg.weight:
+        return x, None
+    std = model.operator.std(Drive(None, model.network.sigma.detach().cpu().to(dtype)), 1.0)
+    pairs = anchor.anchor_pairs(clean, std, gen, cfg.noise, cfg.bandwidth, cfg.wide, cfg.wide_noise, data.train)
+    return x, tuple(shard.take(a).to(device) for a in pairs)
+
+
+def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_terms: bool = True) -> dict[str, float]:
+    """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
+    (with the sizes of its STDP and equal-time terms when ``with_terms``), plus the anchor's term when the
+    study has one. In a data-parallel run this process takes its rows of the global batch and the gradients
+    are averaged over the processes."""
+    net, operator, shard, power = model.network, model.operator, model.shard, study.walkback.step_weight_power
+    x, pairs = draw_minibatch(model, study, data, device, dtype)
+    n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, model.generator)
     temperatures = schedule.heating_temperatures(n_extra, model.n_heating, study.walkback.heating_factor)
     autocast = torch.autocast(device.type, AUTOCAST_DTYPES.get(study.training.autocast, torch.bfloat16),
                               enabled=study.training.autocast != "none")
     with autocast:
-        s0 = walkback.settle_hidden(net, model.operator, x, study.walkback.settle_steps, noise_gen, shard)
-        states, drives = walkback.heating_trajectory_with_drives(net, model.operator, s0, temperatures, noise_gen,
-                                                                 shard)
+        s0 = walkback.settle_hidden(net, operator, x, study.walkback.settle_steps, model.noise_generator, shard)
+        states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures,
+                                                                 model.noise_generator, shard)
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
-        terms = [readout.regression(net, model.operator, states, temperatures, study.walkback.step_weight_power)]
-        if anchor:
-            terms.append(readout.regression(net, model.operator, [anchor[1], anchor[0]], [1.0],
-                                            weight=study.walkback.score_anchor))
+        terms = [readout.regression(net, operator, states, temperatures, power)]
+        if pairs:
+            terms.append(readout.regression(net, operator, list(pairs[::-1]), [1.0], weight=study.anchor.weight))
         model.optimizer.accumulate(terms, shard)
     if study.training.learning == "local":
-        update = plasticity.trajectory_update(net, model.operator, states, temperatures, drives, with_terms,
-                                                study.walkback.step_weight_power)
-        if anchor:
-            start, target = anchor
-            update = plasticity.add_anchor(update, plasticity.trajectory_update(
-                net, model.operator, [target, start], [1.0], None, False), study.walkback.score_anchor)
+        update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power)
+        if pairs:
+            update = anchor.add_anchor(update, anchor.local_update(net, operator, pairs), study.anchor.weight)
         plasticity.write_gradients(net, update)
         loss = update.loss.detach()
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
     else:
         with autocast:
-            loss = walkback.walkback_losses(net, model.operator, states, temperatures,
-                                           study.walkback.step_weight_power).sum()
-            total = loss
-            if anchor:
-                total = loss + study.walkback.score_anchor * walkback.score_anchor_loss(net, model.operator, *anchor)
+            loss = walkback.walkback_losses(net, operator, states, temperatures, power).sum()
+            total = loss + study.anchor.weight * anchor.score_anchor_loss(net, operator, *pairs) if pairs else loss
         (model.scaler.scale(total) if model.scaler else total).backward()
         loss, terms = loss.detach(), []
     reported = torch.cat([loss.reshape(1).to(dtype), torch.tensor(terms, dtype=dtype, device=loss.device)])
@@ -219,37 +134,6 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, study: Study, step: int)
         group["lr"] = learning_rate(study, step)
 
 
-@dataclass
-class ReplicaModel:
-    """``replicas: R`` networks trained as one batched program (asymnet.replicas): stacked weights, p* and
-    Adam moments, and replica r's generator, seeded and consumed as the single run of replica_study(study, r)
-    would (build_model draws its initial weights from it). ``singles[r]`` is that single run's Model, which
-    evaluation and logging read after :func:`single_models` copied replica r's weights and p* into it."""
-
-    network: replicas.StackedRecurrentNetwork
-    operator: Operator
-    p_star: replicas.StackedPStar
-    optimizer: replicas.StackedAdam
-    generators: list[torch.Generator]
-    studies: list[Study]
-    datasets: list[Dataset]
-    singles: list[Model]
-
-
-def build_replica_model(study: Study, data: Dataset, data_dir: str | None, device, dtype) -> ReplicaModel:
-    """Each replica built as its single run (build_model), then stacked. A toy dataset is drawn from the seed,
-    so a replica with another seed gets its own; MNIST is one dataset for all."""
-    studies = [replica_study(study, r) for r in range(study.replicas)]
-    datasets = [data if data.toy is None or single.seed == study.seed else load_data(single, data_dir)
-                for single in studies]
-    singles = [build_model(single, single_data, device, dtype) for single, single_data in zip(studies, datasets)]
-    network = replicas.StackedRecurrentNetwork.from_networks([single.network for single in singles])
-    optimizer = replicas.StackedAdam(dict(network.named_parameters()), [s.training.learning_rate for s in studies])
-    p_star = replicas.StackedPStar(study.replicas, network.n_units).to(device=device, dtype=dtype)
-    return ReplicaModel(network, singles[0].operator, p_star, optimizer, [single.generator for single in singles],
-                        studies, datasets, singles)
-
-
 def replica_train_step(model: ReplicaModel, device, dtype, step: int, with_terms: bool) -> list[dict[str, float]]:
     """train_step for all replicas at once: each draws its minibatch, n and noise from its own generator in
     the single run's order; the chain, the update and Adam run batched. One dict of figures per replica."""
@@ -257,8 +141,8 @@ def replica_train_step(model: ReplicaModel, device, dtype, step: int, with_terms
     x, temperatures = [], []
     for single, data, gen in zip(model.singles, model.datasets, model.generators):
         rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-        x.append(walkback.noisy_starts(data.batch(rows, gen, dtype), study.walkback.start_noise, gen,
-                                       study.walkback.start_noise_fraction).to(device))
+        x.append(anchor.noisy_starts(data.batch(rows, gen, dtype), study.anchor.start_noise, gen,
+                                     study.anchor.start_noise_fraction).to(device))
         n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
         temperatures.append(schedule.heating_temperatures(n_extra, single.n_heating, study.walkback.heating_factor))
     padded = replicas.Schedule.pad(temperatures, dtype, device)
@@ -297,17 +181,6 @@ def train_members(model: Model | ReplicaModel, study: Study, data: Dataset, devi
     return [train_step(model, study, data, device, dtype, with_terms)]
 
 
-def single_models(model: Model | ReplicaModel) -> list[Model]:
-    """The run's networks as single-run Models, for evaluation and logging: the model itself, or every
-    replica's weights and p* copied into its single run's Model."""
-    if isinstance(model, Model):
-        return [model]
-    for r, single in enumerate(model.singles):
-        model.network.copy_replica(r, single.network)
-        model.p_star.copy_replica(r, single.p_star)
-    return model.singles
-
-
 @dataclass(frozen=True)
 class Member:
     """One network's share of a run: the log (or replica group) it writes, its study and its data."""
@@ -322,145 +195,6 @@ def members_of(log: RunLog, model: Model | ReplicaModel, study: Study, data: Dat
         return [Member(log, study, data)]
     return [Member(log.replica(r), single, single_data)
             for r, (single, single_data) in enumerate(zip(model.studies, model.datasets))]
-
-
-def _on(generator: torch.Generator, device: torch.device) -> torch.Generator | None:
-    """The training generator where it can drive sampling (CPU); None (global CUDA RNG) on GPU."""
-    return generator if device.type == "cpu" else None
-
-
-def eval_temperatures(model: Model, study: Study) -> list[float]:
-    """The fixed schedule of generation and of the bound: n = n_extra_max steps at T = 1, then heating."""
-    return schedule.heating_temperatures(study.walkback.n_extra_max, model.n_heating, study.walkback.heating_factor)
-
-
-def generation_temperatures(model: Model, study: Study) -> list[float]:
-    """The cooling schedule of generation: evaluation.extra_cooling_steps more T = 1 steps (they run last)
-    before eval_temperatures."""
-    return [1.0] * study.evaluation.extra_cooling_steps + eval_temperatures(model, study)
-
-
-def held_out_bound(model: Model, study: Study, data: Dataset, device, dtype, step: int) -> float:
-    """Mean eq. 5 bound on the first n_bound held-out examples, nats per example (fresh RNG per step)."""
-    gen = torch.Generator().manual_seed(study.seed * 1_000_003 + step)
-    x = data.batch(data.test[: study.evaluation.n_bound], gen, dtype).to(device)
-    s0 = walkback.settle_hidden(model.network, model.operator, x, study.walkback.settle_steps, _on(gen, device))
-    bound = walkback.variational_bound(model.network, model.operator, model.p_star, s0,
-                                       eval_temperatures(model, study), _on(gen, device))
-    return bound.mean().item()
-
-
-def detailed_balance_figures(model: Model, study: Study, data: Dataset, device, step: int) -> dict[str, float]:
-    """EP and relative irreversibility of the T = 1 chain (asymnet.measure's convention) from a fixed
-    evaluation seed per step, beside the symmetry figures; empty when evaluation.ep_chains is 0."""
-    cfg = study.evaluation
-    if cfg.ep_chains == 0:
-        return {}
-    gen = torch.Generator().manual_seed(study.seed + 7907 + step)
-    figures = detailed_balance(model, study, data, device, cfg.ep_chains, cfg.ep_steps, cfg.ep_burn_in, gen, 10)
-    return {name: figures[name] for name in ("ep", "ep_stderr", "relative_irreversibility")}
-
-
-def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> None:
-    """cos(W, W^T) and the norms of W's symmetric and antisymmetric parts, with a W snapshot; for an
-    MLP the same figures of its Jacobian dF_mu/ds at 64 held-out points, from 16 random probes each."""
-    network = model.network
-    if isinstance(network, RecurrentNetwork):
-        figures = weight_symmetry(network.W.detach())
-        log.snapshot("W", step, network.W.detach())
-    else:
-        gen = torch.Generator().manual_seed(step)
-        points = data.batch(data.test[:64], gen, dtype).to(next(network.parameters()).device)
-        figures = jacobian_symmetry(lambda s: network(s, 1.0).mu, points, 16, gen)
-    log.append("symmetry_cosine", step, figures.cosine)
-    log.append("symmetric_norm", step, figures.symmetric_norm)
-    log.append("antisymmetric_norm", step, figures.antisymmetric_norm)
-
-
-def toy_mmd_null(study: Study, data: Dataset, reference: torch.Tensor) -> torch.Tensor:
-    """The end of training's exact draws of a toy: MMD^2 (quality.NULL_DRAWS,) of that many exact draws of
-    len(reference) points against ``reference`` (the test points the samples are scored against), from the
-    study's seed + 7877 stream. Their mean is ``mmd_baseline``; the samples' rank among them ``mmd_p_value``."""
-    gen = torch.Generator().manual_seed(study.seed + 7877)
-    return quality.toy_null(data.toy, reference, len(reference), quality.NULL_DRAWS, gen)["mmd"]
-
-
-def toy_mmd_figures(study: Study, data: Dataset, reference: torch.Tensor, mmd: float | None) -> dict[str, float]:
-    """The end of training's ``mmd_baseline`` of a toy, the mean of :func:`toy_mmd_null`, and, given the
-    samples' ``mmd``, its ``mmd_p_value``: one draw of the samples scatters widely
-    (benchmarks/cooling_spread.py), so its rank among the exact draws says what the ratio cannot."""
-    null = toy_mmd_null(study, data, reference)
-    figures = {"mmd_baseline": null.mean().item()}
-    if mmd is not None:
-        figures["mmd_p_value"] = quality.null_p_value(mmd, null)
-    return figures
-
-
-def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
-                     scorer: "ImageScorer | None" = None) -> dict[str, float]:
-    """Samples, the held-out bound, and the sample-quality figures of the dataset."""
-    samples = generate_visible(model, study, data, device)
-    n = len(samples)
-    log.write_samples("final", samples)
-    figures = {"bound": held_out_bound(model, study, data, device, dtype, study.training.steps)}
-    if data.toy is not None:
-        reference = data.test[:n].to(torch.float64)
-        log.write_samples("data", reference)
-        figures["mmd"] = quality.mmd2_rbf(samples[: len(reference)], reference)
-        figures.update(toy_mmd_figures(study, data, reference, figures["mmd"]))
-        figures["sample_log_density"] = data.toy.log_density(samples.to(torch.float64)).mean().item()
-        figures["data_log_density"] = data.toy.log_density(reference).mean().item()
-    if data.rescaling is not None and model.network.n_units == data.n_visible:
-        # with (slow) hidden units the bound is on log p(x, h_0), not a bits/dim figure of x
-        figures["bound_bits_per_dim"] = bits_per_dim(torch.tensor([figures["bound"]]), data.n_visible,
-                                                     data.rescaling).item()
-    if scorer is not None:
-        figures.update(scorer.figures(samples))
-    for name, value in figures.items():
-        log.write_eval(name, value)
-    return figures
-
-
-IMAGE_FIGURES = ("confident_fraction", "label_entropy", "frechet_distance")
-
-
-def generate_visible(model: Model, study: Study, data: Dataset, device) -> torch.Tensor:
-    """n_samples generated visible states (n, n_visible) by cooling from p*, from a fixed evaluation seed."""
-    gen = torch.Generator().manual_seed(study.seed + 7919)
-    states = walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, study),
-                               study.evaluation.n_samples, _on(gen, device), final_mean=study.evaluation.final_mean)
-    return states[:, : data.n_visible].cpu()
-
-
-@dataclass(frozen=True)
-class ImageScorer:
-    """The MNIST classifier and the features of the reference images (the test images after the first
-    n_samples), computed once per run."""
-
-    classifier: torch.nn.Module
-    reference_features: torch.Tensor
-
-    @classmethod
-    def build(cls, classifier: torch.nn.Module, data: Dataset, n_samples: int) -> "ImageScorer":
-        return cls(classifier, classifier.features(data.test[n_samples:].float() / 255.0))
-
-    def figures(self, images: torch.Tensor, prefix: str = "") -> dict[str, float]:
-        """Classifier figures of images (n, 784) in [0, 1] (clamped) against the reference images."""
-        scores = quality.classifier_scores(self.classifier, images.clamp(0, 1).float(), self.reference_features)
-        return {prefix + name: scores[name] for name in IMAGE_FIGURES}
-
-
-def mnist_classifier(data_dir: str | None, quiet: bool):
-    """The cached MNIST classifier (./data, then the data folder); when absent, trained on the data
-    folder's training set and cached in ./data (never in a shared data folder)."""
-    folders = [Path("data"), find_data_dir(data_dir)]
-    for folder in folders:
-        if (folder / WEIGHTS_NAME).is_file():
-            return load_classifier(folder)
-    images, labels = load_mnist(folders[1], "train")
-    model = train_classifier(to_unit_interval(images), torch.from_numpy(labels), progress=not quiet)
-    save_classifier(model, folders[0] / WEIGHTS_NAME)
-    return model
 
 
 ROOT_ONLY = ("wall_time", "learning_window", *("test_" + name for name in IMAGE_FIGURES))
@@ -513,47 +247,6 @@ def _network_layout(study: Study, model: Model, data: Dataset) -> LogLayout:
     return LogLayout(tuple(metrics), weights, samples, tuple(evals))
 
 
-def save_checkpoint(path: Path, model: Model | ReplicaModel, step: int) -> None:
-    """Model, optimizer, p*, RNG state and step, written atomically (temp file, fsync, rename); with
-    replicas the stacked tensors and every replica's generator state (R, state size)."""
-    check_finite(model)
-    state = {
-        "step": step,
-        "network": model.network.state_dict(),
-        "optimizer": model.optimizer.state_dict(),
-        "p_star": model.p_star.state_dict(),
-        "generator": model.generator.get_state() if isinstance(model, Model)
-        else torch.stack([gen.get_state() for gen in model.generators]),
-    }
-    if isinstance(model, Model) and model.noise_generator is not model.generator:  # the GPU's heating noise
-        state["noise_generator"] = model.noise_generator.get_state()
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, model: Model | ReplicaModel) -> int:
-    """Restore what save_checkpoint wrote (no pickle: weights_only=True); returns the step."""
-    if not path.exists():
-        raise RunError(f"no checkpoint at {path}: this run stopped before its first checkpoint; start it again "
-                       "without --resume in a new --out directory")
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    model.network.load_state_dict(state["network"])
-    model.optimizer.load_state_dict(state["optimizer"])
-    model.p_star.load_state_dict(state["p_star"])
-    if isinstance(model, Model):
-        model.generator.set_state(state["generator"])
-        if model.noise_generator is not model.generator and "noise_generator" in state:
-            model.noise_generator.set_state(state["noise_generator"])
-    else:
-        for gen, row in zip(model.generators, state["generator"]):
-            gen.set_state(row.clone())  # a row of the stack is a view, and set_state wants a tensor of its own
-    return int(state["step"])
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m asymnet.run", description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", help="study YAML file (omit with --resume: the log holds the study)")
@@ -576,7 +269,7 @@ def resolve_study(args) -> tuple[Study, str, Path]:
             text = log.attrs["study_resolved"]
         if args.overrides or args.seed is not None or args.study:
             raise RunError("--resume continues a run exactly as it started: drop the study file, --set and --seed")
-        return parse_study(text, source=str(run_dir / LOG_NAME)), text, run_dir
+        return parse_study(text, source=str(run_dir / LOG_NAME), from_log=True), text, run_dir
     if not args.study:
         raise RunError("no study file given: python -m asymnet.run STUDY.yaml (or --resume RUN_DIR)")
     study, text = load_study(args.study, args.overrides)
@@ -587,13 +280,6 @@ def resolve_study(args) -> tuple[Study, str, Path]:
     if (run_dir / LOG_NAME).exists():
         raise RunError(f"{run_dir} already holds a run log; choose another --out, or continue it with --resume {run_dir}")
     return study, text, run_dir
-
-
-def load_data(study: Study, data_dir: str | None) -> Dataset:
-    """The study's dataset; a toy's points are drawn from its seed."""
-    data_gen = torch.Generator().manual_seed(study.seed + 104729)
-    return load_dataset(study.data.name, study.data.n_train, study.data.n_test, data_dir, data_gen,
-                        study.data.binarize, study.data.download)
 
 
 def run(args) -> Path:
@@ -640,8 +326,6 @@ def _run(args, shard: Shard, device: torch.device) -> Path:
     if study.evaluation.inpaint_masks and data.image_shape is None:
         raise StudyError(f"evaluation.inpaint_masks needs an image dataset, got data.name: {study.data.name}; "
                          "set evaluation.inpaint_masks: []")
-    if study.training.learning == "local":
-        plasticity.check_supported(study)
     if study.replicas > 1:
         model = build_replica_model(study, data, args.data, device, dtype)
     else:
@@ -701,27 +385,12 @@ def _run(args, shard: Shard, device: torch.device) -> Path:
     for r in range(study.replicas if study.replicas > 1 else 0):  # over the data's histogram: a density grid costs 10 s
         plots.plot_all(run_dir / LOG_NAME, run_dir / f"replica_{r}", replica=r)
     if study.evaluation.long_run_steps:
-        from asymnet.sample import measure_long_run
-
         measure_long_run(run_dir, study.evaluation.long_run_steps, None, args.data, args.device, study.seed, args.quiet)
     if study.evaluation.inpaint_masks:
-        from asymnet.inpaint import measure_inpainting
-
         for mask in study.evaluation.inpaint_masks:
             measure_inpainting(run_dir, mask, study.evaluation.inpaint_images, args.data, args.device, study.seed,
                                args.quiet)
     return run_dir
-
-
-def has_classifier(data: Dataset) -> bool:
-    """Whether the classifier figures apply: the MNIST classifier scores MNIST-shaped images only."""
-    return data.name == "mnist"
-
-
-def check_finite(model: Model | ReplicaModel) -> None:
-    for value in model.network.state_dict().values():
-        if not torch.isfinite(value).all():
-            raise TrainingDiverged("the weights are no longer finite")
 
 
 def train_worker(model: Model, study: Study, data: Dataset, device, dtype, start: int) -> None:
@@ -750,7 +419,7 @@ def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study
         try:
             rows = train_members(model, study, data, device, dtype, step, with_terms=step % every.metrics_every == 0)
         except TrainingDiverged as error:
-            raise TrainingDiverged(f"step {step}: {error}; the last good checkpoint is kept in {checkpoint}") from None
+            raise diverged(step, error, checkpoint) from None
         for window, figures in zip(windows, rows):
             for name, value in figures.items():
                 window.setdefault(name, []).append(value)
@@ -778,10 +447,17 @@ def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study
             try:
                 save_checkpoint(checkpoint, model, step)
             except TrainingDiverged as error:
-                raise TrainingDiverged(f"step {step}: {error}; the last good checkpoint is kept in {checkpoint}")
+                raise diverged(step, error, checkpoint) from None
         elif step % every.metrics_every == 0:
             log.flush()
     bar.close()
+
+
+def diverged(step: int, error: TrainingDiverged, checkpoint: Path) -> TrainingDiverged:
+    """The error a user reads when training diverged at ``step``: where, why, what was kept, the fix."""
+    return TrainingDiverged(f"training diverged at step {step}: {error}; the last good checkpoint is kept in "
+                            f"{checkpoint}. Lower training.learning_rate or operator.alpha and start again; the log "
+                            "stays readable")
 
 
 def _resolved_yaml(study: Study) -> str:
@@ -796,19 +472,13 @@ def _density(data: Dataset):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+
+    def work() -> None:
         run_dir = run(args)
-    except (StudyError, DataError, LogError, RunError, plasticity.PlasticityError,
-            distributed.DistributedError) as error:
-        print(f"asymnet.run: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as error:
-        print(f"asymnet.run: error: training diverged at {error}. Lower training.learning_rate or "
-              "operator.alpha and start again; the log stays readable.", file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print(f"run written to {run_dir}")
-    return 0
+        if not args.quiet:
+            print(f"run written to {run_dir}")
+
+    return run_command("asymnet.run", work)
 
 
 if __name__ == "__main__":

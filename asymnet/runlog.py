@@ -1,4 +1,4 @@
-"""The HDF5 run log: one file per run, written live, readable while it grows (DESIGN.md).
+"""The HDF5 run log: one file per run, written live, readable while it grows (docs/log.md).
 
 This module alone knows HDF5. Schema (all names plain, no "/"):
 
@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 
 from asymnet import __version__
+from asymnet.errors import AsymnetError
 
 LOG_SCHEMA = 1
 LOG_NAME = "log.h5"
@@ -44,7 +45,7 @@ _METRIC_CHUNK_ROWS = 1024
 _STEP_FILL = -1
 
 
-class LogError(Exception):
+class LogError(AsymnetError):
     """A run log that cannot be written or read; the message names the file, problem and fix."""
 
 

@@ -17,13 +17,16 @@ the single run :func:`replica_study` gives (seed + r, or the r-th value of ``rep
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import get_type_hints
 
 import yaml
+
+from asymnet.errors import AsymnetError
 
 
 TOY_DATASETS = ("spiral", "circle", "mog")  # asymnet.data.toy.TOYS, named here without importing torch
@@ -46,7 +49,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """The network F of the transition operator (DESIGN.md, sec. operators). temperature_conditioned:
+    """The network F of the transition operator (docs/design.md, "Operators"). temperature_conditioned:
     the MLP reads log T as an input; the recurrent network gets a log T input neuron (weights w_T).
     unet_*: the convolutional operator (asymnet.networks.unet): base channels, the channel multiplier of
     each resolution level (one downsampling between levels), residual blocks per level.
@@ -90,17 +93,7 @@ class WalkbackConfig:
     step), hidden settling, p* tracking; sigma_max = 0 means the data's standard deviation; T_max = 0
     means the temperature at which the Gaussian noise reaches sigma_max (16 for the Bernoulli operator).
     step_weight_power p multiplies the gradient through the drift at step t by T_t^p (0: the paper's loss;
-    the noise level and the logged loss are not weighted; walkback.walkback_losses). start_noise tau_max: each
-    training trajectory starts at x + tau eps, tau ~ U(0, tau_max) per row, eps standard normal, in the data's
-    units (0: at x, the paper's start), for a start_noise_fraction of the rows; it teaches the T = 1 operator
-    to walk back from where the data's trajectories seldom go (walkback.noisy_starts). score_anchor lambda
-    adds lambda times a denoising term that anchors the T = 1 operator's mean to the Langevin step of the data
-    smoothed by up to score_anchor_noise (data units; walkback.score_anchor_pairs); 0: the paper's loss.
-    score_anchor_bandwidth h > 0 (2-D toys) replaces the denoising targets by the exact Langevin step of the
-    training set's Gaussian kernel density of bandwidth h at the same starts (walkback.kernel_langevin_step);
-    0: the denoising targets. score_anchor_wide F (with kernel targets) moves a fraction F of the anchor's
-    starts to the data plus Gaussian noise of sd score_anchor_wide_noise (data units), which covers the gaps
-    between modes that the anchor's own starts seldom reach (walkback.widen_starts; README, session 13)."""
+    the noise level and the logged loss are not weighted; walkback.walkback_losses)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -109,13 +102,42 @@ class WalkbackConfig:
     p_star_momentum: float = _check("unit_open_closed", 0.05)
     sigma_max: float = _check("non_negative", 0.0)
     step_weight_power: float = _check("non_negative", 0.0)
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """Terms beside the walk back that anchor the T = 1 operator to the data's Langevin step, for the
+    Proposition-1 toy studies (asymnet.anchor); every default leaves the paper's loss as it is.
+    start_noise tau_max: each training trajectory starts at x + tau eps, tau ~ U(0, tau_max) per row, eps
+    standard normal, in the data's units (0: at x, the paper's start), for a start_noise_fraction of the rows
+    (anchor.noisy_starts). weight lambda adds lambda times a denoising term that anchors the T = 1
+    operator's mean to the Langevin step of the data smoothed by up to ``noise`` (data units;
+    anchor.score_anchor_pairs); 0: no such term. bandwidth h > 0 (2-D toys) replaces the denoising targets
+    by the exact Langevin step of the training set's Gaussian kernel density of bandwidth h at the same starts
+    (anchor.kernel_langevin_step). wide F (with kernel targets) moves a fraction F of the anchor's starts to
+    the data plus Gaussian noise of sd wide_noise (data units), which covers the gaps between modes that the
+    anchor's own starts seldom reach (anchor.widen_starts)."""
+
     start_noise: float = _check("non_negative", 0.0)
     start_noise_fraction: float = _check("unit_open_closed", 1.0)
-    score_anchor: float = _check("non_negative", 0.0)
-    score_anchor_noise: float = _check("non_negative", 0.5)
-    score_anchor_bandwidth: float = _check("non_negative", 0.0)
-    score_anchor_wide: float = _check("unit_closed_open", 0.0)
-    score_anchor_wide_noise: float = _check("positive", 0.3)
+    weight: float = _check("non_negative", 0.0)
+    noise: float = _check("non_negative", 0.5)
+    bandwidth: float = _check("non_negative", 0.0)
+    wide: float = _check("unit_closed_open", 0.0)
+    wide_noise: float = _check("positive", 0.3)
+
+
+MOVED_KEYS = {
+    "walkback.start_noise": "anchor.start_noise",
+    "walkback.start_noise_fraction": "anchor.start_noise_fraction",
+    "walkback.score_anchor": "anchor.weight",
+    "walkback.score_anchor_noise": "anchor.noise",
+    "walkback.score_anchor_bandwidth": "anchor.bandwidth",
+    "walkback.score_anchor_wide": "anchor.wide",
+    "walkback.score_anchor_wide_noise": "anchor.wide_noise",
+}
+"""Keys that moved to another section: a study that gives the old name is told the new one; a run log
+written with the old names (its root attribute study_resolved) is read with them moved."""
 
 
 @dataclass(frozen=True)
@@ -200,12 +222,13 @@ class Study:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     walkback: WalkbackConfig = field(default_factory=WalkbackConfig)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
-class StudyError(Exception):
+class StudyError(AsymnetError):
     """A study file or override that cannot become a :class:`Study`; the message says where and the fix."""
 
 
@@ -222,6 +245,14 @@ def load_study(path, overrides: Sequence[str] = ()) -> tuple[Study, str]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise StudyError(f"{path}: not UTF-8 text (bad byte at offset {error.start})") from None
+    try:
+        empty = yaml.safe_load(text) is None
+    except yaml.YAMLError:
+        empty = False  # parse_study names the YAML error and its line
+    if empty:
+        raise StudyError(f"{path}: the study file is empty (no keys), so every key would take its default; write "
+                         "the study's keys (copy studies/spiral.yaml to start; every key and its default: "
+                         "docs/study_keys.md)")
     study = parse_study(text, str(path), overrides)
     if overrides:
         separator = "\n" if text and not text.endswith("\n") else ""
@@ -229,12 +260,17 @@ def load_study(path, overrides: Sequence[str] = ()) -> tuple[Study, str]:
     return study, text
 
 
-def parse_study(text: str, source: str = "<string>", overrides: Sequence[str] = ()) -> Study:
-    """Validate study YAML ``text``; ``source`` names it in messages (``name`` defaults to its stem)."""
+def parse_study(text: str, source: str = "<string>", overrides: Sequence[str] = (), from_log: bool = False) -> Study:
+    """Validate study YAML ``text``; ``source`` names it in messages (``name`` defaults to its stem).
+    ``from_log``: the text is a run log's record of its study, in which keys that have moved since
+    (MOVED_KEYS) are read at their new place."""
     if isinstance(overrides, str):
         raise TypeError("overrides must be a sequence of 'key=value' strings, not one string")
     lines: dict[str, int] = {}
-    values = _check_section(Study, _read_yaml(text, source, lines), "", lambda path: f"{source}:{lines[path]}: ")
+    raw = _read_yaml(text, source, lines)
+    if from_log:
+        raw = _move_keys(raw)
+    values = _check_section(Study, raw, "", lambda path: f"{source}:{lines.get(path, '?')}: ")
     if "name" not in values and not source.startswith("<"):
         values["name"] = Path(source).stem
     for item in overrides:
@@ -250,6 +286,16 @@ def parse_study(text: str, source: str = "<string>", overrides: Sequence[str] = 
     study = _build(Study, values)
     _check_joined_keys(study, lambda path: f"{source}:{lines[path]}: " if path in lines else "")
     return study
+
+
+def _move_keys(values: dict) -> dict:
+    """``values`` with every key of MOVED_KEYS that it gives at its old place moved to the new one."""
+    moved = {section: dict(keys) if isinstance(keys, dict) else keys for section, keys in values.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        if isinstance(moved.get(old_section), dict) and old_key in moved[old_section]:
+            moved.setdefault(new_section, {})[new_key] = moved[old_section].pop(old_key)
+    return moved
 
 
 def study_to_dict(study: Study) -> dict:
@@ -273,8 +319,9 @@ def replica_study(study: Study, r: int) -> Study:
 
 
 def _check_joined_keys(study: Study, where) -> None:
-    """The rules that join several keys: walkback.start_noise needs the Gaussian operator, and
-    walkback.score_anchor a single recurrent network whose state is the visible units; the sweep names
+    """The rules that join several keys: anchor.start_noise needs the Gaussian operator, anchor.weight a
+    single recurrent network whose state is the visible units, and the local rule a recurrent network; the
+    sweep names
     a sweepable key, gives one valid value per replica, and the network is one the batched program runs
     (``where(path)`` places a key)."""
     sweep = study.replica_sweep
@@ -298,12 +345,16 @@ def _check_joined_keys(study: Study, where) -> None:
         for index, value in enumerate(sweep.values):
             _check_value(get_type_hints(cls)[leaf], rule, value, sweep.key,
                          f"{where('replica_sweep.values')}replica_sweep.values[{index}]: ")
-    if study.walkback.start_noise and study.operator.family == "bernoulli":
-        raise StudyError(f"{where('walkback.start_noise')}walkback.start_noise = {study.walkback.start_noise} adds "
+    if study.anchor.start_noise and study.operator.family == "bernoulli":
+        raise StudyError(f"{where('anchor.start_noise')}anchor.start_noise = {study.anchor.start_noise} adds "
                          "Gaussian noise to the start of each trajectory, but the Bernoulli operator's states are "
-                         "binary; set walkback.start_noise: 0 or operator.family: gaussian")
-    if study.walkback.score_anchor:
+                         "binary; set anchor.start_noise: 0 or operator.family: gaussian")
+    if study.anchor.weight:
         _check_score_anchor(study, where)
+    if study.training.learning == "local" and study.network.kind != "recurrent":
+        raise StudyError(f"{where('training.learning')}training.learning: local needs network.kind: recurrent (the "
+                         f"rule is derived for F(s) = W phi(s) + b), got network.kind: {study.network.kind}; use "
+                         "training.learning: autograd for it")
     if study.training.optimizer == "least_squares":
         _check_least_squares(study, where)
     if study.replicas == 1:
@@ -337,35 +388,32 @@ def _check_least_squares(study: Study, where) -> None:
 
 
 def _check_score_anchor(study: Study, where) -> None:
-    anchor = f"{where('walkback.score_anchor')}walkback.score_anchor = {study.walkback.score_anchor:g} "
+    anchor = f"{where('anchor.weight')}anchor.weight = {study.anchor.weight:g} "
     if study.operator.family != "gaussian":
         raise StudyError(f"{anchor}anchors the Gaussian operator's mean to the data's Langevin step, but "
-                         f"operator.family is {study.operator.family}; set walkback.score_anchor: 0 or "
+                         f"operator.family is {study.operator.family}; set anchor.weight: 0 or "
                          "operator.family: gaussian")
     if study.network.kind != "recurrent":
         raise StudyError(f"{anchor}needs network.kind: recurrent (its noise level is one per unit, which sets the "
-                         f"anchor's smoothing), got network.kind: {study.network.kind}; set walkback.score_anchor: 0")
+                         f"anchor's smoothing), got network.kind: {study.network.kind}; set anchor.weight: 0")
     if study.network.hidden_units == "slow" and study.network.n_hidden:
         raise StudyError(f"{anchor}needs a chain whose state is the visible units, but network.hidden_units is "
                          f"slow with n_hidden = {study.network.n_hidden} (the anchor has no target for hidden "
-                         "units); set network.hidden_units: fast or walkback.score_anchor: 0")
+                         "units); set network.hidden_units: fast or anchor.weight: 0")
     if study.replicas > 1:
         raise StudyError(f"{anchor}is not in the batched replica program (replicas = {study.replicas}); set "
-                         "replicas: 1 and run one study per seed, or walkback.score_anchor: 0")
-    if study.walkback.score_anchor_bandwidth and study.data.name not in TOY_DATASETS:
-        raise StudyError(f"{where('walkback.score_anchor_bandwidth')}walkback.score_anchor_bandwidth = "
-                         f"{study.walkback.score_anchor_bandwidth:g} needs a 2-D toy dataset (a kernel density "
-                         f"of {study.data.name} images is not a density model), got data.name: {study.data.name}; "
-                         "set walkback.score_anchor_bandwidth: 0")
-    if study.walkback.score_anchor_wide and not study.walkback.score_anchor_bandwidth:
-        raise StudyError(f"{where('walkback.score_anchor_wide')}walkback.score_anchor_wide = "
-                         f"{study.walkback.score_anchor_wide:g} moves anchor starts away from the data, where only "
-                         "the kernel density's step gives them a target; set walkback.score_anchor_bandwidth (e.g. "
-                         "0.07) or walkback.score_anchor_wide: 0")
-    if not study.walkback.score_anchor_noise:
-        raise StudyError(f"{where('walkback.score_anchor_noise')}walkback.score_anchor_noise = 0 leaves the "
-                         "anchor no noise to denoise; give the widest smoothing in data units (e.g. the distance "
-                         "between modes), or set walkback.score_anchor: 0")
+                         "replicas: 1 and run one study per seed, or anchor.weight: 0")
+    if study.anchor.bandwidth and study.data.name not in TOY_DATASETS:
+        raise StudyError(f"{where('anchor.bandwidth')}anchor.bandwidth = {study.anchor.bandwidth:g} needs a 2-D toy "
+                         f"dataset (a kernel density of {study.data.name} images is not a density model), got "
+                         f"data.name: {study.data.name}; set anchor.bandwidth: 0")
+    if study.anchor.wide and not study.anchor.bandwidth:
+        raise StudyError(f"{where('anchor.wide')}anchor.wide = {study.anchor.wide:g} moves anchor starts away from "
+                         "the data, where only the kernel density's step gives them a target; set anchor.bandwidth "
+                         "(e.g. 0.07) or anchor.wide: 0")
+    if not study.anchor.noise:
+        raise StudyError(f"{where('anchor.noise')}anchor.noise = 0 leaves the anchor no noise to denoise; give the "
+                         "widest smoothing in data units (e.g. the distance between modes), or set anchor.weight: 0")
 
 
 def replace_in(study: Study, dotted_key: str, value) -> Study:
@@ -454,6 +502,8 @@ def _check_section(cls, values: dict, prefix: str, where) -> dict:
 
 
 def _unknown_key(cls, key, path) -> str:
+    if path in MOVED_KEYS:
+        return f"'{path}' has moved: write it as '{MOVED_KEYS[path]}' (section {MOVED_KEYS[path].split('.')[0]}:)"
     names = [f.name for f in fields(cls)]
     nearest = difflib.get_close_matches(str(key), names, n=1)
     hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
@@ -527,3 +577,44 @@ def _merge(target: dict, new: dict) -> None:
 def _build(cls, values: dict):
     hints = get_type_hints(cls)
     return cls(**{k: _build(hints[k], v) if is_dataclass(hints[k]) else v for k, v in values.items()})
+
+
+def key_reference() -> str:
+    """Every study key as Markdown (docs/study_keys.md is this text): one table per section with each key's
+    type, default and allowed values, under the section's own description."""
+    rules = {"positive": "> 0", "non_negative": ">= 0", "unit_open_closed": "in (0, 1]", "unit_closed_open": "in [0, 1)",
+             "at_least_one": ">= 1", "above_one": "> 1"}
+    lines = ["# Study keys", "",
+             "Every key a study YAML file may give, with its default. Generated from `asymnet/study.py` by "
+             "`python -m asymnet.study > docs/study_keys.md`; a test fails when this file is out of date. A key "
+             "is set in the file (`training:` then `steps: 2000` under it) or on the command line "
+             "(`--set training.steps=2000`).", ""]
+    if MOVED_KEYS:
+        lines += ["Keys that moved (a study that gives the old name is told the new one; an older run log is read "
+                  "with them moved):", ""] + [f"- `{old}` is now `{new}`" for old, new in MOVED_KEYS.items()] + [""]
+
+    def table(cls, prefix: str) -> list[str]:
+        hints = get_type_hints(cls)
+        rows = ["| key | type | default | allowed |", "| --- | --- | --- | --- |"]
+        for item in fields(cls):
+            if is_dataclass(hints[item.name]):
+                continue
+            default = item.default if item.default_factory is MISSING else item.default_factory()
+            rule = item.metadata.get("check")
+            allowed = ", ".join(rule) if isinstance(rule, tuple) else rules.get(rule, "")
+            kind = "list" if hints[item.name] is tuple else hints[item.name].__name__
+            rows.append(f"| `{_join(prefix, item.name)}` | {kind} | `{json.dumps(list(default) if isinstance(default, tuple) else default)}` "
+                        f"| {allowed} |")
+        return rows
+
+    lines += ["## Top level", "", " ".join(Study.__doc__.split()), ""] + table(Study, "") + [""]
+    hints = get_type_hints(Study)
+    for item in fields(Study):
+        if is_dataclass(hints[item.name]):
+            section = hints[item.name]
+            lines += [f"## `{item.name}:`", "", " ".join((section.__doc__ or "").split()), ""] + table(section, item.name) + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(key_reference(), end="")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
 
 def synthetic_cifar(n: int, seed: int = 0):
     from asymnet.data import Dataset
-    from asymnet.data.mnist import DEQUANTIZED
+    from asymnet.dequantization import DEQUANTIZED
 
     pixels = torch.randint(0, 256, (n, 3 * 32 * 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
     return Dataset("cifar10", pixels, pixels[: n // 10], rescaling=DEQUANTIZED, image_shape=(3, 32, 32))
@@ -46,6 +46,7 @@ def _sync(device: torch.device) -> None:
 def measure(args) -> dict:
     """Images/s of training (every process) and, on rank 0 alone, of generation."""
     from asymnet import distributed, run, walkback
+    from asymnet.model import build_model, eval_temperatures
     from asymnet.study import load_study
 
     shard, device = distributed.start(args.device)
@@ -53,7 +54,7 @@ def measure(args) -> dict:
         torch.set_num_threads(max(1, args.threads // shard.world_size))
     study, _ = load_study(args.study, [f"training.batch_size={args.batch}", f"training.autocast={args.autocast}"])
     data = synthetic_cifar(max(4 * args.batch, 512))
-    model = run.build_model(study, data, device, torch.float32, shard)
+    model = build_model(study, data, device, torch.float32, shard)
     for _ in range(2):
         run.train_step(model, study, data, device, torch.float32, with_terms=False)
     _sync(device)
@@ -67,7 +68,7 @@ def measure(args) -> dict:
               "parameters": sum(p.numel() for p in model.network.parameters()),
               "train_seconds_per_step": train_seconds, "train_images_per_s": args.batch / train_seconds}
     if shard.is_main:
-        temperatures = run.eval_temperatures(model, study)
+        temperatures = eval_temperatures(model, study)
         gen = torch.Generator().manual_seed(1) if device.type == "cpu" else None
         with torch.no_grad(), torch.autocast(device.type, run.AUTOCAST_DTYPES.get(args.autocast, torch.bfloat16),
                                              enabled=args.autocast != "none"):

@@ -34,16 +34,17 @@ training: {{batch_size: {batch_size}, learning: local, dtype: float32}}
 def seconds_per_update(replicas: int, batch_size: int, updates: int, repeats: int) -> float:
     """Best over ``repeats`` of the mean wall time of ``updates`` training steps (after 3 warm-up steps)."""
     from asymnet import run
+    from asymnet.model import build_model, build_replica_model, load_data
     from asymnet.study import parse_study
 
     cpu, dtype = torch.device("cpu"), torch.float32
     study = parse_study(STUDY.format(replicas=replicas, batch_size=batch_size))
-    data = run.load_data(study, None)
+    data = load_data(study, None)
     if replicas > 1:
-        model = run.build_replica_model(study, data, None, cpu, dtype)
+        model = build_replica_model(study, data, None, cpu, dtype)
         step = lambda i: run.replica_train_step(model, cpu, dtype, i, with_terms=False)  # noqa: E731
     else:
-        model = run.build_model(study, data, cpu, dtype)
+        model = build_model(study, data, cpu, dtype)
         step = lambda i: run.train_step(model, study, data, cpu, dtype, with_terms=False)  # noqa: E731
     for i in range(1, 4):
         step(i)

@@ -29,7 +29,8 @@ sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
 def measure(study_path: str, learning: str, updates: int, threads: int, device_name: str = "cpu") -> dict:
     from asymnet import run
     from asymnet.data import Dataset
-    from asymnet.data.mnist import DEQUANTIZED
+    from asymnet.dequantization import DEQUANTIZED
+    from asymnet.model import build_model
     from asymnet.study import load_study, replace_in
 
     torch.set_num_threads(threads)
@@ -40,7 +41,7 @@ def measure(study_path: str, learning: str, updates: int, threads: int, device_n
     data = Dataset("synthetic", pixels, pixels[:200], rescaling=DEQUANTIZED)
     device = torch.device(device_name)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    model = run.build_model(study, data, device, torch.float32)
+    model = build_model(study, data, device, torch.float32)
     for _ in range(3):
         run.train_step(model, study, data, device, torch.float32)
     sync()

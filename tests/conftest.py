@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread for the tests and for the commands they start (set before torch is imported): their
+# tensors are small, so a second thread only adds hand-offs, and on a busy 2-core machine each hand-off
+# waits for a time slice (see test_balance.py). An OMP_NUM_THREADS set by the caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_STUDY = """\

@@ -16,6 +16,7 @@ from asymnet.distributed import DistributedError, Shard
 from asymnet.runlog import read_metric, read_summary
 from asymnet.study import parse_study
 from tests.conftest import REPO, TINY_STUDY
+from asymnet.model import build_model, load_data
 
 STEP_STUDIES = {
     # autograd through an MLP that reads log T
@@ -42,8 +43,8 @@ TOLERANCE = 1e-12  # float64: the two processes' batch means are averaged, so on
 
 def _one_step(study_text: str, shard: Shard) -> dict[str, torch.Tensor]:
     study = parse_study(study_text)
-    data = run_module.load_data(study, None)
-    model = run_module.build_model(study, data, torch.device("cpu"), torch.float64, shard)
+    data = load_data(study, None)
+    model = build_model(study, data, torch.device("cpu"), torch.float64, shard)
     run_module.train_step(model, study, data, torch.device("cpu"), torch.float64, with_terms=True)
     result = {f"grad/{name}": p.grad.clone() for name, p in model.network.named_parameters() if p.grad is not None}
     result.update({f"weight/{name}": p.detach().clone() for name, p in model.network.named_parameters()})
@@ -83,8 +84,8 @@ def test_two_gloo_processes_take_the_single_process_step(name, tmp_path):
 
 def _initial_weight(study_text: str) -> torch.Tensor:
     study = parse_study(study_text)
-    data = run_module.load_data(study, None)
-    model = run_module.build_model(study, data, torch.device("cpu"), torch.float64)
+    data = load_data(study, None)
+    model = build_model(study, data, torch.device("cpu"), torch.float64)
     name = next(name for name, p in model.network.named_parameters() if p.requires_grad)
     return dict(model.network.named_parameters())[name].detach()
 

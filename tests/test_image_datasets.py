@@ -16,7 +16,7 @@ from PIL import Image
 from asymnet.data import Dataset, load_dataset
 from asymnet.data import celeba, cifar10, svhn
 from asymnet.data.locate import DataError
-from asymnet.data.mnist import DEQUANTIZED, bits_per_dim
+from asymnet.dequantization import DEQUANTIZED, bits_per_dim
 from asymnet.study import parse_study
 from tests.test_mnist import write_split
 

@@ -7,12 +7,13 @@ import torch
 from asymnet import run as run_module
 from asymnet import walkback
 from asymnet.data import Dataset
-from asymnet.data.mnist import DEQUANTIZED
+from asymnet.dequantization import DEQUANTIZED
 from asymnet.networks import UNetNetwork
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import open_log, read_metric, read_summary
 from asymnet.study import StudyError, load_study, parse_study
 from tests.conftest import REPO, SHARED, needs_shared, run_cli
+from asymnet.model import build_model, build_network, eval_temperatures, load_data
 
 TINY_UNET = """
 seed: 2
@@ -61,7 +62,7 @@ def test_bf16_autocast_trains_close_to_float32_and_the_refusals_name_the_fix():
     losses = {}
     for mode in ("none", "bf16"):
         study = parse_study(TINY_UNET, overrides=[f"training.autocast={mode}"])
-        model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
+        model = build_model(study, data, torch.device("cpu"), torch.float32)
         gen = torch.Generator().manual_seed(3)
         with torch.no_grad():  # off the zero-initialised output conv, so the network's arithmetic shows in the loss
             for p in model.network.parameters():
@@ -80,10 +81,10 @@ def test_bf16_autocast_trains_close_to_float32_and_the_refusals_name_the_fix():
 def test_a_unet_study_on_toy_data_or_an_impossible_shape_is_refused():
     toy = parse_study("data: {name: spiral}\nnetwork: {kind: unet}")
     with pytest.raises(StudyError, match="network.kind: unet needs an image dataset .* got data.name: spiral"):
-        run_module.build_network(toy, run_module.load_data(toy, None), torch.Generator())
+        build_network(toy, load_data(toy, None), torch.Generator())
     deep = parse_study(TINY_UNET, overrides=["network.unet_channel_mults=[1, 2, 2, 2, 2]"])
     with pytest.raises(StudyError, match=r"network.unet_channel_mults = \[1, 2, 2, 2, 2\]: image_shape \(1, 8, 8\)"):
-        run_module.build_network(deep, _synthetic_images(), torch.Generator())
+        build_network(deep, _synthetic_images(), torch.Generator())
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
@@ -91,7 +92,7 @@ def test_every_shipped_study_parses(path):
     study, _ = load_study(path)
     if study.network.kind == "unet":
         shapes = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32), "celeba64": (3, 64, 64)}
-        net = run_module.build_network(study, _synthetic_images(2, shapes[study.data.name]), torch.Generator())
+        net = build_network(study, _synthetic_images(2, shapes[study.data.name]), torch.Generator())
         assert net.n_units == int(np.prod(shapes[study.data.name]))
 
 
@@ -101,8 +102,8 @@ def test_the_paper_schedules_have_20_and_30_walkback_steps_at_evaluation():
         study, _ = load_study(REPO / "studies" / f"{name}.yaml", ["network.unet_channels=4",
                                                                    "network.unet_channel_mults=[1]",
                                                                    "network.unet_res_blocks=1"])
-        model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
-        temperatures = run_module.eval_temperatures(model, study)
+        model = build_model(study, data, torch.device("cpu"), torch.float32)
+        temperatures = eval_temperatures(model, study)
         assert len(temperatures) == steps, name
         assert temperatures[0] == 1.0 and temperatures[-1] >= 1e4 > temperatures[-2]
 

@@ -9,7 +9,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from asymnet import walkback
-from asymnet.data.mnist import DEQUANTIZED, Rescaling, bits_per_dim, dequantize
+from asymnet.dequantization import DEQUANTIZED, Rescaling, bits_per_dim, dequantize
 from asymnet.metrics import likelihood
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator

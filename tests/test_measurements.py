@@ -10,14 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from asymnet import inpaint, measure, run, sample, walkback
+from asymnet import measure, run, walkback
 from asymnet.data.toy import TOYS
 from asymnet.metrics import likelihood, quality
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import LogError, add_results, open_log
-from asymnet.trained import RunError, load_run, log_spaced_steps, mask_of
 from tests.conftest import SHARED, TINY_STUDY, needs_shared, run_cli
+from asymnet.errors import RunError
+from asymnet.evaluate import generate_visible
+from asymnet.inpainting import mask_of, measure_inpainting
+from asymnet.long_run import log_spaced_steps, long_run, measure_long_run
+from asymnet.model import eval_temperatures, generation_temperatures, load_run
 
 
 def _digest(path) -> str:
@@ -56,7 +60,7 @@ def test_long_run_stores_log_spaced_samples_whose_recomputed_mmd_matches_the_cur
     before = open_log(toy_run)
     earlier_evals = {name: float(before["eval"][name][()]) for name in before["eval"]}
     before.close()
-    curves = sample.measure_long_run(toy_run, 300, n_chains=100, seed=4)
+    curves = measure_long_run(toy_run, 300, n_chains=100, seed=4)
     trained = load_run(toy_run)
     reference = trained.data.test[:100].to(torch.float64)
     with open_log(toy_run) as log:
@@ -101,8 +105,8 @@ def test_long_run_stores_log_spaced_samples_whose_recomputed_mmd_matches_the_cur
 def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states(toy_run, tmp_path):
     import shutil
 
-    sample.measure_long_run(toy_run, 300, n_chains=20, seed=2)
-    curves = sample.measure_long_run(toy_run, 100, n_chains=60, seed=2)
+    measure_long_run(toy_run, 300, n_chains=20, seed=2)
+    curves = measure_long_run(toy_run, 100, n_chains=60, seed=2)
     with open_log(toy_run) as log:  # the longer run before it leaves no state at a step this one did not reach
         assert sorted(log["samples/long_run"]) == sorted(
             ["steps", "step_0000010", "step_0000030", "step_0000100", *curves])
@@ -185,9 +189,9 @@ def test_regions_are_the_nearest_mode_or_the_tenth_of_the_curve():
 def test_long_run_is_the_cooling_chain_continued_at_T1(toy_run):
     trained = load_run(toy_run)
     m = trained.model
-    temps = run.eval_temperatures(m, trained.study)
+    temps = eval_temperatures(m, trained.study)
     gen = torch.Generator().manual_seed(11)
-    _, samples, _ = sample.long_run(trained, 30, 8, gen)
+    _, samples, _ = long_run(trained, 30, 8, gen)
     gen = torch.Generator().manual_seed(11)
     s = walkback.generate(m.network, m.operator, m.p_star, temps, 8, gen)
     s = walkback.run_chain(m.network, m.operator, s, 10, gen)
@@ -204,15 +208,15 @@ def test_generation_appends_extra_T1_steps_and_can_end_on_the_mean(toy_run):
     trained = load_run(toy_run)
     m, study = trained.model, trained.study
     changed = replace_in(study, "evaluation", {"extra_cooling_steps": 3, "final_mean": True})
-    temps = run.generation_temperatures(m, changed)
-    assert temps == [1.0] * 3 + run.eval_temperatures(m, study)
-    assert run.generation_temperatures(m, study) == run.eval_temperatures(m, study)
-    got = run.generate_visible(m, changed, trained.data, trained.device)
+    temps = generation_temperatures(m, changed)
+    assert temps == [1.0] * 3 + eval_temperatures(m, study)
+    assert generation_temperatures(m, study) == eval_temperatures(m, study)
+    got = generate_visible(m, changed, trained.data, trained.device)
     gen = torch.Generator().manual_seed(study.seed + 7919)
     expected = walkback.generate(m.network, m.operator, m.p_star, temps, study.evaluation.n_samples, gen,
                                  final_mean=True)[:, :2]
     assert torch.equal(got, expected)
-    assert not torch.equal(got, run.generate_visible(m, study, trained.data, trained.device))
+    assert not torch.equal(got, generate_visible(m, study, trained.data, trained.device))
 
 
 def test_measure_writes_bound_below_importance_estimate_and_ep_figures(toy_run):
@@ -270,82 +274,6 @@ def test_langevin_drift_compares_the_T1_mean_with_the_exact_langevin_step(tmp_pa
     assert figures["langevin_drift_slope"] == pytest.approx(slope.item(), rel=1e-9)
     assert figures["langevin_drift_relative_error"] == pytest.approx(
         ((drift - exact).norm() / exact.norm()).item(), rel=1e-9)
-
-
-def _fast_network(n_hidden: int = 16, seed: int = 3) -> RecurrentNetwork:
-    return RecurrentNetwork(2, n_hidden, phi="tanh", phi_visible="identity", hidden_units="fast", sigma_init=0.07,
-                            generator=torch.Generator().manual_seed(seed), temperature_input=True).double()
-
-
-def test_fit_readout_to_langevin_reaches_a_drift_its_features_can_hold_and_leaves_the_rest():
-    """One Gaussian: the exact Langevin step is linear in x, which the identity visible rates hold, so the
-    fitted T = 1 drift matches it at held-out points; the fixed expansion (hidden rows, w_T) is untouched."""
-    from asymnet.data.toy import ToyDistribution
-
-    toy = ToyDistribution("one", noise=0.4, centres=((0.3, -0.2),))
-    network, operator = _fast_network(), GaussianOperator(0.5, "sqrt_T")
-    fixed = [network.W[2:].clone(), network.b[2:].clone(), network.w_T.clone()]
-    measure.fit_readout_to_langevin(network, operator, toy, toy.sample(2000, torch.Generator().manual_seed(0)))
-    figures = measure.drift_against_langevin(network, operator, toy, toy.sample(500, torch.Generator().manual_seed(1)))
-    assert figures["drift_slope"] == pytest.approx(1.0, abs=1e-6)
-    assert figures["drift_relative_error"] < 1e-6
-    for before, after in zip(fixed, [network.W[2:], network.b[2:], network.w_T]):
-        assert torch.equal(before, after)
-
-
-def test_fit_readout_to_langevin_is_the_least_squares_drift_on_the_mixture():
-    """On the mixture the drift is not in the span: the fitted T = 1 drift at the fit points equals the
-    ridge least-squares projection of the autograd Langevin drift on (rates, 1), solved here by SVD
-    (torch.linalg.lstsq, gelsd) on the system augmented with sqrt(ridge m) I, and mapped through
-    mean = (1 - alpha) x + alpha F."""
-    toy, alpha = TOYS["mog"], 0.3
-    network, operator = _fast_network(64), GaussianOperator(alpha, "sqrt_T")
-    x = toy.sample(3000, torch.Generator().manual_seed(2))
-    measure.fit_readout_to_langevin(network, operator, toy, x)
-    points = x.clone().requires_grad_(True)
-    (score,) = torch.autograd.grad(toy.log_density(points).sum(), points)
-    with torch.no_grad():
-        drive = network(x, 1.0)
-        exact = 0.5 * operator.std(drive, 1.0).pow(2) * score
-        features = torch.cat([network.rates(x, 1.0), torch.ones(len(x), 1, dtype=x.dtype)], 1)
-        augmented = torch.cat([features, math.sqrt(1e-10 * len(x)) * torch.eye(features.shape[1], dtype=x.dtype)])
-        targets = torch.cat([x + exact / alpha, torch.zeros(features.shape[1], 2, dtype=x.dtype)])
-        projected = alpha * (features @ torch.linalg.lstsq(augmented, targets, driver="gelsd").solution) - alpha * x
-        fitted = operator.mean(x, drive) - x
-    assert (fitted - projected).norm() / exact.norm() < 1e-6
-    assert (fitted - exact).norm() / exact.norm() > 0.01  # not in the span: the test compares projections
-
-
-def test_fit_readout_with_the_ridge_per_mean_diagonal_is_that_ridge_least_squares_fit():
-    """A given mean (any map of x) with ridge lambda times the Gram matrix's mean diagonal: the coefficients
-    equal the SVD solution of the system augmented with sqrt(lambda mean diag) I; a large ridge shrinks them."""
-    toy, alpha = TOYS["spiral"], 0.5
-    network, operator = _fast_network(32), GaussianOperator(alpha, "sqrt_T")
-    x = toy.sample(2000, torch.Generator().manual_seed(5))
-    mean = x + 0.05 * torch.stack([x[:, 1], -x[:, 0].sin()], 1)  # a rotation-like drift: not reversible
-    with torch.no_grad():
-        features = torch.cat([network.rates(x, 1.0), torch.ones(len(x), 1, dtype=x.dtype)], 1)
-        targets = (mean - (1.0 - alpha) * x) / alpha
-    for ridge in (1e-6, 1e2):
-        coefficients = measure.fit_readout(network, operator, x, mean, ridge, ridge_per="diagonal")
-        lam = ridge * (features * features).sum(0).mean()
-        augmented = torch.cat([features, lam.sqrt() * torch.eye(features.shape[1], dtype=x.dtype)])
-        padded = torch.cat([targets, torch.zeros(features.shape[1], 2, dtype=x.dtype)])
-        expected = torch.linalg.lstsq(augmented, padded, driver="gelsd").solution
-        assert torch.allclose(coefficients, expected, rtol=1e-6, atol=1e-8 * expected.abs().max())
-        assert torch.equal(network.W[:2], coefficients[:-1].T) and torch.equal(network.b[:2], coefficients[-1])
-    assert expected.norm() < 0.1 * measure.fit_readout(network, operator, x, mean, 1e-6, "diagonal").norm()
-    with pytest.raises(ValueError, match="ridge_per is 'row' or 'diagonal', got 'rows'"):
-        measure.fit_readout(network, operator, x, mean, 1e-6, ridge_per="rows")
-    with pytest.raises(ValueError, match="points and means of that width"):
-        measure.fit_readout(network, operator, x, mean[:, :1], 1e-6)
-
-
-def test_fit_readout_to_langevin_refuses_slow_hidden_units():
-    network = RecurrentNetwork(2, 4, generator=torch.Generator().manual_seed(0)).double()
-    with pytest.raises(ValueError, match="chain state is its 2 visible units"):
-        measure.fit_readout_to_langevin(network, GaussianOperator(0.5), TOYS["mog"],
-                                        TOYS["mog"].sample(10, torch.Generator().manual_seed(0)))
 
 
 def test_training_logs_ep_at_every_evaluation(toy_run):
@@ -438,7 +366,7 @@ def test_inpainting_refuses_an_unknown_mask_and_a_toy_run(toy_run):
 
 
 def test_inspect_json_holds_the_measured_figures(toy_run):
-    sample.measure_long_run(toy_run, 20, n_chains=50)
+    measure_long_run(toy_run, 20, n_chains=50)
     result = run_cli(toy_run, "--json", module="asymnet.inspect")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -456,7 +384,10 @@ def test_inpainting_keeps_the_known_pixels_and_scores_the_completions(tmp_path, 
 
     data = load_dataset("mnist", 3000, 200, str(SHARED), torch.Generator().manual_seed(0))
     classifier = train_classifier(data.train.float() / 255.0, data.labels_train, epochs=1)
-    monkeypatch.setattr(run, "mnist_classifier", lambda *args: classifier)
+    from asymnet import inpainting
+
+    for module in (run, inpainting):  # the training command's figures and the inpainting's agreement
+        monkeypatch.setattr(module, "mnist_classifier", lambda *args: classifier)
     study = tmp_path / "mnist.yaml"
     study.write_text("name: m\ndata: {name: mnist, n_train: 2000, n_test: 200}\n"
                      "network: {kind: recurrent, n_hidden: 16}\noperator: {sigma: 0.05}\n"
@@ -464,7 +395,7 @@ def test_inpainting_keeps_the_known_pixels_and_scores_the_completions(tmp_path, 
                      "logging: {checkpoint_every: 2, eval_every: 2}\n"
                      "evaluation: {n_samples: 40, n_bound: 10, ep_chains: 4, ep_steps: 10, ep_burn_in: 2}\n")
     assert run.main([str(study), "--out", str(tmp_path / "run"), "--quiet", "--data", str(SHARED)]) == 0
-    figures = inpaint.measure_inpainting(tmp_path / "run", "bottom_half", 30, str(SHARED), seed=2)
+    figures = measure_inpainting(tmp_path / "run", "bottom_half", 30, str(SHARED), seed=2)
     assert 0 <= figures["inpaint_bottom_half_agreement"] <= 1
     assert 0 <= figures["inpaint_bottom_half_noise_agreement"] <= 1
     trained = load_run(tmp_path / "run", str(SHARED))
@@ -487,7 +418,7 @@ def test_the_analysis_notebook_runs_on_a_fresh_run(toy_run):
     notebook = nbformat.read(REPO / "studies" / "notebooks" / "analyse_run.ipynb", as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # none committed
     measure.measure(toy_run, n_examples=10, n_trajectories=4, ep_chains=4, ep_steps=20, ep_burn_in=5)
-    sample.measure_long_run(toy_run, 30, n_chains=50)
+    measure_long_run(toy_run, 30, n_chains=50)
     import os
 
     os.environ["ASYMNET_RUN"] = str(toy_run)

@@ -11,11 +11,8 @@ import torch
 
 from asymnet.data import mnist
 from asymnet.data.locate import DataError, find_data_dir
+from asymnet.dequantization import DEQUANTIZED, Rescaling, bits_per_dim, dequantize
 from asymnet.data.mnist import (
-    DEQUANTIZED,
-    Rescaling,
-    bits_per_dim,
-    dequantize,
     load_mnist,
     read_idx,
 )

@@ -1,4 +1,4 @@
-"""Operators against scipy.stats and the closed forms of DESIGN.md, in float64."""
+"""Operators against scipy.stats and the closed forms of docs/design.md, in float64."""
 
 import math
 

@@ -6,6 +6,8 @@ import torch
 from asymnet import plasticity, schedule, walkback
 from asymnet.networks import RecurrentNetwork
 from asymnet.operators import BernoulliOperator, GaussianOperator
+from asymnet.anchor import add_anchor, score_anchor_loss, score_anchor_pairs
+from asymnet.model import build_model
 
 
 def _network(n_visible=5, n_hidden=4, phi="tanh", learn_sigma=True, seed=0, temperature_input=True):
@@ -176,19 +178,24 @@ def test_learning_window_is_reverse_stdp_in_heating_order():
     assert torch.allclose(heating, cooling.flip(0), rtol=1e-12)
 
 
-def test_local_rule_refuses_mlp_study():
-    from asymnet.study import parse_study
+def test_local_rule_refuses_mlp_study_and_network():
+    from asymnet.networks import MLPNetwork
+    from asymnet.operators import GaussianOperator
+    from asymnet.study import StudyError, parse_study
 
-    study = parse_study("network: {kind: mlp}\ntraining: {learning: local}\n")
-    with pytest.raises(plasticity.PlasticityError, match="learning: local needs network.kind: recurrent"):
-        plasticity.check_supported(study)
+    with pytest.raises(StudyError, match=r"<string>:2: training.learning: local needs network.kind: recurrent .*, "
+                                         r"got network.kind: mlp; use training.learning: autograd"):
+        parse_study("network: {kind: mlp}\ntraining: {learning: local}\n")
+    mlp = MLPNetwork(4, 8, 1, 0.1, True, False, torch.Generator().manual_seed(0))
+    with pytest.raises(plasticity.PlasticityError, match="the local rule needs a RecurrentNetwork, got MLPNetwork"):
+        plasticity.trajectory_update(mlp, GaussianOperator(0.5), [torch.zeros(2, 4)] * 2, [1.0])
 
 
 @pytest.mark.parametrize("power, anchor, bandwidth", [(0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (0.0, 0.7, 0.0),
                                                       (0.0, 0.7, 0.1)])
 def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(tmp_path, power, anchor, bandwidth):
     """20 float64 training steps of the run loop, same seed: the two learning modes end at equal weights
-    (with the paper's loss, with walkback.step_weight_power, and with walkback.score_anchor, whose term
+    (with the paper's loss, with walkback.step_weight_power, and with the anchor's term (anchor.weight), which
     trains the mean only while sigma is learned, with its denoising or its kernel-density targets)."""
     from asymnet import run as run_module
     from asymnet.data import load_dataset
@@ -200,12 +207,12 @@ def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(t
             "data: {name: spiral, n_train: 500, n_test: 100}\n"
             f"network: {{kind: recurrent, n_hidden: 5, hidden_units: {'fast' if anchor else 'slow'}}}\n"
             "operator: {sigma: 0.2, learn_sigma: true, noise_scaling: T}\n"
-            f"walkback: {{n_extra_max: 2, settle_steps: 3, step_weight_power: {power}, score_anchor: {anchor}, "
-            f"score_anchor_bandwidth: {bandwidth}}}\n"
+            f"walkback: {{n_extra_max: 2, settle_steps: 3, step_weight_power: {power}}}\n"
+            f"anchor: {{weight: {anchor}, bandwidth: {bandwidth}}}\n"
             f"training: {{steps: 20, batch_size: 16, learning_rate: 1.0e-2, learning: {learning}, dtype: float64}}\n"
         )
         data = load_dataset("spiral", 500, 100, None, torch.Generator().manual_seed(0))
-        model = run_module.build_model(study, data, torch.device("cpu"), torch.float64)
+        model = build_model(study, data, torch.device("cpu"), torch.float64)
         initial_W = model.network.W.detach().clone()
         for _ in range(study.training.steps):
             run_module.train_step(model, study, data, torch.device("cpu"), torch.float64)
@@ -214,9 +221,9 @@ def test_training_with_the_local_rule_and_with_autograd_gives_the_same_weights(t
         assert torch.allclose(finals["local"][name], value, rtol=1e-9, atol=1e-12), name
     assert (finals["local"]["W"] - initial_W).abs().max() > 1e-2  # the weights did move
     if anchor:  # and the anchor's term moved them: with a negligible weight (same draws) the run ends elsewhere
-        plain = (replace_in(study, "walkback.score_anchor_bandwidth", 0.0) if bandwidth  # the targets matter
-                 else replace_in(study, "walkback.score_anchor", 1e-12))
-        model = run_module.build_model(plain, data, torch.device("cpu"), torch.float64)
+        plain = (replace_in(study, "anchor.bandwidth", 0.0) if bandwidth  # the targets matter
+                 else replace_in(study, "anchor.weight", 1e-12))
+        model = build_model(plain, data, torch.device("cpu"), torch.float64)
         for _ in range(plain.training.steps):
             run_module.train_step(model, plain, data, torch.device("cpu"), torch.float64)
         assert (model.network.W - finals["autograd"]["W"]).abs().max() > 1e-4
@@ -271,23 +278,23 @@ def test_drive_from_a_first_unit_is_the_tail_of_the_full_drive():
 
 
 def test_the_anchors_local_update_is_the_gradient_of_the_walk_back_plus_the_weighted_anchor_loss():
-    """plasticity.add_anchor on the one-step trajectory [target, start] at T = 1 equals autograd of
-    walkback loss + 0.7 * walkback.score_anchor_loss, and the noise level's gradient is the walk back's alone."""
+    """add_anchor on the one-step trajectory [target, start] at T = 1 equals autograd of
+    walkback loss + 0.7 * score_anchor_loss, and the noise level's gradient is the walk back's alone."""
     net, gen = _fast_network()
     operator = GaussianOperator(0.5, "sqrt_T")
     temperatures = [1.0, 1.5, 2.25]
     x = torch.randn(16, 3, generator=gen, dtype=torch.float64)
     states, drives = walkback.heating_trajectory_with_drives(net, operator, x, temperatures, gen)
-    start, target = walkback.score_anchor_pairs(x, operator.std(net(x), 1.0).detach(), 0.8, gen)
+    start, target = score_anchor_pairs(x, operator.std(net(x), 1.0).detach(), 0.8, gen)
     net.zero_grad()
     walk = walkback.walkback_losses(net, operator, states, temperatures).sum()
-    (walk + 0.7 * walkback.score_anchor_loss(net, operator, start, target)).backward()
+    (walk + 0.7 * score_anchor_loss(net, operator, start, target)).backward()
     grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
     net.zero_grad()
     walk.detach_()
     sigma_alone = torch.autograd.grad(walkback.walkback_losses(net, operator, states, temperatures).sum(),
                                       net.sigma_visible)[0]
-    update = plasticity.add_anchor(plasticity.trajectory_update(net, operator, states, temperatures, drives),
+    update = add_anchor(plasticity.trajectory_update(net, operator, states, temperatures, drives),
                                    plasticity.trajectory_update(net, operator, [target, start], [1.0], None, False),
                                    0.7)
     _assert_rule_is_autograd(update, walk, grads)

@@ -11,6 +11,7 @@ from asymnet import run
 from asymnet.runlog import LogError, open_log, read_metric, read_summary, read_weights
 from asymnet.study import StudyError, parse_study, replica_study
 from tests.conftest import run_cli
+from asymnet.model import build_model, build_replica_model, load_data, save_checkpoint
 
 CPU, FLOAT64 = torch.device("cpu"), torch.float64
 STEPS = 20
@@ -28,16 +29,16 @@ training: {{steps: 20, batch_size: 16, learning_rate: 3.0e-3, learning: {learnin
 
 
 def _batched(study):
-    data = run.load_data(study, None)
-    model = run.build_replica_model(study, data, None, CPU, FLOAT64)
+    data = load_data(study, None)
+    model = build_replica_model(study, data, None, CPU, FLOAT64)
     losses = [[row["loss"] for row in run.replica_train_step(model, CPU, FLOAT64, step, True)]
               for step in range(1, STEPS + 1)]
     return model, np.array(losses).T  # (replicas, steps)
 
 
 def _single(study):
-    data = run.load_data(study, None)
-    model = run.build_model(study, data, CPU, FLOAT64)
+    data = load_data(study, None)
+    model = build_model(study, data, CPU, FLOAT64)
     losses = []
     for step in range(1, STEPS + 1):
         run.set_learning_rate(model.optimizer, study, step)
@@ -152,7 +153,7 @@ def replica_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("replicas")
     study = folder / "tinyrep.yaml"
     study.write_text(REPLICA_STUDY)
-    saved = run.save_checkpoint
+    saved = save_checkpoint
 
     def keep_step_20(path, model, step):
         saved(path, model, step)

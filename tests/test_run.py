@@ -60,8 +60,8 @@ def test_a_run_writes_the_log_schema_checkpoint_and_figures(finished_run):
     for name in ("mmd", "mmd_baseline", "bound", "sample_log_density", "data_log_density"):
         assert np.isfinite(summary.evals[name])
     # the samples' rank among the exact draws whose mean is the baseline: (1 + #{draws >= mmd}) / 21
-    from asymnet.run import toy_mmd_null
-    from asymnet.trained import load_run
+    from asymnet.evaluate import toy_mmd_null
+    from asymnet.model import load_run
 
     trained = load_run(finished_run)
     null = toy_mmd_null(trained.study, trained.data, trained.data.test[:300].to(torch.float64))

@@ -14,6 +14,7 @@ from asymnet.data.toy import TOYS, ToyDistribution
 from asymnet.metrics import stationary
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator
+from asymnet.long_run import measure_long_run
 
 
 def _moments(pi: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +144,11 @@ def test_long_run_stores_the_grid_law_and_the_chain_started_from_it_stays_there(
     mixture's Langevin step: 20,000 chains drawn from the grid's law (a cell by its mass, then uniformly inside
     it) and run 200 T = 1 steps of the network itself keep its mode weights to within 4 binomial standard
     deviations plus 0.005 (the grid's own error): the law is the chain's."""
-    from asymnet import measure, sample, walkback
+    from asymnet import langevin, walkback
     from asymnet.runlog import open_log
-    from asymnet.trained import load_run
+    from asymnet.model import load_run
 
-    sample.measure_long_run(fast_run, 30, n_chains=60, seed=1)
+    measure_long_run(fast_run, 30, n_chains=60, seed=1)
     trained = load_run(fast_run)
     net, op, toy = trained.model.network, trained.model.operator, trained.data.toy
     with open_log(fast_run) as log:
@@ -174,7 +175,7 @@ def test_long_run_stores_the_grid_law_and_the_chain_started_from_it_stays_there(
     # 60 training steps leave most of the law on one mode: fit the readout to the Langevin step instead, so that
     # the law spreads over the modes and the check below weighs all of them
     points = toy.sample(4000, gen) + 0.3 * torch.randn(4000, 2, generator=gen, dtype=torch.float64)
-    measure.fit_readout_to_langevin(net, op, toy, points.float())
+    langevin.fit_readout_to_langevin(net, op, toy, points.float())
     fitted = stationary.toy_stationary(net, op, toy)
     law, occupancy, (lo, hi), cell = fitted["law"], fitted["occupancy"], fitted["box"], fitted["cell"]
     assert occupancy.min() > 0.02
@@ -194,14 +195,14 @@ def test_too_fine_a_grid_is_refused_and_a_long_run_keeps_its_figures_without_the
     toy = TOYS["mog"]
     with pytest.raises(stationary.GridError, match=r"needs 108 x 108 cells, above 50 x 50"):
         stationary.toy_stationary(_ExactLangevin(toy, 0.05), GaussianOperator(alpha=1.0), toy, max_side=50)
-    from asymnet import sample
+    from asymnet import long_run
     from asymnet.runlog import open_log
 
     def refuse(trained):
         raise stationary.GridError("a grid too fine")
 
-    monkeypatch.setattr(sample, "toy_stationary_law", refuse)
-    curves = sample.measure_long_run(fast_run, 10, n_chains=40, seed=4)
+    monkeypatch.setattr(long_run, "toy_stationary_law", refuse)
+    curves = measure_long_run(fast_run, 10, n_chains=40, seed=4)
     with open_log(fast_run) as log:
         assert log.attrs["long_run"].endswith("; no stationary law: a grid too fine")
         assert "samples/stationary" not in log and "stationary_occupancy_tv" not in log["eval"]  # the earlier law's

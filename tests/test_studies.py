@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from asymnet import run as run_module
 from asymnet.data import load_dataset
 from asymnet.metrics.quality import mmd2_rbf
 from asymnet.runlog import read_summary
 from asymnet.study import load_study
 from tests.conftest import REPO, run_cli
+from asymnet.evaluate import generate_visible
+from asymnet.model import build_model
 
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 
@@ -23,8 +24,8 @@ def test_every_shipped_study_parses(path):
 def test_the_untrained_network_fails_the_mmd_bound(name):
     study, _ = load_study(REPO / "studies" / f"{name}.yaml")
     data = load_dataset(study.data.name, 5000, 2000, None, torch.Generator().manual_seed(1))
-    model = run_module.build_model(study, data, torch.device("cpu"), torch.float32)
-    samples = run_module.generate_visible(model, study, data, torch.device("cpu"))
+    model = build_model(study, data, torch.device("cpu"), torch.float32)
+    samples = generate_visible(model, study, data, torch.device("cpu"))
     mmd = mmd2_rbf(samples, data.test)
     baseline = mmd2_rbf(data.toy.sample(2000, torch.Generator().manual_seed(2)),
                         data.toy.sample(2000, torch.Generator().manual_seed(3)))
@@ -43,10 +44,10 @@ def test_a_trained_toy_study_matches_its_data(name, tmp_path):
 
 
 _PROP1_OVERRIDES = {
-    "spiral": ["walkback.n_extra_max=10", "walkback.start_noise=0.3", "walkback.start_noise_fraction=0.2",
-               "walkback.score_anchor=64", "walkback.score_anchor_bandwidth=0.035"],
-    "mog": ["walkback.n_extra_max=30", "walkback.start_noise=0.5", "walkback.start_noise_fraction=0.2",
-            "walkback.score_anchor=256", "walkback.score_anchor_bandwidth=0.07", "walkback.score_anchor_wide=0.5",
+    "spiral": ["walkback.n_extra_max=10", "anchor.start_noise=0.3", "anchor.start_noise_fraction=0.2",
+               "anchor.weight=64", "anchor.bandwidth=0.035"],
+    "mog": ["walkback.n_extra_max=30", "anchor.start_noise=0.5", "anchor.start_noise_fraction=0.2",
+            "anchor.weight=256", "anchor.bandwidth=0.07", "anchor.wide=0.5",
             "network.n_hidden=1024"],
 }
 

@@ -6,6 +6,8 @@ import pytest
 import yaml
 
 from asymnet.study import (
+    MOVED_KEYS,
+    AnchorConfig,
     NetworkConfig,
     OperatorConfig,
     Study,
@@ -26,7 +28,7 @@ def error_of(text, overrides=()):
 
 def test_unknown_top_level_key_names_nearest_spelling_and_valid_keys():
     assert error_of("seed: 1\ntrainig:\n  steps: 5\n") == (
-        "spiral.yaml:2: unknown key 'trainig'; did you mean 'training'? (valid keys: data, evaluation, "
+        "spiral.yaml:2: unknown key 'trainig'; did you mean 'training'? (valid keys: anchor, data, evaluation, "
         "logging, name, network, operator, replica_sweep, replicas, seed, training, walkback)"
     )
 
@@ -95,12 +97,12 @@ def test_alpha_of_exactly_one_is_allowed():
         ("network: {n_hidden: -1}", "spiral.yaml:1: network.n_hidden = -1 is out of range (allowed: n_hidden >= 0)"),
         ("walkback: {step_weight_power: -0.5}",
          "spiral.yaml:1: walkback.step_weight_power = -0.5 is out of range (allowed: step_weight_power >= 0)"),
-        ("walkback: {start_noise: -0.1}",
-         "spiral.yaml:1: walkback.start_noise = -0.1 is out of range (allowed: start_noise >= 0)"),
-        ("walkback: {start_noise_fraction: 0}",
-         "spiral.yaml:1: walkback.start_noise_fraction = 0 is out of range (allowed: 0 < start_noise_fraction <= 1)"),
-        ("walkback: {score_anchor: -1}",
-         "spiral.yaml:1: walkback.score_anchor = -1 is out of range (allowed: score_anchor >= 0)"),
+        ("anchor: {start_noise: -0.1}",
+         "spiral.yaml:1: anchor.start_noise = -0.1 is out of range (allowed: start_noise >= 0)"),
+        ("anchor: {start_noise_fraction: 0}",
+         "spiral.yaml:1: anchor.start_noise_fraction = 0 is out of range (allowed: 0 < start_noise_fraction <= 1)"),
+        ("anchor: {weight: -1}",
+         "spiral.yaml:1: anchor.weight = -1 is out of range (allowed: weight >= 0)"),
     ],
 )
 def test_negative_or_zero_sizes_are_out_of_range(text, message):
@@ -108,46 +110,78 @@ def test_negative_or_zero_sizes_are_out_of_range(text, message):
 
 
 def test_start_noise_with_the_bernoulli_operator_is_refused():
-    assert error_of("operator: {family: bernoulli}\nwalkback: {start_noise: 0.2}\n") == (
-        "spiral.yaml:2: walkback.start_noise = 0.2 adds Gaussian noise to the start of each trajectory, but the "
-        "Bernoulli operator's states are binary; set walkback.start_noise: 0 or operator.family: gaussian")
+    assert error_of("operator: {family: bernoulli}\nanchor: {start_noise: 0.2}\n") == (
+        "spiral.yaml:2: anchor.start_noise = 0.2 adds Gaussian noise to the start of each trajectory, but the "
+        "Bernoulli operator's states are binary; set anchor.start_noise: 0 or operator.family: gaussian")
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("operator: {family: bernoulli}\nwalkback: {score_anchor: 1}\n",
-         "spiral.yaml:2: walkback.score_anchor = 1 anchors the Gaussian operator's mean to the data's Langevin step, "
-         "but operator.family is bernoulli; set walkback.score_anchor: 0 or operator.family: gaussian"),
-        ("network: {kind: mlp}\nwalkback: {score_anchor: 1}\n",
-         "spiral.yaml:2: walkback.score_anchor = 1 needs network.kind: recurrent (its noise level is one per unit, "
-         "which sets the anchor's smoothing), got network.kind: mlp; set walkback.score_anchor: 0"),
-        ("network: {hidden_units: slow, n_hidden: 8}\nwalkback: {score_anchor: 1}\n",
-         "spiral.yaml:2: walkback.score_anchor = 1 needs a chain whose state is the visible units, but "
+        ("operator: {family: bernoulli}\nanchor: {weight: 1}\n",
+         "spiral.yaml:2: anchor.weight = 1 anchors the Gaussian operator's mean to the data's Langevin step, "
+         "but operator.family is bernoulli; set anchor.weight: 0 or operator.family: gaussian"),
+        ("network: {kind: mlp}\nanchor: {weight: 1}\n",
+         "spiral.yaml:2: anchor.weight = 1 needs network.kind: recurrent (its noise level is one per unit, "
+         "which sets the anchor's smoothing), got network.kind: mlp; set anchor.weight: 0"),
+        ("network: {hidden_units: slow, n_hidden: 8}\nanchor: {weight: 1}\n",
+         "spiral.yaml:2: anchor.weight = 1 needs a chain whose state is the visible units, but "
          "network.hidden_units is slow with n_hidden = 8 (the anchor has no target for hidden units); set "
-         "network.hidden_units: fast or walkback.score_anchor: 0"),
-        ("network: {hidden_units: fast}\nreplicas: 2\nwalkback: {score_anchor: 1}\n",
-         "spiral.yaml:3: walkback.score_anchor = 1 is not in the batched replica program (replicas = 2); set "
-         "replicas: 1 and run one study per seed, or walkback.score_anchor: 0"),
-        ("network: {hidden_units: fast}\nwalkback: {score_anchor: 1, score_anchor_noise: 0}\n",
-         "spiral.yaml:2: walkback.score_anchor_noise = 0 leaves the anchor no noise to denoise; give the widest "
-         "smoothing in data units (e.g. the distance between modes), or set walkback.score_anchor: 0"),
-        ("network: {hidden_units: fast}\ndata: {name: mnist}\nwalkback: {score_anchor: 1, score_anchor_bandwidth: 0.1}\n",
-         "spiral.yaml:3: walkback.score_anchor_bandwidth = 0.1 needs a 2-D toy dataset (a kernel density of mnist "
-         "images is not a density model), got data.name: mnist; set walkback.score_anchor_bandwidth: 0"),
-        ("network: {hidden_units: fast}\nwalkback: {score_anchor: 1, score_anchor_wide: 0.5}\n",
-         "spiral.yaml:2: walkback.score_anchor_wide = 0.5 moves anchor starts away from the data, where only the "
-         "kernel density's step gives them a target; set walkback.score_anchor_bandwidth (e.g. 0.07) or "
-         "walkback.score_anchor_wide: 0"),
+         "network.hidden_units: fast or anchor.weight: 0"),
+        ("network: {hidden_units: fast}\nreplicas: 2\nanchor: {weight: 1}\n",
+         "spiral.yaml:3: anchor.weight = 1 is not in the batched replica program (replicas = 2); set "
+         "replicas: 1 and run one study per seed, or anchor.weight: 0"),
+        ("network: {hidden_units: fast}\nanchor: {weight: 1, noise: 0}\n",
+         "spiral.yaml:2: anchor.noise = 0 leaves the anchor no noise to denoise; give the widest "
+         "smoothing in data units (e.g. the distance between modes), or set anchor.weight: 0"),
+        ("network: {hidden_units: fast}\ndata: {name: mnist}\nanchor: {weight: 1, bandwidth: 0.1}\n",
+         "spiral.yaml:3: anchor.bandwidth = 0.1 needs a 2-D toy dataset (a kernel density of mnist "
+         "images is not a density model), got data.name: mnist; set anchor.bandwidth: 0"),
+        ("network: {hidden_units: fast}\nanchor: {weight: 1, wide: 0.5}\n",
+         "spiral.yaml:2: anchor.wide = 0.5 moves anchor starts away from the data, where only the "
+         "kernel density's step gives them a target; set anchor.bandwidth (e.g. 0.07) or "
+         "anchor.wide: 0"),
     ],
 )
 def test_score_anchor_outside_its_reach_is_refused(text, message):
     assert error_of(text) == message
 
 
+@pytest.mark.parametrize("old, new", list(MOVED_KEYS.items()))
+def test_a_key_that_moved_to_the_anchor_section_names_its_new_place(old, new):
+    section, key = old.split(".")
+    assert error_of(f"{section}:\n  {key}: 0.5\n") == (
+        f"spiral.yaml:2: '{old}' has moved: write it as '{new}' (section anchor:)")
+    assert error_of("", overrides=[f"{old}=0.5"]) == (
+        f"--set {old}=0.5: '{old}' has moved: write it as '{new}' (section anchor:)")
+
+
+def test_a_run_log_written_with_the_old_anchor_keys_reads_them_at_their_new_place():
+    text = ("network: {hidden_units: fast}\nwalkback: {n_extra_max: 3, start_noise: 0.3, start_noise_fraction: 0.2, "
+            "score_anchor: 64.0, score_anchor_bandwidth: 0.035, score_anchor_wide: 0.5, score_anchor_noise: 0.4, "
+            "score_anchor_wide_noise: 0.2}\n")
+    study = parse_study(text, "log.h5", from_log=True)
+    assert study.walkback.n_extra_max == 3
+    assert study.anchor == AnchorConfig(start_noise=0.3, start_noise_fraction=0.2, weight=64.0, noise=0.4,
+                                        bandwidth=0.035, wide=0.5, wide_noise=0.2)
+    with pytest.raises(StudyError, match="has moved"):  # a study file is told, not silently moved
+        parse_study(text, "spiral.yaml")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_study_file_is_refused_naming_the_fix(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    assert str(caught.value) == (
+        f"{path}: the study file is empty (no keys), so every key would take its default; write the study's keys "
+        "(copy studies/spiral.yaml to start; every key and its default: docs/study_keys.md)")
+
+
 def test_score_anchor_with_fast_hidden_units_or_none_is_accepted():
-    assert parse_study("network: {hidden_units: fast}\nwalkback: {score_anchor: 2}").walkback.score_anchor == 2.0
-    assert parse_study("network: {n_hidden: 0}\nwalkback: {score_anchor: 1}").walkback.score_anchor_noise == 0.5
+    assert parse_study("network: {hidden_units: fast}\nanchor: {weight: 2}").anchor.weight == 2.0
+    assert parse_study("network: {n_hidden: 0}\nanchor: {weight: 1}").anchor.noise == 0.5
 
 
 def test_bad_choice_lists_allowed_strings():
@@ -180,7 +214,7 @@ def test_malformed_file_is_one_error_with_its_line(text, message):
         ),
         (
             "trainig.steps=3",
-            "--set trainig.steps=3: unknown key 'trainig'; did you mean 'training'? (valid keys: data, "
+            "--set trainig.steps=3: unknown key 'trainig'; did you mean 'training'? (valid keys: anchor, data, "
             "evaluation, logging, name, network, operator, replica_sweep, replicas, seed, training, walkback)",
         ),
         ("training.steps=many", "--set training.steps=many: training.steps = 'many' is not an integer (expected a positive integer)"),
@@ -255,3 +289,17 @@ def test_the_study_names_the_same_toys_the_data_package_has():
     from asymnet.study import TOY_DATASETS
 
     assert TOY_DATASETS == tuple(TOYS)
+
+
+def test_the_study_key_reference_in_docs_is_up_to_date():
+    from pathlib import Path
+
+    from asymnet.study import key_reference
+
+    reference = key_reference()
+    for section in ("data", "network", "operator", "walkback", "anchor", "training", "logging", "evaluation"):
+        assert f"## `{section}:`" in reference
+    assert "| `anchor.weight` | float | `0.0` | >= 0 |" in reference
+    assert "| `training.learning` | str | `\"autograd\"` | autograd, local |" in reference
+    path = Path(__file__).resolve().parents[1] / "docs" / "study_keys.md"
+    assert path.read_text() == reference, "docs/study_keys.md is out of date: python -m asymnet.study > docs/study_keys.md"

@@ -8,6 +8,7 @@ import torch
 from asymnet import schedule, walkback
 from asymnet.networks import RecurrentNetwork
 from asymnet.operators import GaussianOperator
+from asymnet.anchor import kernel_langevin_step, noisy_starts, score_anchor_pairs, widen_starts
 
 
 def test_T_max_is_where_the_noise_reaches_sigma_max():
@@ -144,7 +145,7 @@ def test_noisy_starts_have_the_law_of_their_definition(tau_max, fraction):
     of normals, each within 5 standard errors (200,000 rows)."""
     n = 200_000
     x = torch.randn(n, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    s = walkback.noisy_starts(x, tau_max, torch.Generator().manual_seed(1), fraction)
+    s = noisy_starts(x, tau_max, torch.Generator().manual_seed(1), fraction)
     moved = (s != x).all(1)
     assert ((s == x).all(1) | moved).all()  # a row is noised in every coordinate or in none
     p = moved.double().mean().item()
@@ -163,7 +164,7 @@ def test_noisy_starts_have_the_law_of_their_definition(tau_max, fraction):
 
 def test_noisy_starts_of_zero_noise_are_the_data_itself():
     x = torch.randn(4, 2)
-    assert walkback.noisy_starts(x, 0.0, None) is x
+    assert noisy_starts(x, 0.0, None) is x
 
 
 def _anchor_taus(x, start, target, std):
@@ -181,7 +182,7 @@ def test_score_anchor_pairs_draw_tau_with_density_tau_to_the_minus_3():
     n, tau_max = 50_000, 0.7
     std = torch.tensor([0.05, 0.08, 0.03], dtype=torch.float64)
     x = torch.randn(n, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    start, target = walkback.score_anchor_pairs(x, std, tau_max, torch.Generator().manual_seed(1))
+    start, target = score_anchor_pairs(x, std, tau_max, torch.Generator().manual_seed(1))
     tau = _anchor_taus(x, start, target, std)
     tau_min = 0.08 / math.sqrt(2)
     assert tau.min() >= tau_min * (1 - 1e-9) and tau.max() <= tau_max * (1 + 1e-9)
@@ -199,7 +200,7 @@ def test_score_anchor_targets_have_the_langevin_mean_of_the_smoothed_data():
     n, s = 400_000, 0.3
     std = torch.tensor([0.1, 0.1], dtype=torch.float64)
     x = s * torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    start, target = walkback.score_anchor_pairs(x, std, 1.0, torch.Generator().manual_seed(1))
+    start, target = score_anchor_pairs(x, std, 1.0, torch.Generator().manual_seed(1))
     tau = _anchor_taus(x, start, target, std)[:, None]
     exact = -(std**2 / 2) * start / (s**2 + tau**2)
     y, f = (target - start).reshape(-1), exact.reshape(-1)
@@ -214,7 +215,7 @@ def test_score_anchor_with_tau_max_below_tau_min_is_pure_denoising_at_tau_min():
     """tau_max below std / sqrt(2): every tau is tau_min, where c = 1 and the target is the clean point."""
     std = torch.tensor([0.2, 0.2], dtype=torch.float64)
     x = torch.randn(1000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    start, target = walkback.score_anchor_pairs(x, std, 0.01, torch.Generator().manual_seed(1))
+    start, target = score_anchor_pairs(x, std, 0.01, torch.Generator().manual_seed(1))
     assert torch.allclose(target, x, atol=1e-12)
     assert abs((start - x).std().item() - 0.2 / math.sqrt(2)) < 0.01
 
@@ -227,7 +228,7 @@ def test_score_anchor_pairs_with_tau_low_draw_tau_on_the_upper_range_only():
     n, tau_low, tau_max = 50_000, 0.5, 3.0
     std = torch.tensor([0.05, 0.05], dtype=torch.float64)
     x = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    start, target = walkback.score_anchor_pairs(x, std, tau_max, torch.Generator().manual_seed(1), tau_low=tau_low)
+    start, target = score_anchor_pairs(x, std, tau_max, torch.Generator().manual_seed(1), tau_low=tau_low)
     tau = _anchor_taus(x, start, target, std)
     assert tau.min() >= tau_low * (1 - 1e-9) and tau.max() <= tau_max * (1 + 1e-9)
     cdf = lambda t: (tau_low**-2 - t**-2) / (tau_low**-2 - tau_max**-2)  # noqa: E731
@@ -243,7 +244,7 @@ def test_kernel_langevin_step_is_the_langevin_step_of_the_kernel_density():
     std = torch.tensor([0.05, 0.2], dtype=torch.float64)
     for h in (0.07, 0.5):
         (grad,) = torch.autograd.grad(torch.logsumexp(-torch.cdist(x, reference).pow(2) / (2 * h**2), 1).sum(), x)
-        step = walkback.kernel_langevin_step(x.detach(), reference, h, std)
+        step = kernel_langevin_step(x.detach(), reference, h, std)
         assert torch.allclose(step, x.detach() + 0.5 * std**2 * grad, rtol=0, atol=1e-12)
 
 
@@ -254,20 +255,20 @@ def test_kernel_langevin_step_far_from_the_data_points_to_the_nearest_point():
     reference = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
     x = torch.tensor([[4.0, 3.0]], dtype=torch.float64)
     std, h = torch.tensor([0.1, 0.1], dtype=torch.float64), 0.1
-    drift = walkback.kernel_langevin_step(x, reference, h, std) - x
+    drift = kernel_langevin_step(x, reference, h, std) - x
     assert torch.allclose(drift, 0.005 * (reference[:1] - x) / h**2, rtol=1e-12, atol=0)
 
 
 def test_widen_starts_moves_the_given_fraction_to_data_plus_the_given_noise():
-    """walkback.widen_starts: about a fraction F of the rows (within 4 binomial sd) become data + N(0, 0.3^2),
+    """widen_starts: about a fraction F of the rows (within 4 binomial sd) become data + N(0, 0.3^2),
     whose offsets have sd 0.3 (within 3 %); the others stay; F = 0 returns the starts and draws nothing."""
     gen = torch.Generator().manual_seed(0)
     clean = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
     start = clean + 0.01
-    wide = walkback.widen_starts(start, clean, 0.3, 0.3, gen)
+    wide = widen_starts(start, clean, 0.3, 0.3, gen)
     moved = (wide != start).any(dim=1)
     assert abs(moved.double().mean().item() - 0.3) < 4 * (0.3 * 0.7 / 20000) ** 0.5
     assert (wide - clean)[moved].std().item() == pytest.approx(0.3, rel=0.03)
     state = gen.get_state()
-    assert walkback.widen_starts(start, clean, 0.0, 0.3, gen) is start
+    assert widen_starts(start, clean, 0.0, 0.3, gen) is start
     assert torch.equal(gen.get_state(), state)

@@ -11,7 +11,8 @@ import torch
 from asymnet.data.celeba import load_celeba64
 from asymnet.data.cifar10 import load_cifar10
 from asymnet.data.locate import DataError, find_data_dir
-from asymnet.data.mnist import DEQUANTIZED, Rescaling, dequantize, load_mnist
+from asymnet.data.mnist import load_mnist
+from asymnet.dequantization import DEQUANTIZED, Rescaling, dequantize
 from asymnet.data.svhn import load_svhn
 from asymnet.data.toy import TOYS, ToyDistribution
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from asymnet.errors import AsymnetError
+
 ENV_VAR = "ASYMNET_DATA"
 
 
-class DataError(Exception):
+class DataError(AsymnetError):
     """A data file or folder is missing, corrupt or does not match what was expected.
 
     The message names the file or folder, the problem, and where possible the fix.

@@ -1,15 +1,11 @@
-"""MNIST from IDX files (downloaded md5-verified on request), and the dequantized view used for likelihoods.
+"""MNIST from IDX files (downloaded md5-verified on request).
 
 Files are looked for in ``root/mnist/`` and then ``root/`` under their canonical names, gzip or raw.
 A local folder is accepted when its files parse (IDX headers, 28x28 images, as many labels as
 images): offline copies may hold a re-encoded subset whose md5 differs from the official files.
 The md5 is checked only for files this module downloads itself.
 
-Likelihoods are reported on the native 8-bit scale (Theis, van den Oord & Bethge 2016, "A note on
-the evaluation of generative models", sec. 3.1): integer pixels x in {0..255} become continuous by
-adding u ~ U[0, 1); a model of the rescaled value ``scale * (x + u) + offset`` gives a density on the
-8-bit scale through the change of variables, and its negative log in bits per dimension
-upper-bounds the discrete model's code length.
+Its dequantized view and bits/dim are in :mod:`asymnet.dequantization`.
 """
 
 from __future__ import annotations
@@ -18,12 +14,10 @@ import gzip
 import io
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from asymnet.data.download import download_verified
 from asymnet.data.download import fetch_url as stream_url
@@ -59,11 +53,16 @@ _IDX_DTYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
+"""The magic numbers of MNIST's files: uint8 in 3 dimensions (images), uint8 in 1 dimension (labels)."""
+
+
+def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
     """Parse one IDX file, gzip-compressed or raw (told apart by their first bytes).
 
     Header: two zero bytes, a type code (0x08 uint8 ... 0x0E float64), the number of dimensions n,
-    then n big-endian uint32 sizes; the payload must hold exactly prod(sizes) items.
+    then n big-endian uint32 sizes; the payload must hold exactly prod(sizes) items. ``magic``: the
+    4-byte magic number the file must start with (e.g. IMAGES_MAGIC), checked before the sizes are read.
     Returns an array of that shape in native byte order. Raises DataError naming the file and the
     problem (unreadable gzip, wrong magic number, truncated or overlong payload).
     """
@@ -77,6 +76,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < 4:
         raise DataError(f"{path}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
     zeros, type_code, ndim = raw[:2], raw[2], raw[3]
+    found_magic = int.from_bytes(raw[:4], "big")
+    if magic is not None and found_magic != magic:
+        raise DataError(f"{path}: wrong magic number 0x{found_magic:08x}, expected 0x{magic:08x} (type code "
+                        f"0x{(magic >> 8) & 0xFF:02x}, {magic & 0xFF} dimensions); the file is not the one its name "
+                        "says: replace it with the original MNIST file")
     if zeros != b"\x00\x00" or type_code not in _IDX_DTYPES or ndim == 0:
         raise DataError(
             f"{path}: wrong magic number 0x{int.from_bytes(raw[:4], 'big'):08x}: an IDX file starts with "
@@ -129,7 +133,7 @@ def load_mnist(
     for name in missing:
         paths[name] = download_file(name + ".gz", root / "mnist")
     images_path, labels_path = (paths[name] for name in names)
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    images, labels = read_idx(images_path, IMAGES_MAGIC), read_idx(labels_path, LABELS_MAGIC)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise DataError(
             f"{images_path}: expected uint8 images of shape (N, 28, 28), found {images.dtype} {images.shape}"
@@ -169,55 +173,3 @@ def download_file(filename: str, folder: Path) -> Path:
     """
     return download_verified(filename, folder, [mirror + filename for mirror in MIRRORS], OFFICIAL_MD5[filename],
                              fetch=lambda url, out: out.write(fetch_url(url)))
-
-
-@dataclass(frozen=True)
-class Rescaling:
-    """The affine map from 8-bit pixel values to model values: ``model = scale * pixel + offset``.
-
-    ``pixel`` is the dequantized 8-bit value in [0, 256). Its Jacobian is ``scale`` in every
-    dimension, so a model density p_model gives p_pixel = p_model * |scale|^D.
-    """
-
-    scale: float
-    offset: float
-
-    def __post_init__(self) -> None:
-        if self.scale == 0 or not math.isfinite(self.scale) or not math.isfinite(self.offset):
-            raise ValueError(f"Rescaling needs a finite non-zero scale and a finite offset, got {self}")
-
-    @property
-    def log_det_per_dim(self) -> float:
-        """log|scale| (nats), the log-Jacobian of the map per dimension."""
-        return math.log(abs(self.scale))
-
-
-DEQUANTIZED = Rescaling(scale=1 / 256, offset=0.0)
-"""The rescaling that ``dequantize`` applies: (x + u) / 256."""
-
-
-def dequantize(
-    images_uint8: torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Uniform dequantization (x + u) / 256, u ~ U[0, 1) per pixel (Theis et al. 2016, sec. 3.1).
-
-    images_uint8: (N, 28, 28) or (N, 784) uint8. Returns (N, 784) in [0, 1) of ``dtype``;
-    its ``Rescaling`` is ``DEQUANTIZED``.
-    """
-    if images_uint8.dtype != torch.uint8:
-        raise ValueError(f"dequantize expects uint8 pixel values 0..255, got dtype {images_uint8.dtype}")
-    x = images_uint8.reshape(images_uint8.shape[0], -1).to(dtype)
-    u = torch.rand(x.shape, generator=generator, dtype=dtype)
-    return (x + u) * DEQUANTIZED.scale
-
-
-def bits_per_dim(log_prob_nats: torch.Tensor, n_dims: int, rescaling: Rescaling) -> torch.Tensor:
-    """Bits per dimension on the 8-bit scale from a log-density of the model-scale value.
-
-    bpd = -(log p_model(y) + D log|scale|) / (D ln 2), with y = scale * pixel + offset
-    (change of variables; Theis et al. 2016). Example: a uniform density on [0, 1]^D with
-    scale 1/256 gives exactly 8 bits/dim, the cost of coding 8-bit pixels without a model.
-
-    log_prob_nats: (batch,) in nats. Returns (batch,) in bits/dim.
-    """
-    return -(log_prob_nats + n_dims * rescaling.log_det_per_dim) / (n_dims * math.log(2.0))

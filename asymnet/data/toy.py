@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-LOG_2PI = math.log(2.0 * math.pi)
+from asymnet.operators import LOG_2PI
+
 N_CURVE_POINTS = 4000
 POINTS_PER_BIN = 40
 

@@ -13,7 +13,7 @@ Its mean over trajectories is the bound of eq. 5 and log of the mean of w is eq.
 first never exceeds the second on the same trajectories, and the second never exceeds log p(s_0) in
 expectation, reaching it as the number of trajectories M grows. With hidden units s_0 = (x, h_0), both
 concern the joint log p(x, h_0). All log-likelihoods are in nats, shape (batch,); to report them in
-bits/dim on the 8-bit scale use :func:`asymnet.data.mnist.bits_per_dim`, which adds the rescaling's
+bits/dim on the 8-bit scale use :func:`asymnet.dequantization.bits_per_dim`, which adds the rescaling's
 log-determinant.
 
 Trajectory m draws its noise from its own generator, seeded with the m-th of M seeds that
@@ -31,11 +31,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from asymnet.data.mnist import DEQUANTIZED, Rescaling, bits_per_dim, dequantize
-from asymnet.operators import Drive, GaussianOperator, Operator
+from asymnet.dequantization import DEQUANTIZED, Rescaling, bits_per_dim, dequantize
+from asymnet.operators import LOG_2PI, Drive, GaussianOperator, Operator
 from asymnet.walkback import PStar
-
-LOG_2PI = math.log(2.0 * math.pi)
 
 GAUSSIAN_REFERENCE_RIDGE = 1e-6
 """Ridge of the Gaussian reference, as a fraction of the dequantisation-noise variance 1/12 pixel^2."""
@@ -219,7 +217,7 @@ def gaussian_reference_bits_per_dim(
     non-singular without it: u is independent of x, so Cov(y) = Cov(scale x) + scale^2 I / 12 and even
     MNIST's constant border pixels keep the variance scale^2 / 12 (1 / (12 * 256^2) for
     DEQUANTIZED); the ridge, a millionth of that floor, only guards the Cholesky factorisation. The
-    mean log-density of the test y goes through :func:`asymnet.data.mnist.bits_per_dim`, which adds the
+    mean log-density of the test y goes through :func:`asymnet.dequantization.bits_per_dim`, which adds the
     log-determinant D log|scale|, so the figure does not depend on the rescaling. Float64 throughout.
     """
     for name, pixels in (("train_pixels_uint8", train_pixels_uint8), ("test_pixels_uint8", test_pixels_uint8)):

@@ -28,8 +28,10 @@ import scipy.sparse.linalg
 import torch
 from scipy.special import ndtr
 
+from asymnet.errors import AsymnetError
 
-class GridError(ValueError):
+
+class GridError(AsymnetError, ValueError):
     """A grid that cannot represent the chain (too coarse a cell, a state that is not 2-D)."""
 
 

@@ -1,16 +1,16 @@
 """Train a toy study's fresh network on the score anchor's term alone, and score its T = 1 drift.
 
-    python benchmarks/anchor_regression.py [--study studies/mog.yaml] [--steps 4000] [--set key=value ...]
+    python -m studies.prop1.anchor_regression [--study studies/mog.yaml] [--steps 4000] [--set key=value ...]
         [--preconditioned LR [--ridge 1e-4]] [--kernel H] [--far TAU_FAR [--far-weight W]]
         [--long-run STEPS [--chains 1000]] [--save PATH]
 
 It separates two reasons a trained run's drift can be wrong: that first-order training of the fixed
 expansion cannot reach the anchor's least-squares optimum in the run's number of steps, or that the walk
 back's own terms pull the T = 1 drift elsewhere. The network, operator, data, batch size, learning rate and
-cosine schedule are the study's (with ``--set`` applied); the loss is only ``walkback.score_anchor``'s term
-(tau_max: the study's ``walkback.score_anchor_noise``), trained by the local rule with Adam. Four times
+cosine schedule are the study's (with ``--set`` applied); the loss is only the score anchor's term
+(``anchor.weight``; tau_max: the study's ``anchor.noise``), trained by the local rule with Adam. Four times
 along the run it prints the drift's slope and relative error against the exact Langevin drift at the data
-(k = 1) and at draws with the noise doubled (k = 2), as ``benchmarks/drift_tails.py`` does for a trained
+(k = 1) and at draws with the noise doubled (k = 2), as ``studies.prop1.drift_tails`` does for a trained
 run, whose ``--fit`` gives the anchor's least-squares optimum to compare. For studies/mog.yaml on 1 thread:
 40 s for 4,000 steps, 99 s for 16,000.
 
@@ -22,15 +22,15 @@ squares instead of Adam (the study's ls_step, ls_memory and ls_damping), on the 
 constant): a Gauss-Newton step of the anchor's quadratic loss, with step size LR on a cosine schedule, as
 recursive least squares (FORCE learning) whitens a readout's input. ``--long-run STEPS`` then runs 1,000
 T = 1 chains of the trained operator from data draws and scores them at 10, 30, ..., STEPS steps as
-``benchmarks/prop1_reference.py`` does (MMD^2 over baseline, occupancy TV, mean log p), so that the mode
+``studies.prop1.prop1_reference`` does (MMD^2 over baseline, occupancy TV, mean log p), so that the mode
 weights a training rule gives can be read without the walk back.
 
-Two ways to train the far field, where the chains of an exactly fitted readout strayed (README, session
-11). ``--far TAU_FAR`` adds a second batch of denoising pairs with tau on [score_anchor_noise, TAU_FAR]
+Two ways to train the far field, where the chains of an exactly fitted readout strayed (studies/prop1_experiments.md).
+``--far TAU_FAR`` adds a second batch of denoising pairs with tau on [anchor.noise, TAU_FAR]
 (the same tau^-3 density), weighted by ``--far-weight`` (default: their share of the tau^-3 law on
 [tau_min, TAU_FAR], so that the two batches together are that law's loss). ``--kernel H`` replaces every
 target by the exact Langevin step of the training set's Gaussian kernel density of bandwidth H at the same
-start (asymnet.walkback.kernel_langevin_step, as ``walkback.score_anchor_bandwidth`` does in training).
+start (asymnet.anchor.kernel_langevin_step, as ``anchor.bandwidth`` does in training).
 ``--save PATH`` writes the trained network's state_dict.
 """
 
@@ -38,25 +38,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the checkout's asymnet, installed or not
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from asymnet import anchor, plasticity, readout, walkback
+from asymnet.langevin import drift_against_langevin
+from asymnet.operators import Drive
+from studies.prop1.common import fresh_toy_model, print_result, score_long_run, widened
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None) -> None:
-    from drift_tails import widened
-    from prop1_reference import fresh_toy_model, print_result, score_long_run
-
-    from asymnet import plasticity, readout, walkback
-    from asymnet.measure import drift_against_langevin
-    from asymnet.operators import Drive
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.prop1.anchor_regression",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--study", default=str(ROOT / "studies" / "mog.yaml"))
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -86,9 +82,9 @@ def main(argv=None) -> None:
         everything = data.batch(data.train, gen, torch.float32)
 
         def kde_step(x):
-            return walkback.kernel_langevin_step(x, everything, args.kernel, std)
+            return anchor.kernel_langevin_step(x, everything, args.kernel, std)
     if args.far:
-        t_min, t_max = float(std.max()) / math.sqrt(2.0), study.walkback.score_anchor_noise
+        t_min, t_max = float(std.max()) / math.sqrt(2.0), study.anchor.noise
         far_weight = args.far_weight if args.far_weight is not None else (
             (t_max**-2 - args.far**-2) / (t_min**-2 - t_max**-2))
         print(f"far pairs: tau in [{t_max:g}, {args.far:g}], weight {far_weight:.3g}", flush=True)
@@ -97,8 +93,8 @@ def main(argv=None) -> None:
             moment = 0.0
             for _ in range(20):
                 rows = data.train[torch.randint(0, len(data.train), (10000,), generator=gen)]
-                start, _ = walkback.score_anchor_pairs(data.batch(rows, gen, torch.float32), std,
-                                                       study.walkback.score_anchor_noise, gen)
+                start, _ = anchor.score_anchor_pairs(data.batch(rows, gen, torch.float32), std,
+                                                     study.anchor.noise, gen)
                 rates = torch.cat([net.rates(start, 1.0), torch.ones(len(start), 1)], 1).double()
                 moment = moment + rates.T @ rates / (20 * len(rates))
             whitening = torch.linalg.inv(moment + args.ridge * torch.eye(len(moment), dtype=moment.dtype)).float()
@@ -108,19 +104,19 @@ def main(argv=None) -> None:
         for group in optimizer.param_groups:
             group["lr"] = study.training.learning_rate * schedule
         rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-        start, target = walkback.score_anchor_pairs(data.batch(rows, gen, torch.float32), std,
-                                                    study.walkback.score_anchor_noise, gen)
+        start, target = anchor.score_anchor_pairs(data.batch(rows, gen, torch.float32), std,
+                                                  study.anchor.noise, gen)
         if args.kernel:
             target = kde_step(start)
         optimizer.zero_grad()
         update = plasticity.trajectory_update(net, op, [target, start], [1.0], None, False)
         terms = [readout.regression(net, op, [target, start], [1.0])] if least_squares else []
         if args.far:
-            far_start, far_target = walkback.score_anchor_pairs(data.batch(rows, gen, torch.float32), std, args.far,
-                                                                gen, tau_low=study.walkback.score_anchor_noise)
+            far_start, far_target = anchor.score_anchor_pairs(data.batch(rows, gen, torch.float32), std, args.far,
+                                                              gen, tau_low=study.anchor.noise)
             if args.kernel:
                 far_target = kde_step(far_start)
-            update = plasticity.add_anchor(update, plasticity.trajectory_update(
+            update = anchor.add_anchor(update, plasticity.trajectory_update(
                 net, op, [far_target, far_start], [1.0], None, False), far_weight)
             if least_squares:
                 terms.append(readout.regression(net, op, [far_target, far_start], [1.0], weight=far_weight))

@@ -1,6 +1,6 @@
 """Where a 2-D ring toy's long-run chains ended: the share of them whose radius lies outside the data's range.
 
-    python benchmarks/long_run_radius.py RUN [RUN ...] [--step 100000]
+    python -m studies.prop1.long_run_radius RUN [RUN ...] [--step 100000]
 
 For each run directory with a long run (``python -m asymnet.sample RUN --steps N``), it reads the chains
 stored at ``--step`` under /samples/long_run/ and the data draws under /samples/data, and prints the 1, 50,
@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's asymnet, installed or not
+from asymnet.runlog import open_log
 
 
 def main(argv=None) -> None:
-    from asymnet.runlog import open_log
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.prop1.long_run_radius",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--step", type=int, default=100000)
     args = parser.parse_args(argv)

@@ -2,57 +2,54 @@
 exact least squares to a Langevin target at a cloud of anchor starts, then compute the chain's stationary law
 on a grid (asymnet.metrics.stationary) and report its mode weights.
 
-    python benchmarks/anchor_stationary.py [--study studies/mog_prop1.yaml] [--seeds 0 1 2]
+    python -m studies.prop1.anchor_stationary [--study studies/mog_prop1.yaml] [--seeds 0 1 2]
         [--hidden 512] [--target kernel|exact] [--wide 0.0] [--wide-noise 0.3] [--starts 100000]
         [--ridge 1e-6] [--json PATH]
 
 No walk back and no optimiser: the readout is the least-squares optimum, so what this measures is what the
-expansion and the choice of starts allow at best. The starts are the score anchor's (walkback.score_anchor_
-pairs: data plus noise tau on [min std / sqrt 2, score_anchor_noise], density tau^-3); ``--wide F`` replaces
+expansion and the choice of starts allow at best. The starts are the score anchor's (anchor.score_anchor_
+pairs: data plus noise tau on [min std / sqrt 2, anchor.noise], density tau^-3); ``--wide F`` replaces
 a fraction F of them by data plus Gaussian noise of sd ``--wide-noise``, which reaches the gaps between modes.
 The target is the exact Langevin step of the training set's kernel density (bandwidth
-walkback.score_anchor_bandwidth, as training uses) or, with ``--target exact``, of the toy's own density.
+anchor.bandwidth, as training uses) or, with ``--target exact``, of the toy's own density.
 For each seed (the study's seed sets the random expansion) it prints the stationary law's mode weights, their
 total-variation distance from the data's, the law's mean log p, and the time (fit plus grid solve).
+``--json studies/prop1/results/anchor_stationary.jsonl`` appends them to the stored rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the checkout's asymnet, installed or not
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from asymnet import anchor
+from asymnet.langevin import fit_readout
+from asymnet.metrics import stationary
+from asymnet.operators import Drive
+from studies.prop1.common import fresh_toy_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fit_and_solve(study_path: str, seed: int, n_hidden: int, target: str, wide: float, wide_noise: float,
                   n_starts: int, ridge: float) -> dict:
-    from prop1_reference import fresh_toy_model
-
-    from asymnet import walkback
-    from asymnet.measure import fit_readout
-    from asymnet.metrics import stationary
-    from asymnet.operators import Drive
-
     clock = time.perf_counter()
     study, gen, data, model = fresh_toy_model(study_path, [f"seed={seed}", f"network.n_hidden={n_hidden}"],
                                               "anchor_stationary")
     net, op = model.network, model.operator
     std = op.std(Drive(None, net.sigma.detach()), 1.0)
     rows = data.train[torch.randint(0, len(data.train), (n_starts,), generator=gen)].float()
-    start, _ = walkback.score_anchor_pairs(rows, std, study.walkback.score_anchor_noise, gen)
+    start, _ = anchor.score_anchor_pairs(rows, std, study.anchor.noise, gen)
     n_wide = int(wide * n_starts)
     start[:n_wide] = rows[:n_wide] + wide_noise * torch.randn(n_wide, 2, generator=gen)
     with torch.no_grad():
         if target == "kernel":
             reference = data.train.float()
-            mean = torch.cat([walkback.kernel_langevin_step(chunk, reference, study.walkback.score_anchor_bandwidth,
+            mean = torch.cat([anchor.kernel_langevin_step(chunk, reference, study.anchor.bandwidth,
                                                             std) for chunk in start.split(2000)]).double()
         else:
             mean = start.double() + 0.5 * std.double() ** 2 * data.toy.score(start.double())
@@ -64,7 +61,8 @@ def fit_and_solve(study_path: str, seed: int, n_hidden: int, target: str, wide: 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.prop1.anchor_stationary",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--study", default=str(ROOT / "studies" / "mog_prop1.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--hidden", type=int, default=512)

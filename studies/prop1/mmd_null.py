@@ -1,40 +1,39 @@
 """How often an exact sampler fails the toys' MMD^2 bound: the long run's test applied to exact draws.
 
-    python benchmarks/mmd_null.py [--toys spiral mog] [--chains 1000 2000] [--draws 100] [--threads 1]
+    python -m studies.prop1.mmd_null [--toys spiral mog] [--chains 1000 2000] [--draws 100] [--threads 1]
 
 For each toy and number of chains n it scores ``--draws`` exact n-point draws from the toy's law as
 ``python -m asymnet.sample`` scores chains (MMD^2 against the study's first n test points), and compares
 them with the two baselines the long run has had:
-- one data-vs-data draw (before this benchmark: two fresh n-point draws), the ratio's law taken over
+- one data-vs-data draw (before this study: two fresh n-point draws), the ratio's law taken over
   ``--draws`` independent baselines, every pairing of an exact draw with a baseline;
 - the mean over ``asymnet.metrics.quality.NULL_DRAWS`` exact draws against the same test points (now), the
   law taken over the means of disjoint groups of 20 of the same draws (a draw is divided by the mean
   of its own group in 1 of every draws / 20 pairings).
 It prints, for each, the share of exact draws above 3x the baseline (the spine's bound) and the quantiles
 of the ratio, and the 95 % quantile of the exact draws over their mean. Writes
-benchmarks/results/mmd_null.json. About 1.3 s per MMD^2 at 2,000 points on one core.
+studies/prop1/results/mmd_null.json. About 1.3 s per MMD^2 at 2,000 points on one core.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from asymnet.data import load_dataset
+from asymnet.metrics.quality import NULL_DRAWS, mmd2_rbf
+from asymnet.study import load_study
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
+ROOT = HERE.parent.parent
 
 
 def run(toy_name: str, n_chains: int, n_draws: int) -> dict:
-    from asymnet.data import load_dataset
-    from asymnet.metrics.quality import NULL_DRAWS, mmd2_rbf
-    from asymnet.study import load_study
-
-    study = load_study(HERE.parent / "studies" / f"{toy_name}_prop1.yaml", [])[0]
+    study = load_study(ROOT / "studies" / f"{toy_name}_prop1.yaml", [])[0]
     data = load_dataset(study.data.name, study.data.n_train, study.data.n_test, None,
                         torch.Generator().manual_seed(study.seed))
     toy, reference = data.toy, data.test[:n_chains].to(torch.float64)
@@ -62,7 +61,8 @@ def run(toy_name: str, n_chains: int, n_draws: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.prop1.mmd_null",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--toys", nargs="+", default=["spiral", "mog"], choices=["spiral", "mog"])
     parser.add_argument("--chains", nargs="+", type=int, default=[1000, 2000])
     parser.add_argument("--draws", type=int, default=100)

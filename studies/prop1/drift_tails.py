@@ -1,7 +1,7 @@
 """How well a trained toy run's T = 1 drift matches the data's Langevin drift, away from the data too, and
 how well its fixed hidden expansion could match it.
 
-    python benchmarks/drift_tails.py RUN [RUN ...] [--widen 1 1.5 2 2.5] [--points 20000] [--fit]
+    python -m studies.prop1.drift_tails RUN [RUN ...] [--widen 1 1.5 2 2.5] [--points 20000] [--fit]
 
 Proposition 1's long run is decided where the data are scarce: the mode weights of a T = 1 chain are set
 by how often chains cross between modes, and so by the drift in the tails and the gaps. For each run
@@ -11,7 +11,7 @@ squares slope of the learned drift m(x) - x on the exact Langevin drift (sigma^2
 relative error ||drift - exact|| / ||exact|| (asymnet.metrics.quality.drift_agreement). ``--fit`` adds what
 the run's fixed expansion allows: the same figures for the least-squares optimum, over the rates of the
 run's network at T = 1 (visible and hidden) and a constant, of (a) the exact drift itself, fitted on
-200,000 draws at k = 1 and 2, and (b) the targets of ``walkback.score_anchor`` (10^6 pairs from k = 1
+200,000 draws at k = 1 and 2, and (b) the targets of the score anchor (``anchor.weight``; 10^6 pairs from k = 1
 draws, tau_max 0.5), which is what the anchor's term converges to with unlimited training.
 Writes nothing; 1-2 min per run on 1 thread with ``--fit``.
 """
@@ -20,27 +20,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's asymnet, installed or not
-
-
-def widened(toy, n: int, k: float, generator: torch.Generator) -> torch.Tensor:
-    """n draws of the toy with its noise multiplied by k: the data plus N(0, (k^2 - 1) noise^2)."""
-    x = toy.sample(n, generator)
-    return x + toy.noise * (k * k - 1.0) ** 0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+from asymnet import anchor
+from asymnet.langevin import drift_against_langevin
+from asymnet.metrics.quality import drift_agreement
+from asymnet.model import load_run
+from asymnet.operators import Drive
+from studies.prop1.common import widened
 
 
 def main(argv=None) -> None:
-    from asymnet import walkback
-    from asymnet.measure import drift_against_langevin
-    from asymnet.metrics.quality import drift_agreement
-    from asymnet.operators import Drive
-    from asymnet.trained import load_run
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.prop1.drift_tails",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--widen", type=float, nargs="+", default=[1.0, 1.5, 2.0, 2.5])
     parser.add_argument("--points", type=int, default=20000)
@@ -80,11 +73,11 @@ def main(argv=None) -> None:
         row("least squares on the exact drift", fitted(best))
         gram, moment = 0.0, 0.0
         for _ in range(10):
-            start, target = walkback.score_anchor_pairs(widened(toy, 100_000, 1.0, gen), std, 0.5, gen)
+            start, target = anchor.score_anchor_pairs(widened(toy, 100_000, 1.0, gen), std, 0.5, gen)
             phi = features(start)
             gram, moment = gram + phi.T @ phi, moment + phi.T @ (target - start)
-        anchor = torch.linalg.solve(gram + ridge * 1e6 * torch.eye(phi.shape[1], dtype=phi.dtype), moment)
-        row("least squares on the anchor's targets", fitted(anchor))
+        anchor_fit = torch.linalg.solve(gram + ridge * 1e6 * torch.eye(phi.shape[1], dtype=phi.dtype), moment)
+        row("least squares on the anchor's targets", fitted(anchor_fit))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """How much a toy run's end-of-cooling figure moves with the generation seed alone.
 
-    python benchmarks/cooling_spread.py RUN [RUN ...] [--draws 6]
+    python -m studies.prop1.cooling_spread RUN [RUN ...] [--draws 6]
 
-The end of training scores one draw of the study's n_samples chains cooled from p* (``asymnet.run.
+The end of training scores one draw of the study's n_samples chains cooled from p* (``asymnet.evaluate.
 generate_visible``, from the evaluation seed study.seed + 7919). This redraws them with the study's seed
 shifted by 1000 k (k = 0 is the logged draw) and prints each draw's MMD^2 over the end of training's baseline
 (mean of 20 exact data draws against the same test points) and its occupancy TV, with the exact draws' share
@@ -14,19 +14,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's asymnet, installed or not
+from asymnet.evaluate import generate_visible, toy_mmd_null
+from asymnet.metrics import quality
+from asymnet.model import load_run
 
 
 def main(argv=None) -> None:
-    from asymnet.metrics import quality
-    from asymnet.run import generate_visible, toy_mmd_null
-    from asymnet.trained import load_run
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.prop1.cooling_spread",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--draws", type=int, default=6)
     args = parser.parse_args(argv)

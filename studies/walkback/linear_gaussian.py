@@ -1,13 +1,13 @@
 """Can one walkback kernel undo its own heating? A ground-truth check on 1-D Gaussian data N(2, 1).
 
-    python benchmarks/linear_gaussian.py [--steps 3000]
+    python -m studies.walkback.linear_gaussian [--steps 3000]
 
 Trains (autograd, Algorithm 1, T doubling to T_max = 100, fixed sigma = 0.1) two operators on the
 same data and prints the mean and variance of 20,000 generated samples:
 - the recurrent network with one unit, phi = identity, no temperature input: a linear Gaussian
   kernel s' = c s + b + sigma sqrt(T) xi that is the same at every temperature;
 - a temperature-conditioned MLP (log T as an input).
-The true values are 2 and 1. Writes benchmarks/results/linear_gaussian.json.
+The true values are 2 and 1. Writes studies/walkback/results/linear_gaussian.json.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def train_and_generate(network: torch.nn.Module, steps: int, lr: float) -> tuple
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.walkback.linear_gaussian",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
     args = parser.parse_args()
     torch.set_num_threads(1)

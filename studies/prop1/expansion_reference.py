@@ -1,18 +1,19 @@
 """Can a study's own network hold Proposition 1? Its fixed expansion, with the readout fitted to the exact
 Langevin step, run through the long-run test.
 
-    python benchmarks/expansion_reference.py [--study studies/mog.yaml] [--set key=value ...] [--steps 100000] [--chains 1000]
+    python -m studies.prop1.expansion_reference [--study studies/mog.yaml] [--set key=value ...]
+        [--steps 100000] [--chains 1000]
 
 The study's network is built as training builds it (same seed, so the same fixed hidden expansion); only its
 visible readout W[:v], b[:v] is then set, by least squares, to the exact T = 1 Langevin step
-x + (sigma^2 / 2) grad log p(x) of the toy (``asymnet.measure.fit_readout_to_langevin``), at 100,000 data
+x + (sigma^2 / 2) grad log p(x) of the toy (``asymnet.langevin.fit_readout_to_langevin``), at 100,000 data
 draws, 100,000 draws with the noise doubled and 20,000 with it tripled (the gaps between modes). It prints
-the fit's drift slope and relative error at draws widened by k = 1, 2, 2.5 (as ``benchmarks/drift_tails.py``
+the fit's drift slope and relative error at draws widened by k = 1, 2, 2.5 (as ``studies.prop1.drift_tails``
 scores a trained run), then runs ``--chains`` T = 1 chains of the fitted operator from data draws and scores
-them at 10, 30, ..., ``--steps`` steps with the figures of ``benchmarks/prop1_reference.py``: MMD^2 over its
+them at 10, 30, ..., ``--steps`` steps with the figures of ``studies.prop1.prop1_reference``: MMD^2 over its
 data baseline (the bound is 3x), occupancy TV (with its data baseline) and mean log p. A pass here and a
 failure of the trained run mean the failure is in training, not in what the network can represent.
-Writes benchmarks/results/expansion_reference.json. For studies/mog.yaml with a fixed sigma of 0.05:
+Writes studies/prop1/results/expansion_reference.json. For studies/mog.yaml with a fixed sigma of 0.05:
 about 5 minutes on 1 thread.
 """
 
@@ -20,25 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from asymnet import walkback
+from asymnet.langevin import drift_against_langevin, fit_readout_to_langevin
+from studies.prop1.common import fresh_toy_model, print_result, score_long_run, widened
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
-sys.path.insert(0, str(HERE))
+ROOT = HERE.parent.parent
 
 
 def main(argv=None) -> int:
-    from drift_tails import widened
-    from prop1_reference import fresh_toy_model, print_result, score_long_run
-
-    from asymnet import walkback
-    from asymnet.measure import drift_against_langevin, fit_readout_to_langevin
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default=str(HERE.parent / "studies" / "mog.yaml"))
+    parser = argparse.ArgumentParser(prog="python -m studies.prop1.expansion_reference",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default=str(ROOT / "studies" / "mog.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--steps", type=int, default=100000)
     parser.add_argument("--chains", type=int, default=1000)

@@ -1,26 +1,27 @@
 """Generation variants on a finished MNIST run, scored with the run's classifier figures (no retraining).
 
-    python benchmarks/generation_variants.py RUN_DIR TAG VARIANT [VARIANT ...]
+    python -m studies.mnist_stdp.generation_variants RUN_DIR TAG VARIANT [VARIANT ...]
 
 Each VARIANT is a JSON object of keyword arguments of ``generate_variant``, e.g. '{}' (plain cooling),
 '{"lam": 0.7}' (generation noise x0.7), '{"prev": true}' (each cooling step drawn with the next-lower
 temperature's noise), '{"per_T": 3}' (3 steps per temperature), '{"extra": 30, "final_mean": true}'
 (30 more T = 1 steps, the last one's mean as the image). Prints confident fraction, label entropy and
-Fréchet distance for 1,000 samples (seed 1) and writes a grid of 100 to benchmarks/results/<TAG>_<variant>.png.
+Fréchet distance for 1,000 samples (seed 1) and writes a grid of 100 to
+studies/mnist_stdp/results/<TAG>_<variant>.png.
 Used for studies/mnist_stdp_experiments.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from asymnet.evaluate import ImageScorer, mnist_classifier
+from asymnet.model import eval_temperatures, load_run
 from asymnet.plots import plot_image_grid
-from asymnet.run import ImageScorer, eval_temperatures, mnist_classifier
-from asymnet.trained import load_run
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,16 +49,21 @@ def generate_variant(run, lam: float = 1.0, per_T: int = 1, extra: int = 0, fina
     return s[:, : run.data.n_visible]
 
 
-def main() -> None:
-    run_dir, tag, variants = sys.argv[1], sys.argv[2], sys.argv[3:]
-    run = load_run(run_dir)
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m studies.mnist_stdp.generation_variants",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("tag", help="the grids' file name prefix")
+    parser.add_argument("variants", nargs="+", metavar="VARIANT", help="a JSON object of generate_variant's keywords")
+    args = parser.parse_args(argv)
+    run = load_run(args.run_dir)
     scorer = ImageScorer.build(mnist_classifier(None, True), run.data, 1000)
-    for spec in variants:
+    for spec in args.variants:
         options = json.loads(spec)
         images = generate_variant(run, **options)
         figures = scorer.figures(images)
         name = "_".join(f"{key}{value}" for key, value in options.items()) or "plain"
-        plot_image_grid(images[:100].clamp(0, 1).numpy(), HERE / "results" / f"{tag}_{name}.png")
+        plot_image_grid(images[:100].clamp(0, 1).numpy(), HERE / "results" / f"{args.tag}_{name}.png")
         print(f"{spec:45s} confident {figures['confident_fraction']:.3f}  entropy {figures['label_entropy']:.3f}  "
               f"Fréchet {figures['frechet_distance']:.0f}", flush=True)
 

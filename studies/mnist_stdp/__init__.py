@@ -1,0 +1,1 @@
+"""Scripts of studies/mnist_stdp_experiments.md, run on finished MNIST runs."""

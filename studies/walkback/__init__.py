@@ -1,0 +1,1 @@
+"""Ground-truth checks of Variational Walkback itself (Algorithm 1) on data whose law is known."""
