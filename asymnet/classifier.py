@@ -18,6 +18,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from asymnet.cli import run_command
 from asymnet.data.locate import DataError, find_data_dir
 from asymnet.data.mnist import load_mnist
 
@@ -150,12 +152,19 @@ def load_classifier(data_dir: str | os.PathLike) -> MnistClassifier:
             f"python -m asymnet.classifier --data {data_arg}{out_arg}"
         )
     model = MnistClassifier()
-    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    try:
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before it refuses it
+            warnings.simplefilter("ignore")
+            model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    except Exception as error:  # unreadable, not tensors only, or another network's weights
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DataError(f"{path}: not the MNIST classifier's weights ({reason[:200]}); delete it and train one with: "
+                        f"python -m asymnet.classifier --out {path}") from None
     model.eval()
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asymnet.classifier", description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="data folder (default: $ASYMNET_DATA, then ./data)")
     parser.add_argument("--epochs", type=int, default=4)
@@ -165,14 +174,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
+    return run_command("asymnet.classifier", lambda: _train_and_save(args))
+
+
+def _train_and_save(args) -> None:
     data_dir = find_data_dir(args.data)
     out = args.out or Path("data") / WEIGHTS_NAME
-    try:
-        train_images, train_labels = load_mnist(data_dir, "train", download=args.download)
-        test_images, test_labels = load_mnist(data_dir, "test", download=args.download)
-    except DataError as err:
-        parser.exit(2, f"error: {err}\n")
-
+    train_images, train_labels = load_mnist(data_dir, "train", download=args.download)
+    test_images, test_labels = load_mnist(data_dir, "test", download=args.download)
     start = time.perf_counter()
     model = train_classifier(
         to_unit_interval(train_images),
@@ -191,4 +200,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

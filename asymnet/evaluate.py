@@ -92,7 +92,7 @@ def toy_mmd_null(study: Study, data: Dataset, reference: torch.Tensor) -> torch.
 def toy_mmd_figures(study: Study, data: Dataset, reference: torch.Tensor, mmd: float | None) -> dict[str, float]:
     """The end of training's ``mmd_baseline`` of a toy, the mean of :func:`toy_mmd_null`, and, given the
     samples' ``mmd``, its ``mmd_p_value``: one draw of the samples scatters widely
-    (benchmarks/cooling_spread.py), so its rank among the exact draws says what the ratio cannot."""
+    (studies/prop1/cooling_spread.py), so its rank among the exact draws says what the ratio cannot."""
     null = toy_mmd_null(study, data, reference)
     figures = {"mmd_baseline": null.mean().item()}
     if mmd is not None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 
-from asymnet.runlog import LogError, RunSummary, read_summary
+from asymnet.cli import run_command
+from asymnet.runlog import RunSummary, read_summary
 
 _HEADLINE_ATTRS = ("asymnet_version", "torch_version", "seed", "device", "created")
 
@@ -105,14 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", metavar="RUN", help="a run's log.h5, or the run directory")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object, for scripts")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> None:
         summary = read_summary(args.run)
-    except LogError as error:
-        message = str(error).replace("\n", " ")
-        print(f"asymnet.inspect: error: {message}", file=sys.stderr)
-        return 2
-    print(summary_json(summary) if args.json else format_summary(summary))
-    return 0
+        print(summary_json(summary) if args.json else format_summary(summary))
+
+    return run_command("asymnet.inspect", work)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ moves the readout a fraction ``ls_step`` of the way to theta* (scaled by the lea
 learning (Sussillo and Abbott 2009): each synapse's change needs the shared matrix (A + lambda I)^-1 besides
 its two ends, so it is less local than the STDP rule, whose gradient it whitens. Why it is here: the
 per-weight scaling of Adam crawls along readout directions that the data barely excite, and on the
-mixture those directions hold the barriers between modes (benchmarks/anchor_regression.py,
-benchmarks/expansion_reference.py). Past minibatches stay in A and C as the quadratic losses they were,
+mixture those directions hold the barriers between modes (studies/prop1/anchor_regression.py,
+studies/prop1/expansion_reference.py). Past minibatches stay in A and C as the quadratic losses they were,
 re-evaluated at the current readout, which keeps a direction that one minibatch alone excites from being
 overshot (averaging gradients, by contrast, would scale that direction's step by 1 / (1 - memory)).
 

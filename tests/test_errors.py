@@ -178,3 +178,15 @@ def test_an_mnist_file_with_the_wrong_magic_number_is_named_with_the_expected_on
         "0x08, 3 dimensions); the file is not the one its name says: replace it with the original MNIST file")
     assert not (tmp_path / "run" / LOG_NAME).exists()
     del images
+
+
+def test_a_classifier_file_that_is_not_its_weights_is_named_with_the_fix(tmp_path):
+    from asymnet.classifier import load_classifier
+    from asymnet.data import DataError
+
+    path = tmp_path / "mnist_classifier.pt"
+    torch.save({"conv.weight": torch.zeros(2)}, path)
+    with pytest.raises(DataError) as caught:
+        load_classifier(tmp_path)
+    assert str(caught.value).startswith(f"{path}: not the MNIST classifier's weights (")
+    assert str(caught.value).endswith(f"delete it and train one with: python -m asymnet.classifier --out {path}")

@@ -221,7 +221,7 @@ def test_score_anchor_with_tau_max_below_tau_min_is_pure_denoising_at_tau_min():
 
 
 def test_score_anchor_pairs_with_tau_low_draw_tau_on_the_upper_range_only():
-    """tau_low raises the lower end (benchmarks/anchor_regression.py --far draws its far pairs so): tau on
+    """tau_low raises the lower end (studies/prop1/anchor_regression.py --far draws its far pairs so): tau on
     [tau_low, tau_max] with the same tau^-3 density, Kolmogorov-Smirnov on 50,000 rows (p > 0.01)."""
     from scipy import stats
 
