@@ -15,7 +15,7 @@ from asymnet import run as run_module
 from asymnet.distributed import DistributedError, Shard
 from asymnet.runlog import read_metric, read_summary
 from asymnet.study import parse_study
-from tests.conftest import REPO, TINY_STUDY
+from tests.conftest import REPO, TINY_STUDY, run_main
 from asymnet.model import build_model, load_data
 
 STEP_STUDIES = {
@@ -53,33 +53,35 @@ def _one_step(study_text: str, shard: Shard) -> dict[str, torch.Tensor]:
     return result
 
 
-def _worker(rank: int, world_size: int, init_file: str, study_text: str, out_dir: str) -> None:
+def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        torch.save(_one_step(study_text, Shard(rank, world_size)), os.path.join(out_dir, f"rank{rank}.pt"))
+        for name, study_text in STEP_STUDIES.items():
+            torch.save(_one_step(study_text, Shard(rank, world_size)), os.path.join(out_dir, f"{name}_rank{rank}.pt"))
         dist.barrier()  # neither rank tears gloo down while the other may still use it (a teardown race aborted one)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", sorted(STEP_STUDIES))
-def test_two_gloo_processes_take_the_single_process_step(name, tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), STEP_STUDIES[name], str(tmp_path)), nprocs=2, join=True)
-    single = _one_step(STEP_STUDIES[name], Shard())
-    assert any(key.startswith("grad/") for key in single)
-    for rank in range(2):
-        sharded = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        assert sharded.keys() == single.keys()
-        assert torch.equal(sharded["generator"], single["generator"])  # one random stream for every rank
-        for key, value in single.items():
-            if key == "generator":
-                continue
-            scale = value.abs().max().clamp_min(1e-30)
-            error = ((sharded[key] - value).abs().max() / scale).item()
-            assert error < TOLERANCE, (key, error)
-        assert not torch.equal(sharded["weight/" + next(k[5:] for k in single if k.startswith("grad/"))],
-                               _initial_weight(STEP_STUDIES[name]))  # the step moved the weights
+def test_two_gloo_processes_take_the_single_process_step(tmp_path):
+    # one pair of processes takes the step of every study: each start re-imports torch and asymnet
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for name, study_text in STEP_STUDIES.items():
+        single = _one_step(study_text, Shard())
+        assert any(key.startswith("grad/") for key in single)
+        for rank in range(2):
+            sharded = torch.load(tmp_path / f"{name}_rank{rank}.pt", weights_only=True)
+            assert sharded.keys() == single.keys()
+            assert torch.equal(sharded["generator"], single["generator"]), name  # one random stream for every rank
+            for key, value in single.items():
+                if key == "generator":
+                    continue
+                scale = value.abs().max().clamp_min(1e-30)
+                error = ((sharded[key] - value).abs().max() / scale).item()
+                assert error < TOLERANCE, (name, key, error)
+            assert not torch.equal(sharded["weight/" + next(k[5:] for k in single if k.startswith("grad/"))],
+                                   _initial_weight(study_text)), name  # the step moved the weights
 
 
 def _initial_weight(study_text: str) -> torch.Tensor:
@@ -110,7 +112,7 @@ def _torchrun(*args, nproc=2, **kwargs):
                             start_new_session=True, **kwargs)
 
 
-def test_torchrun_run_killed_then_resumed_in_one_process_ends_at_the_single_process_weights(tmp_path):
+def test_torchrun_run_killed_then_resumed_in_one_process_ends_at_the_single_process_weights(tmp_path, capsys):
     study = tmp_path / "tiny.yaml"
     study.write_text(TINY_STUDY.replace("steps: 60", "steps: 80").replace(
         "learning: local}", "learning: local, dtype: float64, lr_schedule: cosine}"))  # every rank on the schedule
@@ -129,13 +131,19 @@ def test_torchrun_run_killed_then_resumed_in_one_process_ends_at_the_single_proc
     assert process.poll() is None, process.stderr.read().decode()
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    gone_by = time.time() + 60  # the workers die in their own time after the launcher; none may write once we resume
+    while True:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < gone_by, "the killed workers are still running"
+        time.sleep(0.05)
     assert read_summary(tmp_path / "two").status == "running"
     assert read_summary(tmp_path / "two").attrs["world_size"] == 2
-    resumed = subprocess.run([sys.executable, "-m", "asymnet.run", "--resume", str(tmp_path / "two"), "--quiet"],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    resumed = run_main(capsys, "--resume", tmp_path / "two", "--quiet")  # this process: one, unlaunched
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run([sys.executable, "-m", "asymnet.run", str(study), "--out", str(tmp_path / "one"),
-                               "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    straight = run_main(capsys, study, "--out", tmp_path / "one", "--quiet")
     assert straight.returncode == 0, straight.stderr
     a = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)

@@ -14,9 +14,10 @@ from asymnet.cli import run_command
 from asymnet.errors import AsymnetError, RunError, TrainingDiverged
 from asymnet.runlog import LOG_NAME, read_summary
 
+# the mixture, not the spiral (see tests.conftest.TINY_STUDY): the end-of-run figure draws the data density
 QUICK_STUDY = """\
 name: quick
-data: {name: spiral, n_train: 400, n_test: 100}
+data: {name: mog, n_train: 400, n_test: 100}
 network: {kind: recurrent, n_hidden: 4}
 training: {steps: 4, batch_size: 16}
 logging: {metrics_every: 2, weights_every: 2, checkpoint_every: 2, eval_every: 4}

@@ -12,7 +12,7 @@ from asymnet.networks import UNetNetwork
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import open_log, read_metric, read_summary
 from asymnet.study import StudyError, load_study, parse_study
-from tests.conftest import REPO, SHARED, needs_shared, run_cli
+from tests.conftest import REPO, SHARED, needs_shared, run_main
 from asymnet.model import build_model, build_network, eval_temperatures, load_data
 
 TINY_UNET = """
@@ -109,10 +109,10 @@ def test_the_paper_schedules_have_20_and_30_walkback_steps_at_evaluation():
 
 
 @needs_shared
-def test_a_unet_run_on_mnist_writes_bits_per_dim_symmetry_and_a_sample_grid(tmp_path):
+def test_a_unet_run_on_mnist_writes_bits_per_dim_symmetry_and_a_sample_grid(tmp_path, capsys):
     study = tmp_path / "unet.yaml"
     study.write_text(TINY_UNET)
-    result = run_cli(study, "--out", tmp_path / "run", "--data", SHARED, "--quiet")
+    result = run_main(capsys, study, "--out", tmp_path / "run", "--data", SHARED, "--quiet")
     assert result.returncode == 0, result.stderr
     summary = read_summary(tmp_path / "run")
     assert summary.status == "finished" and list(summary.attrs["image_shape"]) == [1, 28, 28]

@@ -16,7 +16,7 @@ from asymnet.metrics import likelihood, quality
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import LogError, add_results, open_log
-from tests.conftest import SHARED, TINY_STUDY, needs_shared, run_cli
+from tests.conftest import SHARED, copy_run, needs_shared, run_cli, run_main
 from asymnet.errors import RunError
 from asymnet.evaluate import generate_visible
 from asymnet.inpainting import mask_of, measure_inpainting
@@ -29,12 +29,9 @@ def _digest(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("toy")
-    study = folder / "tiny.yaml"
-    study.write_text(TINY_STUDY)
-    assert run.main([str(study), "--out", str(folder / "run"), "--quiet"]) == 0
-    return folder / "run"
+def toy_run(tiny_run, tmp_path_factory):
+    """This module's copy of the session's tiny run: its tests add measurements to it, in file order."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("toy") / "run")
 
 
 def test_log_spaced_steps_are_1_3_per_decade_and_end_at_the_total():
@@ -102,7 +99,7 @@ def test_long_run_stores_log_spaced_samples_whose_recomputed_mmd_matches_the_cur
     assert (toy_run / "long_run.png").stat().st_size > 0
 
 
-def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states(toy_run, tmp_path):
+def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states(toy_run, tmp_path, capsys):
     import shutil
 
     measure_long_run(toy_run, 300, n_chains=20, seed=2)
@@ -120,7 +117,7 @@ def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states
         log["eval/mmd_baseline"][()] = 1.0
         del log["eval/mmd_p_value"]
         del log["samples/long_run/mmd_p_value"], log["samples/long_run_null"]
-    result = run_cli(toy_run, "--rescore", "--seed", "2", module="asymnet.sample")
+    result = run_main(capsys, toy_run, "--rescore", "--seed", "2", module="asymnet.sample")
     assert result.returncode == 0, result.stderr
     assert f"long_run_mmd_baseline  {evals['long_run_mmd_baseline']:.6g}" in result.stdout
     with open_log(toy_run) as log:
@@ -136,7 +133,7 @@ def test_rescoring_a_stored_long_run_recomputes_its_figures_and_keeps_its_states
     with h5py.File(bare / "log.h5", "r+") as log:
         del log["samples/long_run"]
     digest = _digest(bare / "log.h5")
-    result = run_cli(bare, "--rescore", module="asymnet.sample")
+    result = run_main(capsys, bare, "--rescore", module="asymnet.sample")
     assert result.returncode == 2
     assert f"asymnet.sample: error: {bare} has no long run to rescore; run one first: python -m asymnet.sample" \
         in result.stderr
@@ -323,7 +320,7 @@ def test_a_foreign_hdf5_file_is_refused_and_left_alone(tmp_path):
     assert _digest(folder / "log.h5") == digest
 
 
-def test_an_unfinished_run_is_refused_and_left_alone(toy_run, tmp_path):
+def test_an_unfinished_run_is_refused_and_left_alone(toy_run, tmp_path, capsys):
     import shutil
 
     folder = tmp_path / "unfinished"
@@ -331,7 +328,7 @@ def test_an_unfinished_run_is_refused_and_left_alone(toy_run, tmp_path):
     with h5py.File(folder / "log.h5", "r+") as f:
         f["status"][()] = np.array(b"running", dtype=f["status"].dtype)
     digest = _digest(folder / "log.h5")
-    result = run_cli(folder, "--steps", "10", module="asymnet.sample")
+    result = run_main(capsys, folder, "--steps", "10", module="asymnet.sample")
     assert result.returncode == 2
     assert "has no finished model: its run's status is 'running'" in result.stderr
     assert f"--resume {folder}" in result.stderr
@@ -347,33 +344,33 @@ def test_an_unfinished_run_is_refused_and_left_alone(toy_run, tmp_path):
     (["--steps", "10", "--chains", "1"], "--chains must be at least 2"),
     (["--steps", "10", "--null-draws", "0"], "--null-draws must be a positive number of exact data draws"),
 ])
-def test_a_non_positive_step_count_is_one_error_and_nothing_changes(toy_run, args, phrase):
+def test_a_non_positive_step_count_is_one_error_and_nothing_changes(toy_run, capsys, args, phrase):
     digest = _digest(toy_run / "log.h5")
-    result = run_cli(toy_run, *args, module="asymnet.sample")
+    result = run_main(capsys, toy_run, *args, module="asymnet.sample")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"asymnet.sample: error: {result.stderr.strip()[len('asymnet.sample: error: '):]}"]
     assert phrase in result.stderr
     assert _digest(toy_run / "log.h5") == digest
 
 
-def test_inpainting_refuses_an_unknown_mask_and_a_toy_run(toy_run):
+def test_inpainting_refuses_an_unknown_mask_and_a_toy_run(toy_run, capsys):
     digest = _digest(toy_run / "log.h5")
-    result = run_cli(toy_run, "--mask", "diagonal", module="asymnet.inpaint")
+    result = run_main(capsys, toy_run, "--mask", "diagonal", module="asymnet.inpaint")
     assert result.returncode == 2 and "unknown mask 'diagonal'; choose one of bottom_half, top_half" in result.stderr
-    result = run_cli(toy_run, module="asymnet.inpaint")
+    result = run_main(capsys, toy_run, module="asymnet.inpaint")
     assert result.returncode == 2 and "not on images" in result.stderr
     assert _digest(toy_run / "log.h5") == digest
 
 
-def test_inspect_json_holds_the_measured_figures(toy_run):
+def test_inspect_json_holds_the_measured_figures(toy_run, capsys):
     measure_long_run(toy_run, 20, n_chains=50)
-    result = run_cli(toy_run, "--json", module="asymnet.inspect")
+    result = run_main(capsys, toy_run, "--json", module="asymnet.inspect")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["status"] == "finished"
     assert summary["evals"]["long_run_steps"] == 20
     assert "long_run_mmd" in summary["evals"] and "mmd" in summary["evals"]
-    text = run_cli(toy_run, module="asymnet.inspect").stdout
+    text = run_main(capsys, toy_run, module="asymnet.inspect").stdout
     assert "long_run_mmd" in text
 
 

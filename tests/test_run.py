@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from asymnet.runlog import open_log, read_metric, read_summary, read_weights
-from tests.conftest import REPO, TINY_STUDY, run_cli
+from tests.conftest import REPO, TINY_STUDY, run_cli, run_main
+
+# Most of these tests call the command's main in this process: an interpreter start costs more than the
+# error it checks. The killed run and its resume, the live reader and the bad override and device go through
+# ``python -m asymnet.run`` as a user types it.
 
 
 def _digest(folder):
@@ -28,33 +32,23 @@ def _one_error_line(result, *phrases):
         assert phrase in lines[0], lines[0]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("finished")
-    study = folder / "tiny.yaml"
-    study.write_text(TINY_STUDY)
-    result = run_cli(study, "--out", folder / "run", "--quiet")
-    assert result.returncode == 0, result.stderr
-    return folder / "run"
-
-
-def test_a_run_writes_the_log_schema_checkpoint_and_figures(finished_run):
-    summary = read_summary(finished_run)
+def test_a_run_writes_the_log_schema_checkpoint_and_figures(tiny_run):
+    summary = read_summary(tiny_run)
     assert summary.status == "finished"
     assert summary.attrs["seed"] == 3 and summary.attrs["device"] == "cpu"
     assert summary.attrs["torch_version"] == torch.__version__
     assert "name: tiny" in summary.attrs["study_yaml"]
-    steps, loss = read_metric(finished_run / "log.h5", "loss")
+    steps, loss = read_metric(tiny_run / "log.h5", "loss")
     assert steps.tolist() == list(range(5, 61, 5)) and np.isfinite(loss).all()
-    assert read_metric(finished_run / "log.h5", "bound")[0].tolist() == [30, 60]
-    snap_steps, snapshots = read_weights(finished_run / "log.h5", "W")
+    assert read_metric(tiny_run / "log.h5", "bound")[0].tolist() == [30, 60]
+    snap_steps, snapshots = read_weights(tiny_run / "log.h5", "W")
     assert snap_steps.tolist() == [20, 40, 60] and snapshots.shape == (3, 8, 8)
-    cos_steps, cosine = read_metric(finished_run / "log.h5", "symmetry_cosine")
+    cos_steps, cosine = read_metric(tiny_run / "log.h5", "symmetry_cosine")
     W = snapshots[-1].astype(np.float64)
     assert cosine[-1] == pytest.approx((W * W.T).sum() / (W * W).sum(), rel=1e-5)
     for name in ("stdp_temporal", "stdp_equal_time"):
-        assert (read_metric(finished_run / "log.h5", name)[1] > 0).all()
-    with open_log(finished_run) as log:
+        assert (read_metric(tiny_run / "log.h5", name)[1] > 0).all()
+    with open_log(tiny_run) as log:
         assert log["samples/final"].shape == (300, 2) and np.isfinite(log["samples/final"][()]).all()
         assert log["samples/data"].shape == (300, 2)
     for name in ("mmd", "mmd_baseline", "bound", "sample_log_density", "data_log_density"):
@@ -63,36 +57,36 @@ def test_a_run_writes_the_log_schema_checkpoint_and_figures(finished_run):
     from asymnet.evaluate import toy_mmd_null
     from asymnet.model import load_run
 
-    trained = load_run(finished_run)
+    trained = load_run(tiny_run)
     null = toy_mmd_null(trained.study, trained.data, trained.data.test[:300].to(torch.float64))
     assert summary.evals["mmd_baseline"] == pytest.approx(null.mean().item(), rel=1e-12)
     assert summary.evals["mmd_p_value"] == (1 + (null >= summary.evals["mmd"]).sum().item()) / 21
-    with open_log(finished_run) as log:
+    with open_log(tiny_run) as log:
         window = log["samples/learning_window"][()]
     lags = window[:, 0]
     assert (window[(lags > 0) & (lags <= 3), 1] > 0).all() and (window[(lags > 0) & (lags <= 3), 2] < 0).all()
     for figure in ("curves.png", "symmetry.png", "samples.png", "learning_window.png", "stdp_terms.png"):
-        assert (finished_run / figure).stat().st_size > 1000
-    state = torch.load(finished_run / "checkpoint.pt", weights_only=True)
+        assert (tiny_run / figure).stat().st_size > 1000
+    state = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     assert state["step"] == 60
     assert np.allclose(state["network"]["W"].numpy(), snapshots[-1])
 
 
-def test_inspect_prints_the_study_metrics_and_figures(finished_run):
-    result = run_cli(finished_run / "log.h5", module="asymnet.inspect")
+def test_inspect_prints_the_study_metrics_and_figures(tiny_run, capsys):
+    result = run_main(capsys, tiny_run / "log.h5", module="asymnet.inspect")
     assert result.returncode == 0, result.stderr
     assert "finished" in result.stdout and "name: tiny" in result.stdout
     for name in ("loss", "symmetry_cosine", "mmd", "bound"):
         assert name in result.stdout
 
 
-def test_an_existing_run_is_never_overwritten(finished_run, tmp_path):
+def test_an_existing_run_is_never_overwritten(tiny_run, tmp_path, capsys):
     study = tmp_path / "tiny.yaml"
     study.write_text(TINY_STUDY)
-    before = _digest(finished_run)
-    result = run_cli(study, "--out", finished_run, "--quiet")
+    before = _digest(tiny_run)
+    result = run_main(capsys, study, "--out", tiny_run, "--quiet")
     _one_error_line(result, "already holds a run log", "--resume")
-    assert _digest(finished_run) == before
+    assert _digest(tiny_run) == before
 
 
 @pytest.mark.parametrize(
@@ -105,11 +99,11 @@ def test_an_existing_run_is_never_overwritten(finished_run, tmp_path):
         (("sigma: 0.1", "sigma: 0.0"), ["operator.sigma", "sigma > 0"]),
     ],
 )
-def test_a_bad_study_is_one_error_line_and_no_run_directory(tmp_path, edit, phrases):
+def test_a_bad_study_is_one_error_line_and_no_run_directory(tmp_path, capsys, edit, phrases):
     study = tmp_path / "bad.yaml"
     assert edit[0] in TINY_STUDY
     study.write_text(TINY_STUDY.replace(*edit))
-    result = run_cli(study, "--out", tmp_path / "run", "--quiet")
+    result = run_main(capsys, study, "--out", tmp_path / "run", "--quiet")
     _one_error_line(result, *phrases)
     assert result.returncode == 2
     assert not (tmp_path / "run").exists()
@@ -124,22 +118,22 @@ def test_a_bad_override_and_a_bad_device_are_one_error_line(tiny_study, tmp_path
     assert not (tmp_path / "run").exists()
 
 
-def test_a_missing_data_folder_is_one_error_line(tiny_study, tmp_path):
-    result = run_cli(tiny_study, "--out", tmp_path / "run", "--set", "data.name=mnist", "--data", tmp_path / "nowhere",
-                     "--quiet")
+def test_a_missing_data_folder_is_one_error_line(tiny_study, tmp_path, capsys):
+    result = run_main(capsys, tiny_study, "--out", tmp_path / "run", "--set", "data.name=mnist", "--data",
+                      tmp_path / "nowhere", "--quiet")
     _one_error_line(result, str(tmp_path / "nowhere"), "t10k-images-idx3-ubyte")
     assert not (tmp_path / "run").exists()
 
 
-def test_local_learning_with_an_mlp_is_refused(tiny_study, tmp_path):
-    result = run_cli(tiny_study, "--out", tmp_path / "run", "--set", "network.kind=mlp", "--quiet")
+def test_local_learning_with_an_mlp_is_refused(tiny_study, tmp_path, capsys):
+    result = run_main(capsys, tiny_study, "--out", tmp_path / "run", "--set", "network.kind=mlp", "--quiet")
     _one_error_line(result, "learning: local needs network.kind: recurrent")
     assert not (tmp_path / "run").exists()
 
 
-def test_divergence_stops_with_the_step_keeps_the_checkpoint_and_a_readable_log(tiny_study, tmp_path):
-    result = run_cli(tiny_study, "--out", tmp_path / "run", "--set", "network.init_scale=1e30",
-                     "--set", "network.phi=identity", "--quiet")
+def test_divergence_stops_with_the_step_keeps_the_checkpoint_and_a_readable_log(tiny_study, tmp_path, capsys):
+    result = run_main(capsys, tiny_study, "--out", tmp_path / "run", "--set", "network.init_scale=1e30",
+                      "--set", "network.phi=identity", "--quiet")
     _one_error_line(result, "training diverged at step", "checkpoint")
     assert result.returncode == 1
     summary = read_summary(tmp_path / "run")
@@ -170,7 +164,7 @@ def _start(study, out, *extra):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "least_squares"])
-def test_killed_run_opens_and_resumes_to_the_same_weights_bit_for_bit(tmp_path, optimizer):
+def test_killed_run_opens_and_resumes_to_the_same_weights_bit_for_bit(tmp_path, capsys, optimizer):
     study = tmp_path / "tiny.yaml"  # least_squares: its moving averages must come back from the checkpoint too
     study.write_text(TINY_STUDY.replace("steps: 60", "steps: 150").replace("learning: local", f"learning: local, "
                                                                           f"optimizer: {optimizer}"))
@@ -178,11 +172,11 @@ def test_killed_run_opens_and_resumes_to_the_same_weights_bit_for_bit(tmp_path, 
     _wait_for_rows(tmp_path / "killed" / "log.h5", "loss", 9, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    inspected = run_cli(tmp_path / "killed", module="asymnet.inspect")
+    inspected = run_main(capsys, tmp_path / "killed", module="asymnet.inspect")
     assert inspected.returncode == 0 and "running" in inspected.stdout
     resumed = run_cli("--resume", tmp_path / "killed", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    straight = run_cli(study, "--out", tmp_path / "straight", "--quiet")
+    straight = run_main(capsys, study, "--out", tmp_path / "straight", "--quiet")
     assert straight.returncode == 0, straight.stderr
     a = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
@@ -219,9 +213,9 @@ def test_a_reader_sees_the_metrics_grow_while_the_run_writes(tmp_path):
         process.wait()
 
 
-def test_an_mlp_run_logs_the_symmetry_of_its_jacobian(tiny_study, tmp_path):
-    result = run_cli(tiny_study, "--out", tmp_path / "mlp", "--set", "network.kind=mlp", "--set",
-                     "training.learning=autograd", "--set", "network.mlp_width=16", "--quiet")
+def test_an_mlp_run_logs_the_symmetry_of_its_jacobian(tiny_study, tmp_path, capsys):
+    result = run_main(capsys, tiny_study, "--out", tmp_path / "mlp", "--set", "network.kind=mlp", "--set",
+                      "training.learning=autograd", "--set", "network.mlp_width=16", "--quiet")
     assert result.returncode == 0, result.stderr
     steps, cosine = read_metric(tmp_path / "mlp" / "log.h5", "symmetry_cosine")
     assert steps.tolist() == [20, 40, 60] and ((cosine > -1) & (cosine < 1)).all()
