@@ -106,9 +106,10 @@ def kernel_langevin_step(start: torch.Tensor, reference: torch.Tensor, bandwidth
 def score_anchor_loss(network: nn.Module, operator: Operator, start: torch.Tensor,
                       target: torch.Tensor) -> torch.Tensor:
     """-log p_1(target | start), batch mean, nats, with the noise level detached: the anchor trains the
-    mean only (its targets' spread is not the operator's noise)."""
+    mean only (its targets' spread is not the operator's noise). start, target (batch, n), or for a network
+    with replicas (R, batch, n), each replica's pairs: then (R,), one term per replica."""
     drive = network(start, 1.0)
-    return -operator.log_prob(target, start, Drive(drive.mu, drive.sigma.detach()), 1.0).mean()
+    return -operator.log_prob(target, start, Drive(drive.mu, drive.sigma.detach()), 1.0).mean(-1)
 
 
 def add_anchor(update: LocalUpdate, anchor: LocalUpdate, weight: float) -> LocalUpdate:
@@ -137,6 +138,7 @@ def anchor_pairs(clean: torch.Tensor, std: torch.Tensor, generator: torch.Genera
 def local_update(network: RecurrentNetwork, operator: Operator, pairs: tuple[torch.Tensor, torch.Tensor]
                  ) -> LocalUpdate:
     """The local rule's update of the anchor term: the pairs scored as the one-step trajectory
-    [target, start] at T = 1 (the rule's gradient of -log p_1(target | start))."""
+    [target, start] at T = 1 (the rule's gradient of -log p_1(target | start)). Pairs (batch, n), or
+    (R, batch, n) for a network with replicas (one term per replica)."""
     start, target = pairs
     return trajectory_update(network, operator, [target, start], [1.0], None, False)

@@ -2,7 +2,8 @@
 
 :func:`build_model` turns a :class:`~asymnet.study.Study` and its dataset into the network F, the
 operator, p*, the optimizer and the training generator, all from the study's seed (so every process of a
-data-parallel run builds the same model); :func:`build_replica_model` does it for ``replicas: R``.
+data-parallel run builds the same model); :func:`build_replica_model` does it for ``replicas: R`` (the same
+network with a leading replica axis, and :class:`ReplicaAdam`, Adam with one learning rate per replica).
 :func:`save_checkpoint` / :func:`load_checkpoint` write and read them (tensors only, atomically);
 :func:`load_run` rebuilds a finished run for the measurement commands. The temperatures of evaluation and
 generation are here too, since every command that samples a trained model uses them.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from asymnet import readout, replicas, schedule, walkback
+from asymnet import readout, schedule, walkback
 from asymnet.data import Dataset, load_dataset
 from asymnet.distributed import Shard
 from asymnet.errors import RunError, TrainingDiverged
@@ -109,21 +110,67 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
                  schedule.n_heating_steps(T_max, study.walkback.heating_factor), noise_generator, shard, scaler)
 
 
+class ReplicaAdam(torch.optim.Optimizer):
+    """torch.optim.Adam (betas (0.9, 0.999), eps 1e-8, no weight decay) on parameters with a leading replica
+    axis (R, ...), with one learning rate per replica: the param group's ``lr`` is a list of R numbers.
+
+    Adam is elementwise, so on replica r's slice this is Adam with lr[r]. The update is written operation
+    for operation as torch's single-tensor Adam computes it (m <- lerp(m, g, 1 - beta1);
+    v <- beta2 v + (1 - beta2) g^2; p <- p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)),
+    so replica r's parameters equal a single run's to round-off. torch.optim.Adam itself takes one lr per
+    parameter group, and a group cannot hold a slice of a tensor. A parameter without a gradient is
+    skipped, its step count too, as in torch."""
+
+    def __init__(self, params, lr: list[float], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, {"lr": list(lr), "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            (beta1, beta2), eps = group["betas"], group["eps"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+                state["step"] += 1
+                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], param.grad
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                bias_correction1 = 1 - beta1 ** float(state["step"])
+                bias_correction2 = 1 - beta2 ** float(state["step"])
+                step_size = torch.tensor([lr / bias_correction1 for lr in group["lr"]], dtype=param.dtype,
+                                         device=param.device)
+                denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
+                param.sub_(step_size.view(-1, *[1] * (param.dim() - 1)) * exp_avg / denom)
+
+
 @dataclass
 class ReplicaModel:
-    """``replicas: R`` networks trained as one batched program (asymnet.replicas): stacked weights, p* and
-    Adam moments, and replica r's generator, seeded and consumed as the single run of replica_study(study, r)
+    """``replicas: R`` networks trained as one batched program: one network with a replica axis
+    (RecurrentNetwork(replicas=R): W (R, n, n), ...), one p* per replica, Adam with one learning rate per
+    replica, and replica r's generator, seeded and consumed as the single run of replica_study(study, r)
     would (build_model draws its initial weights from it). ``singles[r]`` is that single run's Model, which
-    evaluation and logging read after :func:`single_models` copied replica r's weights and p* into it."""
+    evaluation and logging read after :func:`single_models` copied replica r's weights and p* into it.
+    ``noise_generator``: on a GPU, the one generator whose draws serve all replicas (None on a CPU, where
+    each replica draws from its own). ``shard`` and ``scaler`` as in :class:`Model` (one process)."""
 
-    network: replicas.StackedRecurrentNetwork
+    network: RecurrentNetwork
     operator: Operator
-    p_star: replicas.StackedPStar
-    optimizer: replicas.StackedAdam
+    p_star: walkback.PStar
+    optimizer: ReplicaAdam
     generators: list[torch.Generator]
     studies: list[Study]
     datasets: list[Dataset]
     singles: list[Model]
+    noise_generator: torch.Generator | None = None
+    shard: Shard = Shard()
+    scaler: "torch.amp.GradScaler | None" = None
+
+    def heating_noise(self) -> walkback.ReplicaNoise:
+        """The noise source of the replicas' chains (walkback.ReplicaNoise)."""
+        return walkback.ReplicaNoise(self.generators if self.noise_generator is None else self.noise_generator)
 
 
 def build_replica_model(study: Study, data: Dataset, data_dir: str | None, device, dtype) -> ReplicaModel:
@@ -133,11 +180,13 @@ def build_replica_model(study: Study, data: Dataset, data_dir: str | None, devic
     datasets = [data if data.toy is None or single.seed == study.seed else load_data(single, data_dir)
                 for single in studies]
     singles = [build_model(single, single_data, device, dtype) for single, single_data in zip(studies, datasets)]
-    network = replicas.StackedRecurrentNetwork.from_networks([single.network for single in singles])
-    optimizer = replicas.StackedAdam(dict(network.named_parameters()), [s.training.learning_rate for s in studies])
-    p_star = replicas.StackedPStar(study.replicas, network.n_units).to(device=device, dtype=dtype)
+    network = RecurrentNetwork.stack([single.network for single in singles])
+    optimizer = ReplicaAdam(network.parameters(), [single.training.learning_rate for single in studies])
+    p_star = walkback.PStar(network.n_units, study.replicas).to(device=device, dtype=dtype)
+    noise_generator = torch.Generator(device=device).manual_seed(study.seed) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type) if study.training.autocast == "fp16" else None
     return ReplicaModel(network, singles[0].operator, p_star, optimizer, [single.generator for single in singles],
-                        studies, datasets, singles)
+                        studies, datasets, singles, noise_generator, Shard(), scaler)
 
 
 def single_models(model: Model | ReplicaModel) -> list[Model]:
@@ -193,14 +242,21 @@ def save_checkpoint(path: Path, model: Model | ReplicaModel, step: int) -> None:
         "generator": model.generator.get_state() if isinstance(model, Model)
         else torch.stack([gen.get_state() for gen in model.generators]),
     }
-    if isinstance(model, Model) and model.noise_generator is not model.generator:  # the GPU's heating noise
-        state["noise_generator"] = model.noise_generator.get_state()
+    if _noise_generator(model) is not None:  # the GPU's heating noise
+        state["noise_generator"] = _noise_generator(model).get_state()
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _noise_generator(model: Model | ReplicaModel) -> torch.Generator | None:
+    """The generator of the heating noise where it is not the training generator (a GPU's), else None."""
+    if isinstance(model, Model):
+        return None if model.noise_generator is model.generator else model.noise_generator
+    return model.noise_generator
 
 
 CHECKPOINT_KEYS = ("step", "network", "optimizer", "p_star", "generator")
@@ -233,11 +289,11 @@ def load_checkpoint(path: Path, model: Model | ReplicaModel) -> int:
         model.p_star.load_state_dict(state["p_star"])
         if isinstance(model, Model):
             model.generator.set_state(state["generator"])
-            if model.noise_generator is not model.generator and "noise_generator" in state:
-                model.noise_generator.set_state(state["noise_generator"])
         else:
             for gen, row in zip(model.generators, state["generator"]):
                 gen.set_state(row.clone())  # a row of the stack is a view, and set_state wants a tensor of its own
+        if _noise_generator(model) is not None and "noise_generator" in state:
+            _noise_generator(model).set_state(state["noise_generator"])
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
         reason = str(error).strip().splitlines()[0]
         raise RunError(f"{path} does not fit the study in its log ({reason[:200]}); it belongs to another run: "

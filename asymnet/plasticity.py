@@ -35,6 +35,7 @@ import torch.nn.functional as nnf
 from asymnet.errors import AsymnetError
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
+from asymnet.walkback import ReplicaSchedule
 
 
 class PlasticityError(AsymnetError):
@@ -49,7 +50,8 @@ class LocalUpdate:
     grad_w_T (n,) or None without a temperature input (its presynaptic rate is log T);
     loss: sum over steps of the batch-mean -log p_{T_t}(s_{t-1} | s_t), nats;
     temporal_norm / equal_time_norm: Frobenius norms of the temporal (STDP) and equal-time parts
-    of dW, batch-mean, summed over steps.
+    of dW, batch-mean, summed over steps. With replicas every field has a leading replica axis:
+    grad_W (R, n, n), ..., loss (R,), and the norms are (R,) tensors.
     """
 
     grad_W: torch.Tensor
@@ -57,15 +59,15 @@ class LocalUpdate:
     grad_sigma_visible: torch.Tensor | None
     grad_w_T: torch.Tensor | None
     loss: torch.Tensor
-    temporal_norm: float
-    equal_time_norm: float
+    temporal_norm: float | torch.Tensor
+    equal_time_norm: float | torch.Tensor
 
 
 def trajectory_update(
     network: RecurrentNetwork,
     operator: Operator,
     states: list[torch.Tensor],
-    temperatures: list[float],
+    temperatures: list[float] | ReplicaSchedule,
     drives: list[Drive] | None = None,
     with_terms: bool = True,
     weight_power: float = 0.0,
@@ -80,50 +82,74 @@ def trajectory_update(
     ``drives``, if given, are F(s_t) for t = 0..K-1 as the heating computed them; the rule reuses
     those at s_1..s_{K-1} and computes only F(s_K). ``with_terms=False`` skips the norms of the
     temporal and equal-time terms (one more GEMM; they are then NaN).
+
+    Replicas (a network with ``replicas=R``): states (R, batch, n), ``temperatures`` a
+    walkback.ReplicaSchedule (a list [T_1, ..., T_K] serves every replica alike); each replica's rule runs
+    over its real steps only (the padded ones are masked out of the error, the loss and the noise level's
+    count), one batched GEMM for all.
     """
     if not isinstance(network, RecurrentNetwork):
         raise PlasticityError(f"the local rule needs a RecurrentNetwork, got {type(network).__name__}")
     with torch.no_grad():
-        later = torch.stack(states[1:])  # s_t, t = 1..K: (K, batch, n)
+        later = torch.stack(states[1:])  # s_t, t = 1..K: (K, batch, n), or (K, R, batch, n)
         earlier = torch.stack(states[:-1])  # s_{t-1}
-        T = torch.tensor(temperatures, dtype=later.dtype, device=later.device).view(-1, 1, 1)
+        padded = None  # one network: every step is real
+        if network.replicas is not None:
+            padded = temperatures if isinstance(temperatures, ReplicaSchedule) else \
+                ReplicaSchedule.pad([list(temperatures)] * network.replicas, later.dtype, later.device)
+            T, steps = padded.T, padded.steps
+        else:
+            T = torch.tensor(temperatures, dtype=later.dtype, device=later.device).view(-1, 1, 1)
+            steps = len(temperatures)
         m = network.n_units  # postsynaptic units: those of the state (all, or the visible ones with fast hidden units)
-        pre = network.rates(later, T)  # (K, batch, n_neurons)
+        units = slice(None, m)
+        pre = network.rates(later, T)  # (K, [R,] batch, n_neurons)
         if drives is not None and (network.hidden_units == "slow" or not network.temperature_conditioned):
             # heating drove s_t at T_{t+1}; the walk back needs F(s_t, T_t), which differs only by the log T
             # neuron's input, w_T (log T_t - log T_{t+1}): one GEMM per step instead of two
-            F = torch.stack([d.mu for d in drives[1:]] + [network(states[-1], temperatures[-1]).mu])
-            if network.w_T is not None and len(temperatures) > 1:
+            last_T = temperatures[-1] if padded is None else T[-1]
+            F = torch.stack([d.mu for d in drives[1:]] + [network(states[-1], last_T).mu])
+            if network.w_T is not None and padded is not None:
+                F += padded.log_ratio * network.for_states(network.w_T, units)
+            elif network.w_T is not None and len(temperatures) > 1:
                 shift = torch.tensor([math.log(a / b) for a, b in zip(temperatures[:-1], temperatures[1:])] + [0.0],
                                      dtype=F.dtype, device=F.device)
                 F += shift.view(-1, 1, 1) * network.w_T[:m]
         else:
-            F = torch.matmul(pre, network.W[:m].t()) + network.b[:m]
+            F = torch.matmul(pre, network.W[..., :m, :].mT) + network.for_states(network.b, units)
             if network.w_T is not None:
-                F = F + network.w_T[:m] * T.log()
+                F = F + network.for_states(network.w_T, units) * T.log()
         alpha = operator.alpha
-        batch = later.shape[1]
+        batch = later.shape[-2]
         if isinstance(operator, GaussianOperator):
-            std = operator.temperature_factor(T) * nnf.softplus(network.sigma)  # (K, 1, n)
+            std = operator.temperature_factor(T) * nnf.softplus(network.sigma)  # (K, [R,] 1, m)
             precision = std.pow(-2)
             # error = s_{t-1} - mu(s_t), built in place in F's buffer (the largest tensors here: (K, batch, n))
             error = F.mul_(-alpha).add_(later, alpha=alpha - 1).add_(earlier)
+            if padded is not None:
+                error.mul_(padded.mask)
             post = error * (alpha * precision)
-            # sum of z^2 = sum of error * post / alpha, as one dot product without a temporary
-            z2_sum = torch.dot(error.reshape(-1), post.reshape(-1)) / alpha
-            loss = (0.5 * z2_sum / batch + std.log().sum()
-                    + 0.5 * later.shape[0] * later.shape[2] * LOG_2PI)
+            if padded is None:  # sum of z^2 = sum of error * post / alpha, as one dot product without a temporary
+                z2_sum = torch.dot(error.reshape(-1), post.reshape(-1)) / alpha
+                log_std = std.log().sum()
+            else:
+                z2_sum = (error * post).sum((0, 2, 3)) / alpha  # (R,)
+                log_std = (std.log() * padded.mask).sum((0, 2, 3))
+            loss = 0.5 * z2_sum / batch + log_std + 0.5 * (steps if padded is None else steps[:, 0]) * m * LOG_2PI
             grad_sigma = None
             if network.sigma_visible.requires_grad:
                 v = network.n_visible
-                z2_visible = (error[..., :v] * post[..., :v]).sum((0, 1)) / (alpha * batch)  # (v,), batch mean
+                z2_visible = (error[..., :v] * post[..., :v]).sum((0, -2)) / (alpha * batch)  # ([R,] v), batch mean
                 slope = torch.sigmoid(network.sigma_visible) / nnf.softplus(network.sigma_visible)
-                grad_sigma = -(z2_visible - len(temperatures)) * slope
+                grad_sigma = -(z2_visible - steps) * slope
             temporal_scale = alpha * precision
         elif isinstance(operator, BernoulliOperator):
             logits = ((1 - alpha) * later + alpha * F) / T
             post = alpha * (earlier - torch.sigmoid(logits)) / T
-            loss = nnf.binary_cross_entropy_with_logits(logits, earlier, reduction="none").sum((0, 2)).mean()
+            nll = nnf.binary_cross_entropy_with_logits(logits, earlier, reduction="none")
+            if padded is not None:
+                post, nll = post * padded.mask, nll * padded.mask
+            loss = nll.sum((0, -1)).mean(-1)
             grad_sigma = None
             temporal_scale = alpha / T
         else:
@@ -131,21 +157,33 @@ def trajectory_update(
         if weight_power:
             gain = T.pow(weight_power)
             post, temporal_scale = post * gain, temporal_scale * gain
-        flat_post, flat_pre = post.reshape(-1, post.shape[-1]), pre.reshape(-1, pre.shape[-1])
+        flat_post, flat_pre = _rows(post), _rows(pre)  # ([R,] K batch, units)
         grad_W = torch.zeros_like(network.W)
-        grad_W[:m] = (flat_pre.t() @ flat_post).t().div_(-batch)  # this operand order runs 20 % faster in MKL
+        grad_W[..., :m, :] = (flat_pre.mT @ flat_post).mT.div_(-batch)  # this operand order runs 20 % faster in MKL
         grad_b = torch.zeros_like(network.b)
-        grad_b[:m] = -post.sum((0, 1)) / batch
+        grad_b[..., :m] = -post.sum((0, -2)) / batch
         grad_w_T = None
         if network.w_T is not None:
             grad_w_T = torch.zeros_like(network.w_T)
-            grad_w_T[:m] = -(post * T.log()).sum((0, 1)) / batch
-        temporal_norm = equal_time_norm = float("nan")
+            grad_w_T[..., :m] = -(post * T.log()).sum((0, -2)) / batch
+        temporal_norm = equal_time_norm = float("nan") if padded is None else torch.full_like(loss, float("nan"))
         if with_terms:
-            temporal = ((earlier - later) * temporal_scale).reshape(-1, post.shape[-1]).t() @ flat_pre / batch
-            temporal_norm = temporal.norm().item()
-            equal_time_norm = (-grad_W[:m] - temporal).norm().item()  # the two terms sum to dW = -grad_W
+            # padded steps hold the state, so s_{t-1} - s_t is 0 there already
+            temporal = _rows((earlier - later) * temporal_scale).mT @ flat_pre / batch
+            equal_time = -grad_W[..., :m, :] - temporal  # the two terms sum to dW = -grad_W
+            if padded is None:
+                temporal_norm, equal_time_norm = temporal.norm().item(), equal_time.norm().item()
+            else:
+                temporal_norm, equal_time_norm = temporal.flatten(1).norm(dim=1), equal_time.flatten(1).norm(dim=1)
     return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """A trajectory's tensor (K, batch, units) as the rows (K batch, units) of one GEMM; with replicas
+    (K, R, batch, units) as (R, K batch, units)."""
+    if x.dim() == 3:
+        return x.reshape(-1, x.shape[-1])
+    return x.transpose(0, 1).reshape(x.shape[1], -1, x.shape[-1])
 
 
 def write_gradients(network: RecurrentNetwork, update: LocalUpdate) -> None:

@@ -18,7 +18,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from asymnet import __version__, anchor, distributed, plasticity, plots, readout, replicas, schedule, walkback
+from asymnet import __version__, anchor, distributed, plasticity, plots, readout, schedule, walkback
 from asymnet.cli import run_command
 from asymnet.data import Dataset
 from asymnet.distributed import Shard
@@ -53,38 +53,66 @@ def check_autocast(study: Study, device: torch.device) -> None:
         raise StudyError("training.autocast: fp16 needs --device cuda; on a CPU use training.autocast: bf16 or none")
 
 
-def draw_minibatch(model: Model, study: Study, data: Dataset, device, dtype
-                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-    """This process's rows of one global minibatch (on ``device``), started where anchor.start_noise puts
-    them, and the (start, target) pairs of the anchor term when anchor.weight is set (else None), both
-    drawn from the clean global batch."""
-    gen, shard, cfg = model.generator, model.shard, study.anchor
-    rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-    clean = data.batch(rows, gen, dtype)
-    x = shard.take(anchor.noisy_starts(clean, cfg.start_noise, gen, cfg.start_noise_fraction))
-    x = (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
+def draw_minibatch(generator: torch.Generator, shard: Shard, study: Study, data: Dataset, std: torch.Tensor | None,
+                   dtype) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """One network's share of a training step, on the CPU: this process's rows of one global minibatch,
+    started where anchor.start_noise puts them, and the (start, target) pairs of the anchor term when
+    anchor.weight is set (else None; ``std``: the operator's T = 1 noise level), both drawn from the clean
+    global batch."""
+    cfg = study.anchor
+    rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=generator)]
+    clean = data.batch(rows, generator, dtype)
+    x = shard.take(anchor.noisy_starts(clean, cfg.start_noise, generator, cfg.start_noise_fraction))
     if not cfg.weight:
         return x, None
-    std = model.operator.std(Drive(None, model.network.sigma.detach().cpu().to(dtype)), 1.0)
-    pairs = anchor.anchor_pairs(clean, std, gen, cfg.noise, cfg.bandwidth, cfg.wide, cfg.wide_noise, data.train)
-    return x, tuple(shard.take(a).to(device) for a in pairs)
+    pairs = anchor.anchor_pairs(clean, std, generator, cfg.noise, cfg.bandwidth, cfg.wide, cfg.wide_noise, data.train)
+    return x, tuple(shard.take(a) for a in pairs)
 
 
-def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_terms: bool = True) -> dict[str, float]:
+def draw_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype) -> tuple[
+        torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, list[float] | walkback.ReplicaSchedule]:
+    """The random draws of one training step before the chain: the minibatch x (batch, n_visible) on
+    ``device``, the anchor's pairs or None, and the heating schedule [T_1, ..., T_K] with K = n + n_heating,
+    n ~ U{0..N1} (Algorithm 1, line 1). With replicas each replica draws its own, from its generator in its
+    single run's order: x (R, batch, n_visible), pairs (R, batch, n_visible), a walkback.ReplicaSchedule."""
+    replicated = isinstance(model, ReplicaModel)
+    members = list(zip(model.generators, model.studies, model.datasets, [s.n_heating for s in model.singles])) \
+        if replicated else [(model.generator, study, data, model.n_heating)]
+    std = None
+    if study.anchor.weight:
+        std = model.operator.std(Drive(None, model.network.sigma.detach().cpu().to(dtype)), 1.0)
+    draws, schedules = [], []
+    for r, (generator, member_study, member_data, n_heating) in enumerate(members):
+        draws.append(draw_minibatch(generator, model.shard, member_study, member_data,
+                                    std[r, 0] if replicated and std is not None else std, dtype))
+        n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, generator)
+        schedules.append(schedule.heating_temperatures(n_extra, n_heating, study.walkback.heating_factor))
+    if replicated:
+        x = torch.stack([x for x, _ in draws])
+        pairs = None if draws[0][1] is None else tuple(torch.stack(part) for part in zip(*(p for _, p in draws)))
+        temperatures = walkback.ReplicaSchedule.pad(schedules, dtype, device)
+    else:
+        (x, pairs), temperatures = draws[0], schedules[0]
+    x = (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
+    return x, None if pairs is None else tuple(a.to(device) for a in pairs), temperatures
+
+
+def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, with_terms: bool = True
+               ) -> dict[str, float] | list[dict[str, float]]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
     (with the sizes of its STDP and equal-time terms when ``with_terms``), plus the anchor's term when the
     study has one. In a data-parallel run this process takes its rows of the global batch and the gradients
-    are averaged over the processes."""
+    are averaged over the processes. Returns the step's figures; with replicas (a ReplicaModel, whose
+    tensors carry a leading replica axis through the same code) a list of them, one per replica."""
     net, operator, shard, power = model.network, model.operator, model.shard, study.walkback.step_weight_power
-    x, pairs = draw_minibatch(model, study, data, device, dtype)
-    n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, model.generator)
-    temperatures = schedule.heating_temperatures(n_extra, model.n_heating, study.walkback.heating_factor)
+    replicated = isinstance(model, ReplicaModel)
+    x, pairs, temperatures = draw_step(model, study, data, device, dtype)
+    noise = model.heating_noise() if replicated else model.noise_generator
     autocast = torch.autocast(device.type, AUTOCAST_DTYPES.get(study.training.autocast, torch.bfloat16),
                               enabled=study.training.autocast != "none")
     with autocast:
-        s0 = walkback.settle_hidden(net, operator, x, study.walkback.settle_steps, model.noise_generator, shard)
-        states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures,
-                                                                 model.noise_generator, shard)
+        s0 = walkback.settle_hidden(net, operator, x, study.walkback.settle_steps, noise, shard)
+        states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures, noise, shard)
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
         terms = [readout.regression(net, operator, states, temperatures, power)]
@@ -100,24 +128,24 @@ def train_step(model: Model, study: Study, data: Dataset, device, dtype, with_te
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
     else:
         with autocast:
-            loss = walkback.walkback_losses(net, operator, states, temperatures, power).sum()
+            loss = walkback.walkback_losses(net, operator, states, temperatures, power).sum(0)
             total = loss + study.anchor.weight * anchor.score_anchor_loss(net, operator, *pairs) if pairs else loss
-        (model.scaler.scale(total) if model.scaler else total).backward()
+        (model.scaler.scale(total.sum()) if model.scaler else total.sum()).backward()
         loss, terms = loss.detach(), []
-    reported = torch.cat([loss.reshape(1).to(dtype), torch.tensor(terms, dtype=dtype, device=loss.device)])
+    reported = torch.stack([loss.to(dtype), *(torch.as_tensor(t, dtype=dtype, device=loss.device) for t in terms)])
     shard.average_([p.grad for p in net.parameters() if p.grad is not None] + [reported])
-    if not torch.isfinite(reported[0]):
-        raise TrainingDiverged(f"the walkback loss became {reported[0].item()}")
+    for r, value in enumerate(reported[0].reshape(-1).tolist()):
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the walkback loss{f' of replica {r}' if replicated else ''} became {value}")
     if model.scaler:
         model.scaler.step(model.optimizer)
         model.scaler.update()
     else:
         model.optimizer.step()
     model.p_star.update(states[-1], study.walkback.p_star_momentum, shard)
-    figures = {"loss": reported[0].item()}
-    if terms:
-        figures.update(stdp_temporal=reported[1].item(), stdp_equal_time=reported[2].item())
-    return figures
+    names = ("loss", "stdp_temporal", "stdp_equal_time")[: len(reported)]
+    figures = [dict(zip(names, row)) for row in reported.reshape(len(names), -1).T.tolist()]
+    return figures if replicated else figures[0]
 
 
 def learning_rate(study: Study, step: int) -> float:
@@ -134,49 +162,13 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, study: Study, step: int)
         group["lr"] = learning_rate(study, step)
 
 
-def replica_train_step(model: ReplicaModel, device, dtype, step: int, with_terms: bool) -> list[dict[str, float]]:
-    """train_step for all replicas at once: each draws its minibatch, n and noise from its own generator in
-    the single run's order; the chain, the update and Adam run batched. One dict of figures per replica."""
-    net, study = model.network, model.studies[0]  # the keys a sweep cannot change are read from replica 0
-    x, temperatures = [], []
-    for single, data, gen in zip(model.singles, model.datasets, model.generators):
-        rows = data.train[torch.randint(0, len(data.train), (study.training.batch_size,), generator=gen)]
-        x.append(anchor.noisy_starts(data.batch(rows, gen, dtype), study.anchor.start_noise, gen,
-                                     study.anchor.start_noise_fraction).to(device))
-        n_extra = schedule.sample_extra_steps(study.walkback.n_extra_max, gen)
-        temperatures.append(schedule.heating_temperatures(n_extra, single.n_heating, study.walkback.heating_factor))
-    padded = replicas.Schedule.pad(temperatures, dtype, device)
-    generators = model.generators if device.type == "cpu" else None
-    s0 = replicas.settle_hidden(net, model.operator, torch.stack(x), study.walkback.settle_steps, generators)
-    trajectory = replicas.heating_trajectory(net, model.operator, s0, padded, generators)
-    states = trajectory.states
-    model.optimizer.zero_grad()
-    if study.training.learning == "local":
-        update = replicas.trajectory_update(net, model.operator, trajectory, padded, with_terms,
-                                             study.walkback.step_weight_power)
-        replicas.write_gradients(net, update)
-        loss = update.loss
-        terms = {"stdp_temporal": update.temporal_norm.tolist(), "stdp_equal_time": update.equal_time_norm.tolist()}
-    else:
-        loss = replicas.walkback_losses(net, model.operator, states, padded, study.walkback.step_weight_power)
-        loss.sum().backward()
-        terms = {}
-    loss = loss.detach().tolist()
-    for r, value in enumerate(loss):
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the walkback loss of replica {r} became {value}")
-    model.optimizer.lr = [learning_rate(single, step) for single in model.studies]
-    model.optimizer.step()
-    model.p_star.update(states[-1], study.walkback.p_star_momentum)
-    return [{"loss": value, **({name: terms[name][r] for name in terms} if with_terms else {})}
-            for r, value in enumerate(loss)]
-
-
 def train_members(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, step: int,
                   with_terms: bool) -> list[dict[str, float]]:
-    """One training step of every network of the run (the single one, or all replicas): figures of each."""
+    """One training step of every network of the run (the single one, or all replicas, each with the
+    learning rate of its own study): figures of each."""
     if isinstance(model, ReplicaModel):
-        return replica_train_step(model, device, dtype, step, with_terms)
+        model.optimizer.param_groups[0]["lr"] = [learning_rate(single, step) for single in model.studies]
+        return train_step(model, study, data, device, dtype, with_terms)
     set_learning_rate(model.optimizer, study, step)
     return [train_step(model, study, data, device, dtype, with_terms)]
 

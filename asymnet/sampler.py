@@ -69,8 +69,10 @@ class ChainSampler:
 
     @staticmethod
     def supports(network, operator) -> bool:
-        """Whether this sampler runs (network, operator): a recurrent network with the Gaussian operator."""
-        return isinstance(network, RecurrentNetwork) and isinstance(operator, GaussianOperator)
+        """Whether this sampler runs (network, operator): a recurrent network (without replicas) with the
+        Gaussian operator."""
+        return (isinstance(network, RecurrentNetwork) and network.replicas is None
+                and isinstance(operator, GaussianOperator))
 
     @property
     def state(self) -> torch.Tensor:

@@ -10,8 +10,9 @@ Range checks live beside each field, in ``metadata["check"]``, as one of
 ``"positive"`` (> 0), ``"non_negative"`` (>= 0), ``"unit_open_closed"`` (in (0, 1]),
 ``"unit_closed_open"`` (in [0, 1)), ``"at_least_one"`` (>= 1), ``"above_one"`` (> 1), or a tuple of allowed strings.
 
-``replicas: R`` trains R independent networks in one batched program (asymnet.replicas); replica r is
-the single run :func:`replica_study` gives (seed + r, or the r-th value of ``replica_sweep``).
+``replicas: R`` trains R independent networks in one batched program (the training code with a leading
+replica axis, asymnet.model.build_replica_model); replica r is the single run :func:`replica_study` gives
+(seed + r, or the r-th value of ``replica_sweep``).
 """
 
 from __future__ import annotations
@@ -320,10 +321,10 @@ def replica_study(study: Study, r: int) -> Study:
 
 def _check_joined_keys(study: Study, where) -> None:
     """The rules that join several keys: anchor.start_noise needs the Gaussian operator, anchor.weight a
-    single recurrent network whose state is the visible units, and the local rule a recurrent network; the
-    sweep names
-    a sweepable key, gives one valid value per replica, and the network is one the batched program runs
-    (``where(path)`` places a key)."""
+    recurrent network whose state is the visible units, and the local rule a recurrent network; the sweep
+    names a sweepable key, gives one valid value per replica, and the network is one the batched program
+    runs, with the after-training measurements that read a single run's checkpoint off (``where(path)``
+    places a key)."""
     sweep = study.replica_sweep
     if sweep.key and sweep.key not in SWEEPABLE:
         raise StudyError(f"{where('replica_sweep.key')}replica_sweep.key = {sweep.key!r} cannot differ between "
@@ -400,9 +401,6 @@ def _check_score_anchor(study: Study, where) -> None:
         raise StudyError(f"{anchor}needs a chain whose state is the visible units, but network.hidden_units is "
                          f"slow with n_hidden = {study.network.n_hidden} (the anchor has no target for hidden "
                          "units); set network.hidden_units: fast or anchor.weight: 0")
-    if study.replicas > 1:
-        raise StudyError(f"{anchor}is not in the batched replica program (replicas = {study.replicas}); set "
-                         "replicas: 1 and run one study per seed, or anchor.weight: 0")
     if study.anchor.bandwidth and study.data.name not in TOY_DATASETS:
         raise StudyError(f"{where('anchor.bandwidth')}anchor.bandwidth = {study.anchor.bandwidth:g} needs a 2-D toy "
                          f"dataset (a kernel density of {study.data.name} images is not a density model), got "

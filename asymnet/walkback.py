@@ -3,62 +3,173 @@ the Gaussian p* at the hot end, generation by cooling, and the variational bound
 
 States are (batch, n_units) tensors holding the visible units first, then the hidden ones.
 ``temperatures`` is [T_1, ..., T_K] from :mod:`asymnet.schedule`; step t maps s_{t-1} to s_t at T_t.
+
+Replicas (a :class:`~asymnet.networks.RecurrentNetwork` built with ``replicas=R``) run the same functions
+with a leading replica axis: states (R, batch, n_units), ``temperatures`` a :class:`ReplicaSchedule` (each
+replica's own [T_1, ..., T_{K_r}], padded to one length), the noise a :class:`ReplicaNoise` (replica r's
+from its own generator), p* one per replica; nothing is summed across replicas.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from asymnet.distributed import Shard
-from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, Operator
+from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
 from asymnet.sampler import ChainSampler
 
+
+@dataclass(frozen=True)
+class ChainNoise:
+    """The noise of a chain's steps (one network): drawn by the operator from ``generator`` (None: torch's
+    default generator of the device), or with a ``shard``, this process's rows of the global batch's draw
+    (asymnet.distributed)."""
+
+    generator: torch.Generator | None = None
+    shard: Shard = Shard()
+
+    def sample(self, operator: Operator, s: torch.Tensor, drive: Drive, T, active: None = None) -> torch.Tensor:
+        """s' ~ p_T(. | s), (batch, n)."""
+        noise = self.shard.draw(operator.noise_kind, tuple(s.shape), self.generator, s.dtype, s.device)
+        return operator.sample(s, drive, T, self.generator, noise)
+
+
+@dataclass(frozen=True)
+class ReplicaNoise:
+    """The noise of R replicas' chains. ``generators`` a list: replica r draws from generators[r] with the
+    shapes and the calls of the single run on that generator (a (batch, n) standard normal draw, or a
+    torch.bernoulli of its firing probabilities), so its stream, and with it its trajectory, is that run's;
+    R serial draws per step. One torch.Generator or None: one draw from it serves all replicas (what a GPU
+    wants; the replicas are then not equal to single runs)."""
+
+    generators: list[torch.Generator] | torch.Generator | None
+
+    def sample(self, operator: Operator, s: torch.Tensor, drive: Drive, T,
+               active: Sequence[bool] | None = None) -> torch.Tensor:
+        """s' ~ p_T(. | s) for every replica, (R, batch, n); T a number or (R, 1, 1). A replica whose
+        ``active`` flag is false (a padded step of its schedule) draws nothing and keeps its state."""
+        with torch.no_grad():
+            if not isinstance(self.generators, list):
+                drawn = operator.sample(s, drive, T, self.generators)
+            elif isinstance(operator, GaussianOperator):
+                noise = torch.zeros_like(s)
+                for r, generator in enumerate(self.generators):
+                    if active is None or active[r]:
+                        noise[r].normal_(generator=generator)  # what torch.randn((batch, n), generator=...) draws
+                drawn = operator.sample(s, drive, T, None, noise)
+            else:  # torch.bernoulli of each replica's firing probabilities, with its own generator
+                rows = []
+                for r, generator in enumerate(self.generators):
+                    if active is None or active[r]:
+                        T_r = T[r] if torch.is_tensor(T) else T
+                        rows.append(operator.sample(s[r], Drive(drive.mu[r], drive.sigma[r]), T_r, generator))
+                    else:
+                        rows.append(s[r])
+                drawn = torch.stack(rows)
+            if active is None or all(active):
+                return drawn
+            return torch.where(torch.tensor(list(active), device=s.device).view(-1, 1, 1), drawn, s)
+
+
+def noise_source(generator: torch.Generator | ReplicaNoise | None, shard: Shard = Shard()) -> ChainNoise | ReplicaNoise:
+    """What draws a chain's noise: a ReplicaNoise as given, else a :class:`ChainNoise` of ``generator``."""
+    return generator if isinstance(generator, ReplicaNoise) else ChainNoise(generator, shard)
+
+
+@dataclass(frozen=True)
+class ReplicaSchedule:
+    """The heating schedules of R replicas in one training step: replica r's [T_1, ..., T_{K_r}] (each
+    replica draws its own n ~ U{0..N1}), padded with T = 1 to K = max_r K_r steps. A padded step draws no
+    noise, holds the replica's state (so its last state is s_{K_r}) and adds nothing to the loss or the
+    update. Tensors: ``T`` (K, R, 1, 1); ``mask`` (K, R, 1, 1), 1 on real steps and 0 on padded ones;
+    ``log_ratio`` (K, R, 1, 1), log(T_t / T_{t+1}) along the padded schedule (0 at t = K), computed as a
+    single run computes it; ``steps`` (R, 1), K_r. ``active``: K lists of R flags (read without a device
+    sync)."""
+
+    T: torch.Tensor
+    mask: torch.Tensor
+    log_ratio: torch.Tensor
+    steps: torch.Tensor
+    active: list[list[bool]]
+
+    @classmethod
+    def pad(cls, temperatures: Sequence[Sequence[float]], dtype: torch.dtype, device) -> "ReplicaSchedule":
+        """From each replica's [T_1, ..., T_{K_r}] (schedule.heating_temperatures)."""
+        K = max(len(row) for row in temperatures)
+        padded = [[row[t] if t < len(row) else 1.0 for row in temperatures] for t in range(K)]
+        active = [[t < len(row) for row in temperatures] for t in range(K)]
+        ratios = [[math.log(a / b) for a, b in zip(now, after)] for now, after in zip(padded[:-1], padded[1:])]
+        ratios.append([0.0] * len(temperatures))
+
+        def tensor(rows):
+            return torch.tensor(rows, dtype=dtype, device=device).view(K, -1, 1, 1)
+
+        steps = torch.tensor([len(row) for row in temperatures], dtype=dtype, device=device).view(-1, 1)
+        return cls(tensor(padded), tensor([[float(a) for a in row] for row in active]), tensor(ratios), steps, active)
+
+
+def schedule_steps(temperatures: Sequence[float] | ReplicaSchedule) -> Iterator[tuple]:
+    """(T_t, active_t) for t = 1..K: a number and None (every row takes the step) for one network's
+    [T_1, ..., T_K]; the replicas' (R, 1, 1) temperatures and R flags for a ReplicaSchedule."""
+    if isinstance(temperatures, ReplicaSchedule):
+        return zip(temperatures.T, temperatures.active)
+    return ((T, None) for T in temperatures)
+
+
 def settle_hidden(
-    network: nn.Module, operator: Operator, x: torch.Tensor, steps: int, generator: torch.Generator | None,
-    shard: Shard = Shard(),
+    network: nn.Module, operator: Operator, x: torch.Tensor, steps: int,
+    generator: torch.Generator | ReplicaNoise | None, shard: Shard = Shard(),
 ) -> torch.Tensor:
     """s_0 = (x, h_0): h_0 drawn by running the T = 1 chain ``steps`` times with x clamped (paper sec. 6.5).
 
-    x: (batch, n_visible). Hidden units start at 0. Returns (batch, n_units) without gradient; the
+    x: (batch, n_visible), or (R, batch, n_visible) for replicas (``generator`` then a ReplicaNoise).
+    Hidden units start at 0. Returns (batch, n_units) (or (R, batch, n_units)) without gradient; the
     visible part is x itself at every step. ``shard``: x is this process's rows of a global batch, and
     the noise is its rows of the global batch's draw (asymnet.distributed).
     """
-    n_visible = x.shape[1]
+    noise = noise_source(generator, shard)
+    n_visible = x.shape[-1]
     n_hidden = network.n_units - n_visible
-    s = torch.cat([x, x.new_zeros(x.shape[0], n_hidden)], dim=1)
+    s = torch.cat([x, x.new_zeros(*x.shape[:-1], n_hidden)], dim=-1)
     if n_hidden == 0:
         return s
     with torch.no_grad():
         for _ in range(steps):  # only the hidden units move, so only their drive is computed
-            noise = shard.draw(operator.noise_kind, (x.shape[0], n_hidden), generator, x.dtype, x.device)
-            s[:, n_visible:] = operator.sample(s[:, n_visible:], network(s, 1.0, first_unit=n_visible), 1.0, generator,
-                                               noise)
+            drive = network(s, 1.0, first_unit=n_visible)
+            s[..., n_visible:] = noise.sample(operator, s[..., n_visible:], drive, 1.0)
     return s
 
 
 def heating_trajectory(
-    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float], generator
+    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float] | ReplicaSchedule,
+    generator: torch.Generator | ReplicaNoise | None,
 ) -> list[torch.Tensor]:
-    """[s_0, s_1, ..., s_K] with s_t ~ p_{T_t}(. | s_{t-1}) (Algorithm 1, line 6). No gradient."""
+    """[s_0, s_1, ..., s_K] with s_t ~ p_{T_t}(. | s_{t-1}) (Algorithm 1, line 6), each (batch, n_units)
+    (replicas: (R, batch, n_units), as in :func:`heating_trajectory_with_drives`). No gradient."""
     return heating_trajectory_with_drives(network, operator, s0, temperatures, generator)[0]
 
 
 def heating_trajectory_with_drives(
-    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float], generator,
-    shard: Shard = Shard(),
+    network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float] | ReplicaSchedule,
+    generator: torch.Generator | ReplicaNoise | None, shard: Shard = Shard(),
 ) -> tuple[list[torch.Tensor], list[Drive]]:
     """The heating trajectory and the drives F(s_t, T_{t+1}) that sampled it, t = 0..K-1. No gradient.
 
     For a network that ignores T these are the drives at s_1..s_{K-1} that the walk back needs too,
-    which the local rule reuses instead of recomputing. ``shard`` as in :func:`settle_hidden`.
+    which the local rule reuses instead of recomputing. ``shard`` as in :func:`settle_hidden`. Replicas:
+    s0 (R, batch, n_units), a ReplicaSchedule and a ReplicaNoise; each state (R, batch, n_units).
     """
+    noise = noise_source(generator, shard)
     states, drives = [s0], []
     with torch.no_grad():
-        for T in temperatures:
+        for T, active in schedule_steps(temperatures):
             drives.append(network(states[-1], T))
-            noise = shard.draw(operator.noise_kind, tuple(s0.shape), generator, s0.dtype, s0.device)
-            states.append(operator.sample(states[-1], drives[-1], T, generator, noise))
+            states.append(noise.sample(operator, states[-1], drives[-1], T, active))
     return states, drives
 
 
@@ -75,10 +186,11 @@ def drift_weighted(drive: Drive, T, power: float) -> Drive:
 
 
 def walkback_losses(
-    network: nn.Module, operator: Operator, states: list[torch.Tensor], temperatures: list[float],
+    network: nn.Module, operator: Operator, states: list[torch.Tensor], temperatures: list[float] | ReplicaSchedule,
     weight_power: float = 0.0,
 ) -> torch.Tensor:
-    """loss_t = -log p_{T_t}(s_{t-1} | s_t), averaged over the batch, for t = 1..K: shape (K,), nats.
+    """loss_t = -log p_{T_t}(s_{t-1} | s_t), averaged over the batch, for t = 1..K: shape (K,), nats; for
+    replicas (states (R, batch, n_units), a ReplicaSchedule) (K, R), 0 on each replica's padded steps.
 
     Gradient flows into the network's parameters only, never through the sampled states (one step of
     credit assignment, Algorithm 1 line 7). ``weight_power`` (``walkback.step_weight_power``): the
@@ -95,9 +207,11 @@ def walkback_losses(
         log_p = operator.log_prob(before, after, drive, T[:, None])
         return -log_p.view(len(temperatures), batch).mean(1)
     losses = []
-    for t, T in enumerate(temperatures, start=1):
+    for t, (T, _) in enumerate(schedule_steps(temperatures), start=1):
         drive = drift_weighted(network(states[t], T), T, weight_power)
-        losses.append(-operator.log_prob(states[t - 1], states[t], drive, T).mean())
+        losses.append(-operator.log_prob(states[t - 1], states[t], drive, T).mean(-1))
+    if isinstance(temperatures, ReplicaSchedule):
+        return torch.stack(losses) * temperatures.mask.view(len(losses), -1)
     return torch.stack(losses)
 
 
@@ -105,12 +219,13 @@ class PStar(nn.Module):
     """The diagonal Gaussian p* at the hot end of the chain, tracking s_K (Algorithm 1, line 9).
 
     Exponential moving averages of the first and second moments of s_K with rate ``momentum``;
-    the first update sets them to that batch's moments exactly.
+    the first update sets them to that batch's moments exactly. ``n_replicas``: one p* per replica, its
+    moments (R, n_units).
     """
 
     def __init__(self, n_units: int, n_replicas: int | None = None):
         super().__init__()
-        shape = (n_units,) if n_replicas is None else (n_replicas, n_units)  # one p* per replica (asymnet.replicas)
+        shape = (n_units,) if n_replicas is None else (n_replicas, n_units)
         self.register_buffer("first_moment", torch.zeros(shape))
         self.register_buffer("second_moment", torch.ones(shape))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
@@ -133,6 +248,13 @@ class PStar(nn.Module):
         self.first_moment.lerp_(moments[0], rate)
         self.second_moment.lerp_(moments[1], rate)
         self.updates += 1
+
+    @torch.no_grad()
+    def copy_replica(self, r: int, p_star: "PStar") -> None:
+        """Write replica r's moments (and the update count) into the single ``p_star``."""
+        p_star.first_moment.copy_(self.first_moment[r])
+        p_star.second_moment.copy_(self.second_moment[r])
+        p_star.updates.copy_(self.updates)
 
     def sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """(n, n_units) draws from N(mean, diag(var))."""

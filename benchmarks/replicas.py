@@ -4,10 +4,11 @@
 
 The network: 2 visible + 98 slow hidden units (100 units, full W) on the spiral toy, local STDP rule,
 float32, the default walkback schedule (settle 10 steps, n ~ U{0..4} extra steps, heating to T_max), as in
-training between metric rows (no STDP-term diagnostics). The single run is asymnet.run.train_step, the
-replicas asymnet.run.replica_train_step (each replica with its own generator, so each is bit-for-bit the
-single run with its seed). Same process, same warm-up, interleaved repeats (best of each kept); prints a
-table and writes benchmarks/results/replicas.json. Target: 16 replicas in at most 3x the time of one.
+training between metric rows (no STDP-term diagnostics). Both go through asymnet.run.train_members (one
+step of asymnet.run.train_step with the learning-rate schedule); with replicas the same code runs with a
+leading replica axis, each replica with its own generator, so each equals the single run with its seed to
+round-off. Same process, same warm-up, interleaved repeats (best of each kept); prints a table and writes
+benchmarks/results/replicas.json. Target: 16 replicas in at most 3x the time of one.
 """
 
 from __future__ import annotations
@@ -40,12 +41,8 @@ def seconds_per_update(replicas: int, batch_size: int, updates: int, repeats: in
     cpu, dtype = torch.device("cpu"), torch.float32
     study = parse_study(STUDY.format(replicas=replicas, batch_size=batch_size))
     data = load_data(study, None)
-    if replicas > 1:
-        model = build_replica_model(study, data, None, cpu, dtype)
-        step = lambda i: run.replica_train_step(model, cpu, dtype, i, with_terms=False)  # noqa: E731
-    else:
-        model = build_model(study, data, cpu, dtype)
-        step = lambda i: run.train_step(model, study, data, cpu, dtype, with_terms=False)  # noqa: E731
+    model = build_replica_model(study, data, None, cpu, dtype) if replicas > 1 else build_model(study, data, cpu, dtype)
+    step = lambda i: run.train_members(model, study, data, cpu, dtype, i, with_terms=False)  # noqa: E731
     for i in range(1, 4):
         step(i)
     best = float("inf")

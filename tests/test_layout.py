@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "asymnet"
 
 MATH = ("operators", "networks", "schedule", "walkback", "plasticity", "sampler", "metrics", "anchor", "langevin",
-        "readout", "dequantization", "replicas")
+        "readout", "dequantization")
 """The math core: tensors and numbers in, tensors out."""
 
 FILES_AND_STUDIES = ("study", "runlog", "data", "plots", "classifier", "model", "evaluate", "cli", "long_run",

@@ -1,5 +1,6 @@
-"""Independent replicas: replica r of a batched run is the single run of replica_study(study, r), to float64
-round-off; bad replica studies fail with exact messages; each replica logs to its own group; resume."""
+"""Independent replicas: replica r of a batched run (the training code with a leading replica axis) is the
+single run of replica_study(study, r), to float64 round-off; bad replica studies fail with exact messages;
+each replica logs to its own group; resume."""
 
 import shutil
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 
 from asymnet import run
+from asymnet.networks import RecurrentNetwork
 from asymnet.runlog import LogError, open_log, read_metric, read_summary, read_weights
 from asymnet.study import StudyError, parse_study, replica_study
-from tests.conftest import run_cli
+from tests.conftest import run_main
 from asymnet.model import build_model, build_replica_model, load_data, save_checkpoint
 
 CPU, FLOAT64 = torch.device("cpu"), torch.float64
@@ -28,10 +30,35 @@ training: {{steps: 20, batch_size: 16, learning_rate: 3.0e-3, learning: {learnin
 """
 
 
+@pytest.mark.parametrize("hidden", ["slow", "fast"])
+def test_a_network_with_replicas_is_its_single_networks_side_by_side(hidden):
+    gen = torch.Generator().manual_seed(0)
+    singles = [RecurrentNetwork(2, 5, generator=gen, temperature_input=True, hidden_units=hidden).double()
+               for _ in range(3)]
+    stacked = RecurrentNetwork.stack(singles)
+    assert stacked.replicas == 3 and stacked.W.shape == (3, 7, 7) and stacked.sigma_hidden.shape == (3, 5)
+    m = stacked.n_units
+    s = torch.randn(4, 3, 8, m, generator=gen, dtype=FLOAT64)  # (K, R, batch, n_units)
+    T = torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=FLOAT64).view(4, 1, 1, 1).expand(4, 3, 1, 1)
+    drive, stepwise = stacked(s, T), stacked(s[1], T[1])  # a stacked trajectory, and one step (R, batch, n)
+    assert drive.mu.shape == (4, 3, 8, m) and drive.sigma.shape == (3, 1, m)
+    for r, single in enumerate(singles):
+        torch.testing.assert_close(stepwise.mu[r], single(s[1, r], 2.0).mu, rtol=1e-13, atol=1e-13)
+        for k in range(4):
+            torch.testing.assert_close(drive.mu[k, r], single(s[k, r], T[k, 0].item()).mu, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(drive.sigma[r, 0], single.sigma)
+    fresh = RecurrentNetwork(2, 5, temperature_input=True, hidden_units=hidden).double()
+    stacked.copy_replica(2, fresh)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), singles[2].state_dict().values()))
+    built = RecurrentNetwork(2, 5, temperature_input=True, hidden_units=hidden, replicas=3)
+    assert {name: tuple(value.shape) for name, value in built.state_dict().items()} == \
+        {name: tuple(value.shape) for name, value in stacked.state_dict().items()}
+
+
 def _batched(study):
     data = load_data(study, None)
     model = build_replica_model(study, data, None, CPU, FLOAT64)
-    losses = [[row["loss"] for row in run.replica_train_step(model, CPU, FLOAT64, step, True)]
+    losses = [[row["loss"] for row in run.train_members(model, study, data, CPU, FLOAT64, step, True)]
               for step in range(1, STEPS + 1)]
     return model, np.array(losses).T  # (replicas, steps)
 
@@ -80,6 +107,15 @@ def test_replicas_with_step_weights_equal_the_single_runs(learning):
     text = SMALL.format(hidden="slow", conditioned="true", family="gaussian", learning=learning)
     study = parse_study(text.replace("settle_steps: 3}", "settle_steps: 3, step_weight_power: 0.5}"))
     assert study.walkback.step_weight_power == 0.5
+    _assert_replicas_equal_single_runs(study)
+
+
+@pytest.mark.parametrize("learning", ["local", "autograd"])
+def test_replicas_with_the_anchor_and_noisy_starts_equal_the_single_runs(learning):
+    text = SMALL.format(hidden="fast", conditioned="true", family="gaussian", learning=learning)
+    study = parse_study(text + "anchor: {start_noise: 0.3, start_noise_fraction: 0.5, weight: 4.0, bandwidth: 0.1, "
+                               "wide: 0.5}\n")
+    assert study.anchor.weight == 4.0 and study.replicas == 3
     _assert_replicas_equal_single_runs(study)
 
 
@@ -200,8 +236,8 @@ def test_each_replica_has_its_own_log_group_read_back_by_replica(replica_run):
         read_metric(log, "loss", replica=3)
 
 
-def test_inspect_shows_a_column_per_replica(replica_run):
-    result = run_cli(replica_run / "run", module="asymnet.inspect")
+def test_inspect_shows_a_column_per_replica(replica_run, capsys):
+    result = run_main(capsys, replica_run / "run", module="asymnet.inspect")
     assert result.returncode == 0, result.stderr
     table = result.stdout.split("replicas (3)")[1].splitlines()
     assert table[1].split() == ["replica", "0", "1", "2"]

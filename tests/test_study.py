@@ -128,9 +128,6 @@ def test_start_noise_with_the_bernoulli_operator_is_refused():
          "spiral.yaml:2: anchor.weight = 1 needs a chain whose state is the visible units, but "
          "network.hidden_units is slow with n_hidden = 8 (the anchor has no target for hidden units); set "
          "network.hidden_units: fast or anchor.weight: 0"),
-        ("network: {hidden_units: fast}\nreplicas: 2\nanchor: {weight: 1}\n",
-         "spiral.yaml:3: anchor.weight = 1 is not in the batched replica program (replicas = 2); set "
-         "replicas: 1 and run one study per seed, or anchor.weight: 0"),
         ("network: {hidden_units: fast}\nanchor: {weight: 1, noise: 0}\n",
          "spiral.yaml:2: anchor.noise = 0 leaves the anchor no noise to denoise; give the widest "
          "smoothing in data units (e.g. the distance between modes), or set anchor.weight: 0"),
@@ -145,6 +142,12 @@ def test_start_noise_with_the_bernoulli_operator_is_refused():
 )
 def test_score_anchor_outside_its_reach_is_refused(text, message):
     assert error_of(text) == message
+
+
+def test_replicas_take_the_anchor_and_the_noisy_starts():
+    study = parse_study("replicas: 2\nnetwork: {hidden_units: fast}\nanchor: {weight: 1, start_noise: 0.3}\n"
+                        "walkback: {step_weight_power: 0.5}\ntraining: {learning: autograd}\n", "spiral.yaml")
+    assert (study.replicas, study.anchor.weight, study.anchor.start_noise) == (2, 1.0, 0.3)
 
 
 @pytest.mark.parametrize("old, new", list(MOVED_KEYS.items()))

@@ -9,6 +9,7 @@ hidden units then runs to minus infinity without the visible model improving (se
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -65,7 +66,7 @@ class RecurrentNetwork(nn.Module):
     broadcast of the temperature) projects to every unit through the weights w_T (n,), so the
     operator can act differently at each temperature: without it, one T-independent kernel has
     to serve both the T = 1 steps and the hot ones, and the walk back cannot shrink the variance
-    that heating added (benchmarks/linear_gaussian.py: generated variance 4.4 for a true 1.0).
+    that heating added (studies/walkback/linear_gaussian.py: generated variance 4.4 for a true 1.0).
 
     phi_visible (default: phi) is the visible units' rate function, e.g. identity for real-valued
     data whose range tanh would clip. W: (n, n), row i = postsynaptic unit i, column j = presynaptic
@@ -81,6 +82,13 @@ class RecurrentNetwork(nn.Module):
     what defeats slow hidden units under one-step credit assignment: their input weights get no
     learning signal from the visible units' loss, so they stay small and useless, and during heating
     h_t remembers x_{t-1}, which the walk back can read but generation cannot.
+
+    ``replicas=R``: R independent networks of this structure as one batched program; every parameter
+    carries a leading replica axis (W (R, n, n), b (R, n), w_T (R, n), sigma_visible (R, n_visible), buffer
+    sigma_hidden (R, n_hidden)), and states are (R, batch, n_units), or (K, R, batch, n_units) for a stacked
+    trajectory; nothing mixes replicas. :meth:`stack` builds it from R single networks (so replica r starts
+    where the single run that built network r starts, which drawing all replicas here from one generator
+    does not give); :meth:`copy_replica` writes replica r back into a single network.
     """
 
     def __init__(
@@ -99,63 +107,107 @@ class RecurrentNetwork(nn.Module):
         hidden_gain: float = 4.0,
         hidden_bias: float = 4.0,
         hidden_temperature_gain: float = 1.0,
+        replicas: int | None = None,
     ):
         super().__init__()
         if hidden_units not in ("slow", "fast"):
             raise ValueError(f"hidden_units must be 'slow' or 'fast', got {hidden_units!r}")
         self.temperature_conditioned = temperature_input
         self.hidden_units = hidden_units
+        self.replicas = replicas
+        lead = () if replicas is None else (replicas,)  # the replica axis, when there is one
         n = n_visible + n_hidden
         self.n_visible, self.n_hidden, self.n_neurons = n_visible, n_hidden, n
         self.n_units = n if hidden_units == "slow" else n_visible  # the width of the chain's state
         self.phi_name, self.phi_visible_name = phi, phi_visible or phi
         self._phi_hidden, self._phi_visible = ACTIVATIONS[phi], ACTIVATIONS[phi_visible or phi]
-        self.W = nn.Parameter(torch.randn(n, n, generator=generator) * (init_scale / math.sqrt(n)))
-        self.b = nn.Parameter(torch.zeros(n))
-        self.w_T = nn.Parameter(torch.zeros(n)) if temperature_input else None
+        self.W = nn.Parameter(torch.randn(*lead, n, n, generator=generator) * (init_scale / math.sqrt(n)))
+        self.b = nn.Parameter(torch.zeros(*lead, n))
+        self.w_T = nn.Parameter(torch.zeros(*lead, n)) if temperature_input else None
         hidden_level = inverse_softplus(sigma_hidden or sigma_init)
         visible_level = inverse_softplus(sigma_init)
-        self.sigma_visible = nn.Parameter(torch.full((n_visible,), visible_level), requires_grad=learn_sigma)
-        self.register_buffer("sigma_hidden", torch.full((n_hidden,), hidden_level))
+        self.sigma_visible = nn.Parameter(torch.full((*lead, n_visible), visible_level), requires_grad=learn_sigma)
+        self.register_buffer("sigma_hidden", torch.full((*lead, n_hidden), hidden_level))
         if hidden_units == "fast":
             with torch.no_grad():  # a fixed random expansion of the visible state and of log T
-                self.W[n_visible:, :n_visible].normal_(0.0, hidden_gain / math.sqrt(n_visible), generator=generator)
-                self.W[:, n_visible:][n_visible:].zero_()
-                self.W[:n_visible, n_visible:].zero_()
-                self.b[n_visible:].normal_(0.0, hidden_bias, generator=generator)
+                self.W[..., n_visible:, :n_visible].normal_(0.0, hidden_gain / math.sqrt(n_visible),
+                                                            generator=generator)
+                self.W[..., n_visible:, n_visible:].zero_()
+                self.W[..., :n_visible, n_visible:].zero_()
+                self.b[..., n_visible:].normal_(0.0, hidden_bias, generator=generator)
                 if self.w_T is not None:
-                    self.w_T[n_visible:].normal_(0.0, hidden_temperature_gain, generator=generator)
+                    self.w_T[..., n_visible:].normal_(0.0, hidden_temperature_gain, generator=generator)
 
-    def forward(self, s: torch.Tensor, T: float = 1.0, first_unit: int = 0) -> Drive:
+    @classmethod
+    def stack(cls, networks: "list[RecurrentNetwork]") -> "RecurrentNetwork":
+        """The R = len(networks) single networks (one structure) as one network with replicas: replica r's
+        parameters are a copy of networks[r]'s, so it starts exactly where that network's run starts."""
+        if any(network.replicas is not None for network in networks):
+            raise ValueError("RecurrentNetwork.stack takes single networks (replicas=None)")
+        stacked = copy.deepcopy(networks[0])
+        stacked.replicas = len(networks)
+        with torch.no_grad():
+            for name, value in networks[0].named_parameters():
+                rows = torch.stack([getattr(network, name).detach() for network in networks])
+                setattr(stacked, name, nn.Parameter(rows, requires_grad=value.requires_grad))
+            for name, _ in networks[0].named_buffers():
+                setattr(stacked, name, torch.stack([getattr(network, name) for network in networks]))
+        return stacked
+
+    @torch.no_grad()
+    def copy_replica(self, r: int, network: "RecurrentNetwork") -> None:
+        """Write replica r's parameters and buffers into the single network ``network`` (same structure)."""
+        for name, value in network.named_parameters():
+            value.copy_(getattr(self, name)[r])
+        for name, value in network.named_buffers():
+            value.copy_(getattr(self, name)[r])
+
+    def for_states(self, vector: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """The units ``rows`` of a per-unit parameter (n,) or, with replicas, (R, n), shaped to broadcast
+        against states: vector[rows] against (..., batch, n); vector[:, None, rows], (R, 1, units), against
+        (..., R, batch, n)."""
+        return vector[rows] if self.replicas is None else vector[:, None, rows]
+
+    def forward(self, s: torch.Tensor, T: float | torch.Tensor = 1.0, first_unit: int = 0) -> Drive:
         """Drive at states s (batch, n_units): mu = rates(s, T) W[first_unit:n_units]^T + b [+ w_T log T],
         (batch, n_units - first_unit); sigma (n_units - first_unit,).
+
+        With replicas: s (R, batch, n_units) or (K, R, batch, n_units), replica r's slice by replica r's
+        weights (one batched GEMM); T a float or a tensor broadcastable to s[..., :1] ((R, 1, 1): one
+        temperature per replica); mu shaped like s (less the skipped units), sigma (R, 1, n_units - first_unit).
 
         ``first_unit`` skips the postsynaptic units before it: settling holds the visible units clamped
         and needs only the hidden units' drive (``first_unit=n_visible``), a quarter of the GEMM on MNIST.
         """
         rows = slice(first_unit, self.n_units)
-        mu = torch.addmm(self.b[rows], self.rates(s, T), self.W[rows].t())
+        if self.replicas is None:
+            mu = torch.addmm(self.b[rows], self.rates(s, T), self.W[rows].t())
+        elif s.dim() == 3:
+            mu = torch.baddbmm(self.b[:, None, rows], self.rates(s, T), self.W[:, rows].transpose(1, 2))
+        else:
+            mu = torch.matmul(self.rates(s, T), self.W[:, rows].transpose(1, 2)) + self.b[:, None, rows]
         if self.w_T is not None:
-            mu = mu + self.w_T[rows] * math.log(T)
-        return Drive(mu, self.sigma[first_unit:])
+            mu = mu + self.for_states(self.w_T, rows) * _log(T)
+        return Drive(mu, self.sigma[..., rows])
 
     def rates(self, s: torch.Tensor, T: float | torch.Tensor = 1.0) -> torch.Tensor:
-        """Presynaptic rates of all n_neurons units at states s (..., n_units).
+        """Presynaptic rates of all n_neurons units at states s (..., n_units), or with replicas
+        (..., R, batch, n_units).
 
         Slow hidden units (the default) are part of the state: rates = phi(s). Fast hidden units relax
         within one step to their input from the visible units and the log T neuron, through fixed
         weights: rates = (phi_visible(v), phi(W_hv phi_visible(v) + b_h + w_T,h log T)); they hold no
         memory of earlier steps and carry no noise. ``T`` is a float or a tensor broadcastable to
-        s[..., :1] (one temperature per trajectory step).
+        s[..., :1] (one temperature per trajectory step, and with replicas per replica).
         """
         if self.hidden_units == "slow":
             return self.phi(s)
         v = self.n_visible
         visible = self._phi_visible(s)
-        potential = torch.matmul(visible, self.W[v:, :v].detach().t()) + self.b[v:].detach()
+        hidden = slice(v, None)
+        potential = torch.matmul(visible, self.W[..., v:, :v].detach().mT) + self.for_states(self.b, hidden).detach()
         if self.w_T is not None:
-            log_T = torch.log(T) if torch.is_tensor(T) else math.log(T)
-            potential = potential + self.w_T[v:].detach() * log_T
+            potential = potential + self.for_states(self.w_T, hidden).detach() * _log(T)
         return torch.cat([visible, self._phi_hidden(potential)], dim=-1)
 
     def phi(self, s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,7 +228,17 @@ class RecurrentNetwork(nn.Module):
 
     @property
     def sigma(self) -> torch.Tensor:
-        """Pre-softplus noise level of every unit of the state, (n_units,): visible then (slow) hidden."""
+        """Pre-softplus noise level of every unit of the state, (n_units,): visible then (slow) hidden; with
+        replicas (R, 1, n_units), to broadcast against states (..., R, batch, n_units)."""
+        if self.replicas is not None:
+            levels = self.sigma_visible if self.hidden_units == "fast" else \
+                torch.cat([self.sigma_visible, self.sigma_hidden], dim=-1)
+            return levels.unsqueeze(1)
         if self.hidden_units == "fast":
             return self.sigma_visible
         return torch.cat([self.sigma_visible, self.sigma_hidden])
+
+
+def _log(T: float | torch.Tensor) -> float | torch.Tensor:
+    """log T of a temperature given as a number or as a tensor."""
+    return torch.log(T) if torch.is_tensor(T) else math.log(T)
