@@ -68,9 +68,11 @@ def _check_exportable(network, operator) -> None:
             f"Brian2 export supports the GaussianOperator only (s' = (1 - alpha) s + alpha F(s) + std xi); "
             f"got {type(operator).__name__}")
     if network.hidden_units != "slow":
+        learned = " and learns them through feedback synapses B" if network.hidden_learning == "learned" else ""
         raise BrianExportError(
             "Brian2 export supports slow hidden units only (hidden_units='slow', part of the state); "
-            "hidden_units='fast' relaxes the hidden rates within a step, which one NeuronGroup update cannot do")
+            f"hidden_units='fast' relaxes the hidden rates within a step{learned}, which one NeuronGroup "
+            "update cannot do")
     if operator.noise_scaling not in NOISE_EXPONENT:
         raise BrianExportError(f"unknown noise_scaling {operator.noise_scaling!r}; "
                                f"expected one of {list(NOISE_EXPONENT)}")

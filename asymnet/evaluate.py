@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from asymnet import walkback
+from asymnet import plasticity, walkback
 from asymnet.classifier import WEIGHTS_NAME, load_classifier, save_classifier, to_unit_interval, train_classifier
 from asymnet.data import Dataset, find_data_dir
 from asymnet.data.mnist import load_mnist
@@ -65,9 +65,11 @@ def detailed_balance_figures(model: Model, study: Study, data: Dataset, device, 
     return {name: figures[name] for name in ("ep", "ep_stderr", "relative_irreversibility")}
 
 
-def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> None:
+def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int, feedback: bool = False) -> None:
     """cos(W, W^T) and the norms of W's symmetric and antisymmetric parts, with a W snapshot; for an
-    MLP the same figures of its Jacobian dF_mu/ds at 64 held-out points, from 16 random probes each."""
+    MLP the same figures of its Jacobian dF_mu/ds at 64 held-out points, from 16 random probes each.
+    ``feedback`` (learned hidden units under the local rule): also feedback_alignment, cos(B, W_vh^T) of the
+    feedback synapses B (plasticity.feedback_alignment), the same symmetry question asked of that pathway."""
     network = model.network
     if isinstance(network, RecurrentNetwork):
         figures = weight_symmetry(network.W.detach())
@@ -79,6 +81,8 @@ def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int) -> 
     log.append("symmetry_cosine", step, figures.cosine)
     log.append("symmetric_norm", step, figures.symmetric_norm)
     log.append("antisymmetric_norm", step, figures.antisymmetric_norm)
+    if feedback:
+        log.append("feedback_alignment", step, plasticity.feedback_alignment(network))
 
 
 def toy_mmd_null(study: Study, data: Dataset, reference: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,8 @@ class Model:
 
 
 def build_network(study: Study, data: Dataset, generator: torch.Generator) -> torch.nn.Module:
-    """The study's network F, its weights drawn from ``generator``."""
+    """The study's network F, its weights drawn from ``generator`` (a random feedback matrix B of learned fast
+    hidden units last, so the other weights are those the same study with fixed hidden units draws)."""
     net_cfg, op_cfg = study.network, study.operator
     if net_cfg.kind == "recurrent":
         return RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
@@ -61,7 +62,9 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
                                 net_cfg.temperature_conditioned,
                                 None if net_cfg.phi_visible == "same" else net_cfg.phi_visible,
                                 net_cfg.hidden_units, net_cfg.hidden_gain, net_cfg.hidden_bias,
-                                net_cfg.hidden_temperature_gain)
+                                net_cfg.hidden_temperature_gain, hidden_learning=net_cfg.hidden_learning,
+                                feedback=net_cfg.feedback,
+                                feedback_scale=net_cfg.feedback_scale)
     if net_cfg.kind == "unet":
         if data.image_shape is None:
             raise StudyError(f"network.kind: unet needs an image dataset (mnist, cifar10, svhn, celeba64), "

@@ -19,9 +19,21 @@ its two ends hold. Since s_{t-1} - mu(s_t) = (s_{t-1} - s_t) + alpha (s_t - F(s_
 
 For the Bernoulli operator the postsynaptic factor is (s_{t-1,i} - rho_i(s_t)) / T_t instead.
 With fast hidden units (``RecurrentNetwork(hidden_units="fast")``) the postsynaptic units are the visible
-ones and the presynaptic rates include the hidden units' instantaneous rates; the fixed hidden rows get
-no update. All of it is computed here without autograd; tests prove it equals autograd's gradient in
-float64.
+ones and the presynaptic rates include the hidden units' instantaneous rates h = phi(a_h),
+a_h = W_hv phi_v(v) + b_h + w_T,h log T. A fixed expansion (``hidden_learning="fixed"``) gets no update
+of its hidden rows. Learned fast hidden units (``hidden_learning="learned"``) get the visible units'
+postsynaptic factor e_v = alpha (v_{t-1} - mu_v(s_t)) / std^2 (times T_t^p with ``weight_power``) through
+feedback synapses B (n_hidden, n_visible):
+
+    delta_h = (B e_v) * phi'(a_h),   dW_hv = delta_h phi_v(v_t)^T,   db_h = delta_h,   dw_T,h = delta_h log T_t
+
+a three-factor rule: presynaptic phi_v(v_{t,j}), postsynaptic phi'(a_h,i) (read from the unit's own rate,
+e.g. 1 - h_i^2 for tanh), and the third factor (B e_v)_i that arrives at hidden unit i. With
+B = W_vh^T (``feedback="transpose"``) it is the exact gradient (tests prove it in float64); with a fixed
+random B (``"random"``) it is feedback alignment (Lillicrap et al. 2016); with ``"kolen_pollack"`` B
+follows the mirror of W_vh's update and both decay (:func:`kolen_pollack_step`; Akrout et al. 2019), so
+B - W_vh^T shrinks geometrically. All of it is computed here without autograd; tests prove the exact
+parts equal autograd's gradient in float64.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ import torch.nn.functional as nnf
 from asymnet.errors import AsymnetError
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
-from asymnet.walkback import ReplicaSchedule
+from asymnet.walkback import ReplicaSchedule, walkback_losses
 
 
 class PlasticityError(AsymnetError):
@@ -47,7 +59,8 @@ class LocalUpdate:
     """Gradients of the summed walkback loss (so the update is their negative), and its terms.
 
     grad_W (n, n), grad_b (n,), grad_sigma_visible (n_visible,) or None when sigma is fixed,
-    grad_w_T (n,) or None without a temperature input (its presynaptic rate is log T);
+    grad_w_T (n,) or None without a temperature input (its presynaptic rate is log T); the hidden rows of
+    grad_W, grad_b, grad_w_T are the feedback rule's for learned fast hidden units, else 0;
     loss: sum over steps of the batch-mean -log p_{T_t}(s_{t-1} | s_t), nats;
     temporal_norm / equal_time_norm: Frobenius norms of the temporal (STDP) and equal-time parts
     of dW, batch-mean, summed over steps. With replicas every field has a leading replica axis:
@@ -87,6 +100,9 @@ def trajectory_update(
     walkback.ReplicaSchedule (a list [T_1, ..., T_K] serves every replica alike); each replica's rule runs
     over its real steps only (the padded ones are masked out of the error, the loss and the noise level's
     count), one batched GEMM for all.
+
+    Learned fast hidden units (``network.hidden_learning == "learned"``) get the three-factor update of the
+    module docstring through ``network.feedback_matrix``; their rows of the gradients hold it.
     """
     if not isinstance(network, RecurrentNetwork):
         raise PlasticityError(f"the local rule needs a RecurrentNetwork, got {type(network).__name__}")
@@ -166,6 +182,8 @@ def trajectory_update(
         if network.w_T is not None:
             grad_w_T = torch.zeros_like(network.w_T)
             grad_w_T[..., :m] = -(post * T.log()).sum((0, -2)) / batch
+        if network.hidden_learning == "learned":
+            _hidden_update(network, post, pre, T, grad_W, grad_b, grad_w_T)
         temporal_norm = equal_time_norm = float("nan") if padded is None else torch.full_like(loss, float("nan"))
         if with_terms:
             # padded steps hold the state, so s_{t-1} - s_t is 0 there already
@@ -176,6 +194,69 @@ def trajectory_update(
             else:
                 temporal_norm, equal_time_norm = temporal.flatten(1).norm(dim=1), equal_time.flatten(1).norm(dim=1)
     return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm)
+
+
+def _hidden_update(network: RecurrentNetwork, post: torch.Tensor, pre: torch.Tensor, T: torch.Tensor,
+                   grad_W: torch.Tensor, grad_b: torch.Tensor, grad_w_T: torch.Tensor | None) -> None:
+    """Write the feedback rule of learned fast hidden units into the hidden rows of the gradients (in place).
+
+    post: e_v, the visible units' postsynaptic factor (K, [R,] batch, n_visible); pre: the rates
+    (phi_v(v_t), h_t) (K, [R,] batch, n_neurons); T (K, [R,] 1, 1). Third factor B e_v, postsynaptic
+    phi'(a_h), presynaptic phi_v(v_t) (1 for b_h, log T_t for w_T,h):
+    delta_h = (B e_v) * phi'(a_h); -grad W_hv = sum_t mean_batch delta_h phi_v(v_t)^T."""
+    v, batch = network.n_visible, post.shape[-2]
+    delta = torch.matmul(post, network.feedback_matrix.mT) * network.hidden_slope(pre[..., v:])  # (K, [R,] batch, h)
+    flat_delta, flat_visible = _rows(delta), _rows(pre[..., :v])
+    grad_W[..., v:, :v] = (flat_delta.mT @ flat_visible).div_(-batch)
+    grad_b[..., v:] = -delta.sum((0, -2)) / batch
+    if grad_w_T is not None:
+        grad_w_T[..., v:] = -(delta * T.log()).sum((0, -2)) / batch
+
+
+def matrix_cosine(a: torch.Tensor, b: torch.Tensor) -> float | torch.Tensor:
+    """<a, b>_F / (||a||_F ||b||_F) of two matrices (rows, columns); with a leading replica axis (R, rows,
+    columns) one cosine per replica, an (R,) tensor. NaN where a matrix is 0."""
+    products = (a * b).sum((-2, -1)) / (a.norm(dim=(-2, -1)) * b.norm(dim=(-2, -1)))
+    return products.item() if products.dim() == 0 else products
+
+
+def feedback_alignment(network: RecurrentNetwork) -> float | torch.Tensor:
+    """cos(B, W_vh^T): how well the feedback synapses B (n_hidden, n_visible) mirror the forward synapses
+    W_vh from the hidden to the visible units (1 for ``feedback="transpose"``, about 0 for a random B
+    against an unrelated W_vh; NaN while W_vh = 0). With replicas an (R,) tensor."""
+    v = network.n_visible
+    with torch.no_grad():
+        return matrix_cosine(network.feedback_matrix, network.W[..., :v, v:].mT)
+
+
+def rule_gradient_cosine(network: RecurrentNetwork, operator: Operator, states: list[torch.Tensor],
+                         temperatures: list[float] | ReplicaSchedule, update: LocalUpdate,
+                         weight_power: float = 0.0) -> float | torch.Tensor:
+    """cos(rule's grad W_hv, autograd's grad W_hv) on one trajectory: the local update's hidden input weights
+    against the exact gradient of the same walkback loss (walkback.walkback_losses with ``weight_power``),
+    1 for ``feedback="transpose"`` to round-off. With replicas an (R,) tensor."""
+    v = network.n_visible
+    with torch.enable_grad():
+        exact = torch.autograd.grad(walkback_losses(network, operator, states, temperatures, weight_power).sum(),
+                                    network.W)[0]
+    return matrix_cosine(update.grad_W[..., v:, :v], exact[..., v:, :v])
+
+
+@torch.no_grad()
+def kolen_pollack_step(network: RecurrentNetwork, W_vh_before: torch.Tensor, decay: float) -> None:
+    """The Kolen-Pollack update of the feedback synapses, after the optimiser moved W_vh by u:
+
+        W_vh <- W_vh_before + u - decay W_vh_before,     B <- B + u^T - decay B
+
+    (in place), so B - W_vh^T <- (1 - decay) (B - W_vh^T) whatever u is: each feedback synapse B_ij changes
+    by the change of its forward partner W_vh,ji (a local mirror of that synapse's update) and both decay.
+    ``W_vh_before``: W[..., :n_visible, n_visible:] before the optimiser's step, (n_visible, n_hidden)
+    or (R, n_visible, n_hidden)."""
+    v = network.n_visible
+    W_vh = network.W[..., :v, v:]
+    change = W_vh - W_vh_before
+    W_vh.sub_(W_vh_before * decay)
+    network.feedback_weights.mul_(1.0 - decay).add_(change.mT)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

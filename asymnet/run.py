@@ -97,13 +97,21 @@ def draw_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, 
     return x, None if pairs is None else tuple(a.to(device) for a in pairs), temperatures
 
 
-def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, with_terms: bool = True
-               ) -> dict[str, float] | list[dict[str, float]]:
+def learns_hidden_locally(study: Study) -> bool:
+    """Learned fast hidden units under the local rule: the runs whose feedback pathway the log follows."""
+    return study.network.hidden_learning == "learned" and study.training.learning == "local"
+
+
+def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, with_terms: bool = True,
+               gradient_check: bool = False) -> dict[str, float] | list[dict[str, float]]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
     (with the sizes of its STDP and equal-time terms when ``with_terms``), plus the anchor's term when the
     study has one. In a data-parallel run this process takes its rows of the global batch and the gradients
     are averaged over the processes. Returns the step's figures; with replicas (a ReplicaModel, whose
-    tensors carry a leading replica axis through the same code) a list of them, one per replica."""
+    tensors carry a leading replica axis through the same code) a list of them, one per replica.
+    Learned hidden units under the local rule: with ``gradient_check`` the figures hold
+    ``rule_gradient_cosine``, the rule's W_hv update against autograd's on this minibatch (this process's
+    rows), and under network.feedback: kolen_pollack B follows W_vh's update (plasticity.kolen_pollack_step)."""
     net, operator, shard, power = model.network, model.operator, model.shard, study.walkback.step_weight_power
     replicated = isinstance(model, ReplicaModel)
     x, pairs, temperatures = draw_step(model, study, data, device, dtype)
@@ -119,8 +127,11 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         if pairs:
             terms.append(readout.regression(net, operator, list(pairs[::-1]), [1.0], weight=study.anchor.weight))
         model.optimizer.accumulate(terms, shard)
+    check = None  # rule_gradient_cosine, on the steps that ask for it
     if study.training.learning == "local":
         update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power)
+        if gradient_check and learns_hidden_locally(study):
+            check = plasticity.rule_gradient_cosine(net, operator, states, temperatures, update, power)
         if pairs:
             update = anchor.add_anchor(update, anchor.local_update(net, operator, pairs), study.anchor.weight)
         plasticity.write_gradients(net, update)
@@ -137,14 +148,21 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     for r, value in enumerate(reported[0].reshape(-1).tolist()):
         if not math.isfinite(value):
             raise TrainingDiverged(f"the walkback loss{f' of replica {r}' if replicated else ''} became {value}")
+    mirrored = learns_hidden_locally(study) and study.network.feedback == "kolen_pollack"
+    W_vh_before = net.W[..., : net.n_visible, net.n_visible:].detach().clone() if mirrored else None
     if model.scaler:
         model.scaler.step(model.optimizer)
         model.scaler.update()
     else:
         model.optimizer.step()
+    if mirrored:
+        plasticity.kolen_pollack_step(net, W_vh_before, study.network.feedback_decay)
     model.p_star.update(states[-1], study.walkback.p_star_momentum, shard)
     names = ("loss", "stdp_temporal", "stdp_equal_time")[: len(reported)]
     figures = [dict(zip(names, row)) for row in reported.reshape(len(names), -1).T.tolist()]
+    if check is not None:
+        for row, value in zip(figures, torch.as_tensor(check).reshape(-1).tolist()):
+            row["rule_gradient_cosine"] = value
     return figures if replicated else figures[0]
 
 
@@ -163,14 +181,14 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, study: Study, step: int)
 
 
 def train_members(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, step: int,
-                  with_terms: bool) -> list[dict[str, float]]:
+                  with_terms: bool, gradient_check: bool = False) -> list[dict[str, float]]:
     """One training step of every network of the run (the single one, or all replicas, each with the
     learning rate of its own study): figures of each."""
     if isinstance(model, ReplicaModel):
         model.optimizer.param_groups[0]["lr"] = [learning_rate(single, step) for single in model.studies]
-        return train_step(model, study, data, device, dtype, with_terms)
+        return train_step(model, study, data, device, dtype, with_terms, gradient_check)
     set_learning_rate(model.optimizer, study, step)
-    return [train_step(model, study, data, device, dtype, with_terms)]
+    return [train_step(model, study, data, device, dtype, with_terms, gradient_check)]
 
 
 @dataclass(frozen=True)
@@ -227,6 +245,8 @@ def _network_layout(study: Study, model: Model, data: Dataset) -> LogLayout:
     if study.training.learning == "local":
         metrics += ["stdp_temporal", "stdp_equal_time"]
         samples["learning_window"] = (len(WINDOW_LAGS), 3)
+    if learns_hidden_locally(study):
+        metrics += ["feedback_alignment", "rule_gradient_cosine"]
     evals = ["bound"]
     if data.rescaling is not None:
         samples["untrained"] = samples["final"]
@@ -409,9 +429,13 @@ def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study
                disable=quiet, unit="step", dynamic_ncols=True)
     for step in bar:
         try:
-            rows = train_members(model, study, data, device, dtype, step, with_terms=step % every.metrics_every == 0)
+            rows = train_members(model, study, data, device, dtype, step, with_terms=step % every.metrics_every == 0,
+                                 gradient_check=step % every.eval_every == 0)
         except TrainingDiverged as error:
             raise diverged(step, error, checkpoint) from None
+        for member, figures in zip(members, rows):  # a figure of this step alone, not a window's mean
+            if "rule_gradient_cosine" in figures:
+                member.log.append("rule_gradient_cosine", step, figures.pop("rule_gradient_cosine"))
         for window, figures in zip(windows, rows):
             for name, value in figures.items():
                 window.setdefault(name, []).append(value)
@@ -428,7 +452,7 @@ def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study
                             img_s=f"{images_per_s:,.0f}")
         if step % every.weights_every == 0 or step == study.training.steps:
             for member, single in zip(members, single_models(model)):
-                log_symmetry(member.log, single, member.data, dtype, step)
+                log_symmetry(member.log, single, member.data, dtype, step, feedback=learns_hidden_locally(study))
         if step % every.eval_every == 0:
             for member, single in zip(members, single_models(model)):
                 member.log.append("bound", step, held_out_bound(single, member.study, member.data, device, dtype, step))

@@ -55,8 +55,15 @@ class NetworkConfig:
     unet_*: the convolutional operator (asymnet.networks.unet): base channels, the channel multiplier of
     each resolution level (one downsampling between levels), residual blocks per level.
     hidden_units: slow (hidden units are part of the chain's state) or fast (they relax within each step to
-    a fixed random expansion of the visible state and log T, with the gains hidden_gain, hidden_bias and
-    hidden_temperature_gain; see asymnet.networks.recurrent)."""
+    a random expansion of the visible state and log T, drawn with the gains hidden_gain, hidden_bias and
+    hidden_temperature_gain; see asymnet.networks.recurrent). hidden_learning (fast hidden units): fixed (the
+    expansion never learns) or learned (its weights W_hv, b_h, w_T,h learn: by the exact gradient under
+    training.learning: autograd, by a three-factor rule under training.learning: local, asymnet.plasticity).
+    feedback (learned hidden units, local rule): the synapses B that carry the visible errors to the hidden
+    units: transpose (B = W_vh^T, the exact gradient), random (a fixed B, feedback alignment) or kolen_pollack
+    (B moves by the mirror of W_vh's update and both decay by feedback_decay per step, so B - W_vh^T shrinks
+    by that factor each step). feedback_scale: a random or Kolen-Pollack B starts N(0, feedback_scale^2 /
+    n_visible), so each hidden unit's feedback (B e)_i is about as large as one visible error e_j."""
 
     kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -70,6 +77,10 @@ class NetworkConfig:
     hidden_gain: float = _check("non_negative", 4.0)
     hidden_bias: float = _check("non_negative", 4.0)
     hidden_temperature_gain: float = _check("non_negative", 1.0)
+    hidden_learning: str = _check(("fixed", "learned"), "fixed")
+    feedback: str = _check(("transpose", "random", "kolen_pollack"), "transpose")
+    feedback_scale: float = _check("positive", 1.0)
+    feedback_decay: float = _check("unit_closed_open", 1.0e-3)
     unet_channels: int = _check("positive", 32)
     unet_channel_mults: tuple = (1, 2, 2)
     unet_res_blocks: int = _check("positive", 1)
@@ -321,7 +332,8 @@ def replica_study(study: Study, r: int) -> Study:
 
 def _check_joined_keys(study: Study, where) -> None:
     """The rules that join several keys: anchor.start_noise needs the Gaussian operator, anchor.weight a
-    recurrent network whose state is the visible units, and the local rule a recurrent network; the sweep
+    recurrent network whose state is the visible units, the local rule a recurrent network, learned hidden
+    units fast ones, and the feedback keys learned hidden units under the local rule; the sweep
     names a sweepable key, gives one valid value per replica, and the network is one the batched program
     runs, with the after-training measurements that read a single run's checkpoint off (``where(path)``
     places a key)."""
@@ -358,6 +370,7 @@ def _check_joined_keys(study: Study, where) -> None:
                          "training.learning: autograd for it")
     if study.training.optimizer == "least_squares":
         _check_least_squares(study, where)
+    _check_hidden_learning(study, where)
     if study.replicas == 1:
         return
     if study.network.kind != "recurrent":
@@ -371,6 +384,44 @@ def _check_joined_keys(study: Study, where) -> None:
     if study.evaluation.inpaint_masks:
         raise StudyError(f"{where('evaluation.inpaint_masks')}evaluation.inpaint_masks reads a single run's "
                          f"checkpoint, but replicas = {study.replicas}; set evaluation.inpaint_masks: []")
+
+
+def _check_hidden_learning(study: Study, where) -> None:
+    """network.hidden_learning: learned needs fast hidden units of a recurrent network and Adam; the feedback
+    keys act only on learned hidden units under the local rule (feedback_scale on a B of its own,
+    feedback_decay under kolen_pollack), and are refused where they would be ignored."""
+    net, defaults = study.network, NetworkConfig()
+    if net.hidden_learning == "learned":
+        shown = f"{where('network.hidden_learning')}network.hidden_learning = learned "
+        if net.kind != "recurrent":
+            raise StudyError(f"{shown}trains the fast hidden units of the recurrent network, got network.kind: "
+                             f"{net.kind}; set network.hidden_learning: fixed")
+        if net.hidden_units != "fast":
+            raise StudyError(f"{shown}needs fast hidden units (slow ones are part of the chain's state and learn "
+                             "their own loss only); set network.hidden_units: fast or network.hidden_learning: fixed")
+        if not net.n_hidden:
+            raise StudyError(f"{shown}has no hidden units to train (network.n_hidden = 0); set network.n_hidden "
+                             "(e.g. 64) or network.hidden_learning: fixed")
+        if study.training.optimizer == "least_squares":
+            raise StudyError(f"{shown}needs training.optimizer: adam (the least-squares step fits the visible "
+                             "units' readout only); set training.optimizer: adam or network.hidden_learning: fixed")
+    if net.feedback != defaults.feedback:
+        shown = f"{where('network.feedback')}network.feedback = {net.feedback} "
+        if net.hidden_learning != "learned":
+            raise StudyError(f"{shown}carries the visible errors to learned hidden units, but "
+                             "network.hidden_learning is fixed; set network.hidden_learning: learned (with "
+                             "network.hidden_units: fast) or network.feedback: transpose")
+        if study.training.learning != "local":
+            raise StudyError(f"{shown}is a choice of the local rule; training.learning: autograd follows the exact "
+                             "gradient (B = W_vh^T); set training.learning: local or network.feedback: transpose")
+    if net.feedback_scale != defaults.feedback_scale and net.feedback == "transpose":
+        raise StudyError(f"{where('network.feedback_scale')}network.feedback_scale = {net.feedback_scale:g} sets "
+                         "the start of a feedback matrix of its own, but network.feedback is transpose (B = W_vh^T); "
+                         "set network.feedback: random or kolen_pollack, or drop network.feedback_scale")
+    if net.feedback_decay != defaults.feedback_decay and net.feedback != "kolen_pollack":
+        raise StudyError(f"{where('network.feedback_decay')}network.feedback_decay = {net.feedback_decay:g} acts "
+                         f"under network.feedback: kolen_pollack only, got network.feedback: {net.feedback}; set "
+                         "network.feedback: kolen_pollack or drop network.feedback_decay")
 
 
 def _check_least_squares(study: Study, where) -> None:

@@ -4,7 +4,7 @@
 
 The network is the mnist_stdp one (784 visible + 256 hidden units, Gaussian operator, tanh), with
 random weights: memory does not depend on their values. Each chain length runs in its own
-subprocess, so its peak resident memory (ru_maxrss) is that run's alone. The target (issue 6): the long
+subprocess, so its peak resident memory (ru_maxrss) is that run's alone. The target: the long
 chain's peak within 10% of the short one's. Prints a table, writes benchmarks/results/ep_memory.json.
 """
 

@@ -306,3 +306,58 @@ def test_the_study_key_reference_in_docs_is_up_to_date():
     assert "| `training.learning` | str | `\"autograd\"` | autograd, local |" in reference
     path = Path(__file__).resolve().parents[1] / "docs" / "study_keys.md"
     assert path.read_text() == reference, "docs/study_keys.md is out of date: python -m asymnet.study > docs/study_keys.md"
+
+
+def test_hidden_learning_and_feedback_default_to_a_fixed_expansion_and_the_exact_feedback():
+    network = parse_study("seed: 1\n").network
+    assert (network.hidden_learning, network.feedback, network.feedback_scale, network.feedback_decay) == (
+        "fixed", "transpose", 1.0, 1.0e-3)
+    study = parse_study("network: {hidden_units: fast, hidden_learning: learned, feedback: kolen_pollack, "
+                        "feedback_scale: 0.5, feedback_decay: 0.01}\ntraining: {learning: local}\nreplicas: 2\n")
+    assert (study.network.feedback, study.network.feedback_scale, study.network.feedback_decay) == (
+        "kolen_pollack", 0.5, 0.01)
+    assert parse_study("network: {hidden_units: fast, hidden_learning: learned}\n").network.hidden_learning == "learned"
+
+
+FAST_LEARNED = "network: {hidden_units: fast, hidden_learning: learned"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("network: {hidden_learning: learned}\n",
+         "spiral.yaml:1: network.hidden_learning = learned needs fast hidden units (slow ones are part of the "
+         "chain's state and learn their own loss only); set network.hidden_units: fast or network.hidden_learning: "
+         "fixed"),
+        ("network: {kind: mlp, hidden_learning: learned}\n",
+         "spiral.yaml:1: network.hidden_learning = learned trains the fast hidden units of the recurrent network, "
+         "got network.kind: mlp; set network.hidden_learning: fixed"),
+        (FAST_LEARNED + ", n_hidden: 0}\n",
+         "spiral.yaml:1: network.hidden_learning = learned has no hidden units to train (network.n_hidden = 0); "
+         "set network.n_hidden (e.g. 64) or network.hidden_learning: fixed"),
+        (FAST_LEARNED + "}\ntraining: {optimizer: least_squares}\n",
+         "spiral.yaml:1: network.hidden_learning = learned needs training.optimizer: adam (the least-squares step "
+         "fits the visible units' readout only); set training.optimizer: adam or network.hidden_learning: fixed"),
+        ("network: {hidden_units: fast, feedback: random}\ntraining: {learning: local}\n",
+         "spiral.yaml:1: network.feedback = random carries the visible errors to learned hidden units, but "
+         "network.hidden_learning is fixed; set network.hidden_learning: learned (with network.hidden_units: fast) "
+         "or network.feedback: transpose"),
+        (FAST_LEARNED + ", feedback: kolen_pollack}\n",
+         "spiral.yaml:1: network.feedback = kolen_pollack is a choice of the local rule; training.learning: "
+         "autograd follows the exact gradient (B = W_vh^T); set training.learning: local or network.feedback: "
+         "transpose"),
+        (FAST_LEARNED + ", feedback_scale: 0.5}\ntraining: {learning: local}\n",
+         "spiral.yaml:1: network.feedback_scale = 0.5 sets the start of a feedback matrix of its own, but "
+         "network.feedback is transpose (B = W_vh^T); set network.feedback: random or kolen_pollack, or drop "
+         "network.feedback_scale"),
+        (FAST_LEARNED + ", feedback: random,\n  feedback_decay: 0.01}\ntraining: {learning: local}\n",
+         "spiral.yaml:2: network.feedback_decay = 0.01 acts under network.feedback: kolen_pollack only, got "
+         "network.feedback: random; set network.feedback: kolen_pollack or drop network.feedback_decay"),
+        ("network: {feedback_decay: 1}\n",
+         "spiral.yaml:1: network.feedback_decay = 1 is out of range (allowed: 0 <= feedback_decay < 1)"),
+        ("network: {feedback: exact}\n",
+         "spiral.yaml:1: network.feedback = 'exact' is not one of: transpose, random, kolen_pollack"),
+    ],
+)
+def test_hidden_learning_and_feedback_keys_where_they_would_be_ignored_are_refused(text, message):
+    assert error_of(text) == message

@@ -41,6 +41,15 @@ ACTIVATIONS = {
 }
 
 
+RATE_SLOPES = {  # phi'(a) written through the rate r = phi(a): what a unit holds without its input a
+    "tanh": lambda r: 1.0 - r * r,
+    "sigmoid": lambda r: r * (1.0 - r),
+    "relu": lambda r: (r > 0).to(r.dtype),
+    "softplus": lambda r: -torch.expm1(-r),  # sigmoid(a) = 1 - exp(-softplus(a))
+    "identity": lambda r: torch.ones_like(r),
+}
+
+
 _IN_PLACE = {"tanh": tanh, "sigmoid": torch.sigmoid, "relu": lambda u, out: torch.clamp(u, min=0.0, out=out)}
 
 
@@ -77,15 +86,22 @@ class RecurrentNetwork(nn.Module):
     ``hidden_units="fast"``: the hidden units are not part of the chain's state (n_units = n_visible);
     they relax within each step to a fixed random expansion of the visible state and of log T (see
     :meth:`rates`): W_hv ~ N(0, hidden_gain^2 / n_visible), b_h ~ N(0, hidden_bias^2), w_T,h ~
-    N(0, hidden_temperature_gain^2), W_hh = 0, W_vh starting at 0. Only the visible rows of W, b and w_T
-    learn (the hidden rows enter the drive detached, so autograd and the local rule agree). This removes
+    N(0, hidden_temperature_gain^2), W_hh = 0, W_vh starting at 0. With ``hidden_learning="fixed"`` only the
+    visible rows of W, b and w_T learn (the hidden rows enter the drive detached, so autograd and the local
+    rule agree); with ``hidden_learning="learned"`` the hidden rows W_hv, b_h, w_T,h enter it attached, so
+    autograd trains them by the exact gradient, and the local rule by feedback synapses B (n_hidden,
+    n_visible) that carry the visible errors to the hidden units (asymnet.plasticity): ``feedback=
+    "transpose"`` reads B = W_vh^T (:attr:`feedback_matrix`); ``"random"`` and ``"kolen_pollack"`` keep B in
+    the buffer ``feedback_weights``, drawn N(0, feedback_scale^2 / n_visible) (so (B e)_i has the size of one
+    visible error e_j whatever n_visible is), fixed for ``random``, moved by plasticity.kolen_pollack_step
+    for ``kolen_pollack``. This removes
     what defeats slow hidden units under one-step credit assignment: their input weights get no
     learning signal from the visible units' loss, so they stay small and useless, and during heating
     h_t remembers x_{t-1}, which the walk back can read but generation cannot.
 
     ``replicas=R``: R independent networks of this structure as one batched program; every parameter
-    carries a leading replica axis (W (R, n, n), b (R, n), w_T (R, n), sigma_visible (R, n_visible), buffer
-    sigma_hidden (R, n_hidden)), and states are (R, batch, n_units), or (K, R, batch, n_units) for a stacked
+    carries a leading replica axis (W (R, n, n), b (R, n), w_T (R, n), sigma_visible (R, n_visible), buffers
+    sigma_hidden (R, n_hidden) and feedback_weights (R, n_hidden, n_visible)), and states are (R, batch, n_units), or (K, R, batch, n_units) for a stacked
     trajectory; nothing mixes replicas. :meth:`stack` builds it from R single networks (so replica r starts
     where the single run that built network r starts, which drawing all replicas here from one generator
     does not give); :meth:`copy_replica` writes replica r back into a single network.
@@ -108,10 +124,22 @@ class RecurrentNetwork(nn.Module):
         hidden_bias: float = 4.0,
         hidden_temperature_gain: float = 1.0,
         replicas: int | None = None,
+        hidden_learning: str = "fixed",
+        feedback: str = "transpose",
+        feedback_scale: float = 1.0,
     ):
         super().__init__()
         if hidden_units not in ("slow", "fast"):
             raise ValueError(f"hidden_units must be 'slow' or 'fast', got {hidden_units!r}")
+        if hidden_learning not in ("fixed", "learned"):
+            raise ValueError(f"hidden_learning must be 'fixed' or 'learned', got {hidden_learning!r}")
+        if hidden_learning == "learned" and (hidden_units != "fast" or n_hidden == 0):
+            raise ValueError("hidden_learning='learned' needs fast hidden units (hidden_units='fast', n_hidden > 0)")
+        if feedback not in ("transpose", "random", "kolen_pollack"):
+            raise ValueError(f"feedback must be 'transpose', 'random' or 'kolen_pollack', got {feedback!r}")
+        if feedback != "transpose" and hidden_learning != "learned":
+            raise ValueError(f"feedback={feedback!r} carries errors to learned hidden units: set hidden_learning='learned'")
+        self.hidden_learning, self.feedback = hidden_learning, feedback
         self.temperature_conditioned = temperature_input
         self.hidden_units = hidden_units
         self.replicas = replicas
@@ -137,6 +165,9 @@ class RecurrentNetwork(nn.Module):
                 self.b[..., n_visible:].normal_(0.0, hidden_bias, generator=generator)
                 if self.w_T is not None:
                     self.w_T[..., n_visible:].normal_(0.0, hidden_temperature_gain, generator=generator)
+        if feedback != "transpose":  # drawn last, so every other weight is the one a fixed expansion gets
+            self.register_buffer("feedback_weights", torch.randn(*lead, n_hidden, n_visible, generator=generator)
+                                 * (feedback_scale / math.sqrt(n_visible)))
 
     @classmethod
     def stack(cls, networks: "list[RecurrentNetwork]") -> "RecurrentNetwork":
@@ -195,20 +226,35 @@ class RecurrentNetwork(nn.Module):
         (..., R, batch, n_units).
 
         Slow hidden units (the default) are part of the state: rates = phi(s). Fast hidden units relax
-        within one step to their input from the visible units and the log T neuron, through fixed
-        weights: rates = (phi_visible(v), phi(W_hv phi_visible(v) + b_h + w_T,h log T)); they hold no
-        memory of earlier steps and carry no noise. ``T`` is a float or a tensor broadcastable to
-        s[..., :1] (one temperature per trajectory step, and with replicas per replica).
+        within one step to their input from the visible units and the log T neuron: rates =
+        (phi_visible(v), phi(a_h)), a_h = W_hv phi_visible(v) + b_h + w_T,h log T; they hold no memory of
+        earlier steps and carry no noise. Their weights W_hv, b_h, w_T,h enter detached (a fixed expansion)
+        unless ``hidden_learning`` is "learned". ``T`` is a float or a tensor broadcastable to s[..., :1]
+        (one temperature per trajectory step, and with replicas per replica).
         """
         if self.hidden_units == "slow":
             return self.phi(s)
         v = self.n_visible
         visible = self._phi_visible(s)
         hidden = slice(v, None)
-        potential = torch.matmul(visible, self.W[..., v:, :v].detach().mT) + self.for_states(self.b, hidden).detach()
+        fixed = (lambda weight: weight.detach()) if self.hidden_learning == "fixed" else (lambda weight: weight)
+        potential = torch.matmul(visible, fixed(self.W[..., v:, :v]).mT) + fixed(self.for_states(self.b, hidden))
         if self.w_T is not None:
-            potential = potential + self.for_states(self.w_T, hidden).detach() * _log(T)
+            potential = potential + fixed(self.for_states(self.w_T, hidden)) * _log(T)
         return torch.cat([visible, self._phi_hidden(potential)], dim=-1)
+
+    def hidden_slope(self, hidden_rates: torch.Tensor) -> torch.Tensor:
+        """phi'(a_h) of fast hidden units from their rates phi(a_h) (..., n_hidden), e.g. 1 - h^2 for tanh."""
+        return RATE_SLOPES[self.phi_name](hidden_rates)
+
+    @property
+    def feedback_matrix(self) -> torch.Tensor:
+        """B (n_hidden, n_visible), or with replicas (R, n_hidden, n_visible): the feedback synapses that carry
+        the visible errors to learned fast hidden units; W_vh^T itself for ``feedback="transpose"``."""
+        if self.feedback == "transpose":
+            v = self.n_visible
+            return self.W[..., :v, v:].detach().mT
+        return self.feedback_weights
 
     def phi(self, s: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Presynaptic rates phi(s) (..., n): phi_visible on the visible units, phi on the hidden ones.
