@@ -215,7 +215,9 @@ def _hidden_update(network: RecurrentNetwork, post: torch.Tensor, pre: torch.Ten
 
 def matrix_cosine(a: torch.Tensor, b: torch.Tensor) -> float | torch.Tensor:
     """<a, b>_F / (||a||_F ||b||_F) of two matrices (rows, columns); with a leading replica axis (R, rows,
-    columns) one cosine per replica, an (R,) tensor. NaN where a matrix is 0."""
+    columns) one cosine per replica, an (R,) tensor. NaN where a matrix is 0. Computed in float64: in float32
+    the rounding of three sums over ~10^5 products puts the cosine of equal matrices a few 1e-4 above 1."""
+    a, b = a.double(), b.double()
     products = (a * b).sum((-2, -1)) / (a.norm(dim=(-2, -1)) * b.norm(dim=(-2, -1)))
     return products.item() if products.dim() == 0 else products
 
