@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,6 +113,35 @@ def _torchrun(*args, nproc=2, **kwargs):
                             start_new_session=True, **kwargs)
 
 
+def _kill_every_process_naming(folder: Path, timeout: float = 60.0) -> None:
+    """SIGKILL every process whose command line names ``folder`` and wait until none is left, so that no
+    killed run's worker can still write there once the test resumes the run."""
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                state = next((line for line in (entry / "status").read_text().splitlines()
+                              if line.startswith("State:")), "")
+            except OSError:
+                continue
+            if str(folder).encode() in command and "Z" not in state.split(":")[-1][:3]:
+                alive.append(int(entry.name))
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if not alive:
+            return
+        assert time.time() < deadline, f"the killed run's processes {alive} are still running"
+        time.sleep(0.05)
+
+
 def test_torchrun_run_killed_then_resumed_in_one_process_ends_at_the_single_process_weights(tmp_path, capsys):
     study = tmp_path / "tiny.yaml"
     study.write_text(TINY_STUDY.replace("steps: 60", "steps: 80").replace(
@@ -131,14 +161,7 @@ def test_torchrun_run_killed_then_resumed_in_one_process_ends_at_the_single_proc
     assert process.poll() is None, process.stderr.read().decode()
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    gone_by = time.time() + 60  # the workers die in their own time after the launcher; none may write once we resume
-    while True:
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.time() < gone_by, "the killed workers are still running"
-        time.sleep(0.05)
+    _kill_every_process_naming(tmp_path / "two")  # a worker may sit in a session of its own: kill -9 the whole job
     assert read_summary(tmp_path / "two").status == "running"
     assert read_summary(tmp_path / "two").attrs["world_size"] == 2
     resumed = run_main(capsys, "--resume", tmp_path / "two", "--quiet")  # this process: one, unlaunched
