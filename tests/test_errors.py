@@ -2,8 +2,10 @@
 there as it was: an empty study file, a checkpoint that is not an asymnet checkpoint, an IDX file with the
 wrong magic number, a key that moved."""
 
+import contextlib
 import gzip
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -13,32 +15,15 @@ from asymnet import inpaint, measure, run, sample
 from asymnet.cli import run_command
 from asymnet.errors import AsymnetError, RunError, TrainingDiverged
 from asymnet.runlog import LOG_NAME, read_summary
+from tests.conftest import TINY_STUDY, copy_run
 
 # the mixture, not the spiral (see tests.conftest.TINY_STUDY): the end-of-run figure draws the data density
-QUICK_STUDY = """\
-name: quick
-data: {name: mog, n_train: 400, n_test: 100}
-network: {kind: recurrent, n_hidden: 4}
-training: {steps: 4, batch_size: 16}
-logging: {metrics_every: 2, weights_every: 2, checkpoint_every: 2, eval_every: 4}
-evaluation: {n_samples: 50, n_bound: 20, ep_chains: 2, ep_steps: 4, ep_burn_in: 1}
-"""
-
-
 def one_line(capsys, prog: str) -> str:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{prog}: error: ")
     return lines[0][len(f"{prog}: error: "):]
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("quick")
-    (folder / "quick.yaml").write_text(QUICK_STUDY)
-    assert run.main([str(folder / "quick.yaml"), "--out", str(folder / "run"), "--quiet"]) == 0
-    return folder / "run"
 
 
 def test_every_error_a_user_can_cause_derives_from_one_base():
@@ -79,8 +64,8 @@ def test_an_empty_study_file_is_one_line_and_writes_nothing(tmp_path, capsys, te
 
 
 def test_a_moved_key_on_the_command_line_names_its_new_place(tmp_path, capsys):
-    study = tmp_path / "quick.yaml"
-    study.write_text(QUICK_STUDY)
+    study = tmp_path / "tiny.yaml"
+    study.write_text(TINY_STUDY)
     assert run.main([str(study), "--out", str(tmp_path / "run"), "--set", "walkback.score_anchor=2", "--quiet"]) == 2
     assert one_line(capsys, "asymnet.run") == (
         "--set walkback.score_anchor=2: 'walkback.score_anchor' has moved: write it as 'anchor.weight' (section anchor:)")
@@ -98,12 +83,9 @@ class NotTensors:
     ("sample", "garbage", "cannot be read as tensors only"),
     ("sample", "foreign", "lacks step, network, optimizer, p_star, generator"),
 ])
-def test_a_checkpoint_that_is_not_ours_is_refused_in_one_line_and_kept(quick_run, tmp_path, capsys, command,
+def test_a_checkpoint_that_is_not_ours_is_refused_in_one_line_and_kept(tiny_run, tmp_path, capsys, command,
                                                                         content, problem):
-    import shutil
-
-    folder = tmp_path / "run"
-    shutil.copytree(quick_run, folder)
+    folder = copy_run(tiny_run, tmp_path / "run")
     checkpoint = folder / "checkpoint.pt"
     if content == "object":
         torch.save({"step": 4, "network": NotTensors()}, checkpoint)
@@ -124,32 +106,21 @@ def test_a_checkpoint_that_is_not_ours_is_refused_in_one_line_and_kept(quick_run
     assert read_summary(folder).status == "finished"
 
 
+@contextlib.contextmanager
 def _no_warning():
     """A context in which any warning fails the test: the user would read it as a second line."""
-    import warnings
-
-    class Context:
-        def __enter__(self):
-            self.caught = warnings.catch_warnings(record=True)
-            self.records = self.caught.__enter__()
-            warnings.simplefilter("always")
-
-        def __exit__(self, *exc):
-            self.caught.__exit__(*exc)
-            assert not [str(w.message) for w in self.records]
-
-    return Context()
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        yield
+    assert not [str(w.message) for w in records]
 
 
-def test_a_checkpoint_of_another_study_is_refused_in_one_line(quick_run, tmp_path, capsys):
-    import shutil
-
-    folder = tmp_path / "run"
-    shutil.copytree(quick_run, folder)
+def test_a_checkpoint_of_another_study_is_refused_in_one_line(tiny_run, tmp_path, capsys):
+    folder = copy_run(tiny_run, tmp_path / "run")
     from asymnet.model import build_model, load_data, save_checkpoint
     from asymnet.study import parse_study
 
-    other = parse_study(QUICK_STUDY.replace("n_hidden: 4", "n_hidden: 7"))
+    other = parse_study(TINY_STUDY.replace("n_hidden: 6", "n_hidden: 7"))
     save_checkpoint(folder / "checkpoint.pt", build_model(other, load_data(other, None), torch.device("cpu"),
                                                           torch.float32), 4)
     assert sample.main([str(folder), "--steps", "10", "--quiet"]) == 2
