@@ -33,7 +33,7 @@ def held_out_bound(model: Model, study: Study, data: Dataset, device, dtype, ste
     x = data.batch(data.test[: study.evaluation.n_bound], gen, dtype).to(device)
     s0 = walkback.settle_hidden(model.network, model.operator, x, study.walkback.settle_steps, sampling_generator(gen, device))
     bound = walkback.variational_bound(model.network, model.operator, model.p_star, s0,
-                                       eval_temperatures(model, study), sampling_generator(gen, device))
+                                       eval_temperatures(model, study), sampling_generator(gen, device), model.heating)
     return bound.mean().item()
 
 

@@ -53,7 +53,8 @@ def held_out_likelihood(trained: TrainedRun, n_examples: int, n_trajectories: in
     for start in tqdm(range(0, len(rows), batch), disable=quiet, unit="batch", desc="likelihood", dynamic_ncols=True):
         x = data.batch(rows[start:start + batch], generator, dtype).to(trained.device)
         figure = likelihood.visible_importance_estimate(model.network, model.operator, model.p_star, x, temperatures,
-                                                        n_trajectories, on, study.walkback.settle_steps)
+                                                        n_trajectories, on, study.walkback.settle_steps,
+                                                        heating=model.heating)
         bounds.append(figure.variational_bound.cpu())
         estimates.append(figure.log_likelihood.cpu())
         errors.append(figure.standard_error.cpu())

@@ -46,6 +46,7 @@ class Model:
     noise_generator: torch.Generator | None = None
     shard: Shard = Shard()
     scaler: "torch.amp.GradScaler | None" = None
+    heating: walkback.NoiseHeating | None = None  # walkback.heating_kernel: noise; None: the model heats
 
     def __post_init__(self):
         if self.noise_generator is None:
@@ -110,7 +111,14 @@ def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.
         noise_generator = torch.Generator(device=device).manual_seed(study.seed)
     scaler = torch.amp.GradScaler(device.type) if study.training.autocast == "fp16" else None
     return Model(network, operator, p_star, optimizer, generator,
-                 schedule.n_heating_steps(T_max, study.walkback.heating_factor), noise_generator, shard, scaler)
+                 schedule.n_heating_steps(T_max, study.walkback.heating_factor), noise_generator, shard, scaler,
+                 heating_kernel(study))
+
+
+def heating_kernel(study: Study) -> walkback.NoiseHeating | None:
+    """The study's heating steps: None for the operator's own (walkback.heating_kernel: model), else the
+    fixed noise steps at the T = 1 level operator.sigma (walkback.NoiseHeating)."""
+    return walkback.NoiseHeating(study.operator.sigma) if study.walkback.heating_kernel == "noise" else None
 
 
 class ReplicaAdam(torch.optim.Optimizer):
@@ -170,6 +178,7 @@ class ReplicaModel:
     noise_generator: torch.Generator | None = None
     shard: Shard = Shard()
     scaler: "torch.amp.GradScaler | None" = None
+    heating: walkback.NoiseHeating | None = None  # as in Model; one for all replicas
 
     def heating_noise(self) -> walkback.ReplicaNoise:
         """The noise source of the replicas' chains (walkback.ReplicaNoise)."""
@@ -189,7 +198,7 @@ def build_replica_model(study: Study, data: Dataset, data_dir: str | None, devic
     noise_generator = torch.Generator(device=device).manual_seed(study.seed) if device.type == "cuda" else None
     scaler = torch.amp.GradScaler(device.type) if study.training.autocast == "fp16" else None
     return ReplicaModel(network, singles[0].operator, p_star, optimizer, [single.generator for single in singles],
-                        studies, datasets, singles, noise_generator, Shard(), scaler)
+                        studies, datasets, singles, noise_generator, Shard(), scaler, singles[0].heating)
 
 
 def single_models(model: Model | ReplicaModel) -> list[Model]:

@@ -120,7 +120,8 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
                               enabled=study.training.autocast != "none")
     with autocast:
         s0 = walkback.settle_hidden(net, operator, x, study.walkback.settle_steps, noise, shard)
-        states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures, noise, shard)
+        states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures, noise, shard,
+                                                                     model.heating)
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
         terms = [readout.regression(net, operator, states, temperatures, power)]

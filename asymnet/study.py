@@ -105,7 +105,9 @@ class WalkbackConfig:
     step), hidden settling, p* tracking; sigma_max = 0 means the data's standard deviation; T_max = 0
     means the temperature at which the Gaussian noise reaches sigma_max (16 for the Bernoulli operator).
     step_weight_power p multiplies the gradient through the drift at step t by T_t^p (0: the paper's loss;
-    the noise level and the logged loss are not weighted; walkback.walkback_losses)."""
+    the noise level and the logged loss are not weighted; walkback.walkback_losses). heating_kernel: model
+    (the operator's own kernel heats, Algorithm 1) or noise (s_t = s_{t-1} + g(T_t) operator.sigma eps_t, a
+    fixed forward process; Gaussian operator only; walkback.NoiseHeating)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -114,6 +116,7 @@ class WalkbackConfig:
     p_star_momentum: float = _check("unit_open_closed", 0.05)
     sigma_max: float = _check("non_negative", 0.0)
     step_weight_power: float = _check("non_negative", 0.0)
+    heating_kernel: str = _check(("model", "noise"), "model")
 
 
 @dataclass(frozen=True)
@@ -358,6 +361,10 @@ def _check_joined_keys(study: Study, where) -> None:
         for index, value in enumerate(sweep.values):
             _check_value(get_type_hints(cls)[leaf], rule, value, sweep.key,
                          f"{where('replica_sweep.values')}replica_sweep.values[{index}]: ")
+    if study.walkback.heating_kernel == "noise" and study.operator.family != "gaussian":
+        raise StudyError(f"{where('walkback.heating_kernel')}walkback.heating_kernel = noise adds Gaussian noise to "
+                         f"the state, but operator.family is {study.operator.family}, whose states are binary; set "
+                         "walkback.heating_kernel: model or operator.family: gaussian")
     if study.anchor.start_noise and study.operator.family == "bernoulli":
         raise StudyError(f"{where('anchor.start_noise')}anchor.start_noise = {study.anchor.start_noise} adds "
                          "Gaussian noise to the start of each trajectory, but the Bernoulli operator's states are "

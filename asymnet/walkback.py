@@ -145,32 +145,60 @@ def settle_hidden(
     return s
 
 
+@dataclass(frozen=True)
+class NoiseHeating:
+    """``walkback.heating_kernel: noise``: heating steps s_t = s_{t-1} + g(T_t) sigma_0 eps_t, eps_t standard
+    normal, with sigma_0 the study's ``operator.sigma`` (the T = 1 noise level the schedule's T_max is set
+    from) held fixed, instead of the model's own kernel p_{T_t}(s_t | s_{t-1}) (Algorithm 1's heating). The
+    walk back still learns p_{T_t}(s_{t-1} | s_t) at every step, from a heating chain the model does not
+    move: a forward process fixed in advance, as in diffusion models (Sohl-Dickstein et al. 2015), so no
+    kernel can lower the loss by encoding s_{t-1} into s_t and decoding it with the same map (the period-2
+    code of studies/mnist_stdp_experiments.md). The eq. 5 bound stays a bound with this q in it
+    (:func:`variational_bound`). The Gaussian operator only: its step with the drive :meth:`drive` is
+    exactly this one."""
+
+    sigma: float
+
+    def drive(self, s: torch.Tensor) -> Drive:
+        """The drive whose Gaussian step from s is s + g(T) sigma_0 eps: mu = s (so the mean (1 - alpha) s +
+        alpha mu is s) and the pre-softplus level of sigma_0."""
+        level = self.sigma + math.log(-math.expm1(-self.sigma))  # softplus^-1(sigma_0)
+        return Drive(s, s.new_full((), level))
+
+
+def heating_drive(network: nn.Module, s: torch.Tensor, T, heating: NoiseHeating | None) -> Drive:
+    """The drive of a heating step from s at T: the network's own (Algorithm 1), or ``heating``'s."""
+    return network(s, T) if heating is None else heating.drive(s)
+
+
 def heating_trajectory(
     network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float] | ReplicaSchedule,
-    generator: torch.Generator | ReplicaNoise | None,
+    generator: torch.Generator | ReplicaNoise | None, heating: NoiseHeating | None = None,
 ) -> list[torch.Tensor]:
     """[s_0, s_1, ..., s_K] with s_t ~ p_{T_t}(. | s_{t-1}) (Algorithm 1, line 6), each (batch, n_units)
-    (replicas: (R, batch, n_units), as in :func:`heating_trajectory_with_drives`). No gradient."""
-    return heating_trajectory_with_drives(network, operator, s0, temperatures, generator)[0]
+    (replicas: (R, batch, n_units), as in :func:`heating_trajectory_with_drives`); with ``heating`` its
+    steps instead (:class:`NoiseHeating`). No gradient."""
+    return heating_trajectory_with_drives(network, operator, s0, temperatures, generator, heating=heating)[0]
 
 
 def heating_trajectory_with_drives(
     network: nn.Module, operator: Operator, s0: torch.Tensor, temperatures: list[float] | ReplicaSchedule,
-    generator: torch.Generator | ReplicaNoise | None, shard: Shard = Shard(),
-) -> tuple[list[torch.Tensor], list[Drive]]:
+    generator: torch.Generator | ReplicaNoise | None, shard: Shard = Shard(), heating: NoiseHeating | None = None,
+) -> tuple[list[torch.Tensor], list[Drive] | None]:
     """The heating trajectory and the drives F(s_t, T_{t+1}) that sampled it, t = 0..K-1. No gradient.
 
     For a network that ignores T these are the drives at s_1..s_{K-1} that the walk back needs too,
     which the local rule reuses instead of recomputing. ``shard`` as in :func:`settle_hidden`. Replicas:
     s0 (R, batch, n_units), a ReplicaSchedule and a ReplicaNoise; each state (R, batch, n_units).
+    With ``heating`` (:class:`NoiseHeating`) the steps are its own and the drives None: the network never ran.
     """
     noise = noise_source(generator, shard)
     states, drives = [s0], []
     with torch.no_grad():
         for T, active in schedule_steps(temperatures):
-            drives.append(network(states[-1], T))
+            drives.append(heating_drive(network, states[-1], T, heating))
             states.append(noise.sample(operator, states[-1], drives[-1], T, active))
-    return states, drives
+    return states, drives if heating is None else None
 
 
 def drift_weighted(drive: Drive, T, power: float) -> Drive:
@@ -336,17 +364,19 @@ def variational_bound(
     s0: torch.Tensor,
     temperatures: list[float],
     generator: torch.Generator | None,
+    heating: NoiseHeating | None = None,
 ) -> torch.Tensor:
     """One-sample estimate of the lower bound of eq. 5 on log p(s_0), nats, shape (batch,):
 
-    log p*(s_K) + sum_t [log p_{T_t}(s_{t-1} | s_t) - log p_{T_t}(s_t | s_{t-1})],  s_{1..K} ~ heating.
+    log p*(s_K) + sum_t [log p_{T_t}(s_{t-1} | s_t) - log q_{T_t}(s_t | s_{t-1})],  s_{1..K} ~ q,
+    q the heating kernel: the operator's own p_{T_t} (Algorithm 1), or ``heating``'s fixed steps.
     With hidden units s_0 = (x, h_0), so this bounds the joint log p(x, h_0).
     """
-    states = heating_trajectory(network, operator, s0, temperatures, generator)
+    states = heating_trajectory(network, operator, s0, temperatures, generator, heating)
     bound = p_star.log_prob(states[-1])
     for t, T in enumerate(temperatures, start=1):
         backward: Drive = network(states[t], T)
-        forward: Drive = network(states[t - 1], T)
+        forward: Drive = heating_drive(network, states[t - 1], T, heating)
         bound = bound + operator.log_prob(states[t - 1], states[t], backward, T)
         bound = bound - operator.log_prob(states[t], states[t - 1], forward, T)
     return bound

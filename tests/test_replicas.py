@@ -110,6 +110,14 @@ def test_replicas_with_step_weights_equal_the_single_runs(learning):
     _assert_replicas_equal_single_runs(study)
 
 
+@pytest.mark.parametrize("hidden", ["slow", "fast"])
+def test_replicas_heated_by_noise_equal_the_single_runs(hidden):
+    text = SMALL.format(hidden=hidden, conditioned="true", family="gaussian", learning="local")
+    study = parse_study(text.replace("settle_steps: 3}", "settle_steps: 3, heating_kernel: noise}"))
+    assert study.walkback.heating_kernel == "noise"
+    _assert_replicas_equal_single_runs(study)
+
+
 @pytest.mark.parametrize("learning", ["local", "autograd"])
 def test_replicas_with_the_anchor_and_noisy_starts_equal_the_single_runs(learning):
     text = SMALL.format(hidden="fast", conditioned="true", family="gaussian", learning=learning)

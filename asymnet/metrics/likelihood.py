@@ -33,7 +33,7 @@ from torch import nn
 
 from asymnet.dequantization import DEQUANTIZED, Rescaling, bits_per_dim, dequantize
 from asymnet.operators import LOG_2PI, Drive, GaussianOperator, Operator
-from asymnet.walkback import PStar
+from asymnet.walkback import NoiseHeating, PStar, heating_drive
 
 GAUSSIAN_REFERENCE_RIDGE = 1e-6
 """Ridge of the Gaussian reference, as a fraction of the dequantisation-noise variance 1/12 pixel^2."""
@@ -74,8 +74,10 @@ def importance_estimate(
     n_trajectories: int,
     generator: torch.Generator | None,
     chunk: int = 16,
+    heating: NoiseHeating | None = None,
 ) -> ImportanceEstimate:
-    """Eq. 10 and eq. 5 from the same M = ``n_trajectories`` heating trajectories per example.
+    """Eq. 10 and eq. 5 from the same M = ``n_trajectories`` heating trajectories per example (the
+    operator's own, or with ``heating`` the fixed noise steps of walkback.NoiseHeating, which are then q).
 
     s0: (batch, n_units). ``temperatures``: [T_1, ..., T_K]. Trajectories are simulated ``chunk`` at a
     time and their weights folded into running log-sums in float64, so memory is
@@ -92,7 +94,7 @@ def importance_estimate(
     sum_log_w = s0.new_zeros((batch,), dtype=torch.float64)
     for start in range(0, n_trajectories, chunk):
         generators = [torch.Generator(device=s0.device).manual_seed(seed) for seed in seeds[start : start + chunk]]
-        log_w = _log_importance_weights(network, operator, p_star, s0, temperatures, generators).double()
+        log_w = _log_importance_weights(network, operator, p_star, s0, temperatures, generators, heating).double()
         log_sum_w = torch.logaddexp(log_sum_w, torch.logsumexp(log_w, 0))
         log_sum_w2 = torch.logaddexp(log_sum_w2, torch.logsumexp(2.0 * log_w, 0))
         sum_log_w += log_w.sum(0)
@@ -126,6 +128,7 @@ def importance_sampled_log_likelihood(
     n_trajectories: int,
     generator: torch.Generator | None,
     chunk: int = 16,
+    heating: NoiseHeating | None = None,
 ) -> torch.Tensor:
     """Eq. 10: log p(s_0) ~ log (1/M) sum_m p*(s_K^m) prod_t p_{T_t}(s_{t-1}^m | s_t^m) / q_{T_t}(s_t^m | s_{t-1}^m),
 
@@ -134,7 +137,7 @@ def importance_sampled_log_likelihood(
     standard error and effective sample size see :func:`importance_estimate`.
     """
     return importance_estimate(network, operator, p_star, s0, temperatures, n_trajectories, generator,
-                               chunk).log_likelihood
+                               chunk, heating).log_likelihood
 
 
 def variational_bound(
@@ -146,13 +149,14 @@ def variational_bound(
     generator: torch.Generator | None,
     n_trajectories: int = 1,
     chunk: int = 16,
+    heating: NoiseHeating | None = None,
 ) -> torch.Tensor:
     """The lower bound of eq. 5 on log p(s_0), averaged over ``n_trajectories`` heating trajectories
     per example: (1/M) sum_m log w_m, nats, shape (batch,). With the same generator seed it uses the
     trajectories of :func:`importance_sampled_log_likelihood` and is never above it.
     """
     return importance_estimate(network, operator, p_star, s0, temperatures, n_trajectories, generator,
-                               chunk).variational_bound
+                               chunk, heating).variational_bound
 
 
 @torch.no_grad()
@@ -163,6 +167,7 @@ def _log_importance_weights(
     s0: torch.Tensor,
     temperatures: list[float],
     generators: list[torch.Generator],
+    heating: NoiseHeating | None = None,
 ) -> torch.Tensor:
     """log w of one heating trajectory per generator from every example: (n_generators, batch).
 
@@ -174,7 +179,7 @@ def _log_importance_weights(
     s = s0.repeat(n_chains, 1)
     log_w = s.new_zeros(n_chains * batch)
     for T in temperatures:
-        forward = network(s, T)
+        forward = heating_drive(network, s, T, heating)
         s_next = torch.cat([
             operator.sample(s[rows], _drive_rows(forward, rows), T, gen)
             for rows, gen in zip(_chain_rows(n_chains, batch), generators)
@@ -332,6 +337,7 @@ def visible_importance_estimate(
     generator: torch.Generator | None,
     settle_steps: int,
     chunk: int = 16,
+    heating: NoiseHeating | None = None,
 ) -> ImportanceEstimate:
     """Eq. 10 and eq. 5 for the visible units alone, log p(x), nats, (batch,); x: (batch, n_visible).
 
@@ -350,7 +356,7 @@ def visible_importance_estimate(
 
     n_visible = x.shape[1]
     if network.n_units == n_visible:
-        return importance_estimate(network, operator, p_star, x, temperatures, n_trajectories, generator, chunk)
+        return importance_estimate(network, operator, p_star, x, temperatures, n_trajectories, generator, chunk, heating)
     batch, M = x.shape[0], n_trajectories
     s_prev = settle_hidden(network, operator, x, max(settle_steps - 1, 0), generator).repeat_interleave(M, 0)
     drive = network(s_prev, 1.0)
@@ -358,6 +364,6 @@ def visible_importance_estimate(
     s0[:, :n_visible] = s_prev[:, :n_visible]
     hidden = Drive(drive.mu[:, n_visible:], None if drive.sigma is None else drive.sigma[..., n_visible:])
     log_q = operator.log_prob(s0[:, n_visible:], s_prev[:, n_visible:], hidden, 1.0)
-    joint = importance_estimate(network, operator, p_star, s0, temperatures, 1, generator, chunk)
+    joint = importance_estimate(network, operator, p_star, s0, temperatures, 1, generator, chunk, heating)
     log_w = (joint.log_likelihood.double() - log_q.double()).view(batch, M)
     return _summarise(torch.logsumexp(log_w, 1), torch.logsumexp(2.0 * log_w, 1), log_w.sum(1), M)
