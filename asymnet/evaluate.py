@@ -104,7 +104,9 @@ def toy_mmd_figures(study: Study, data: Dataset, reference: torch.Tensor, mmd: f
     return figures
 
 
-IMAGE_FIGURES = ("confident_fraction", "label_entropy", "frechet_distance")
+IMAGE_FIGURES = ("confident_fraction", "label_entropy", "frechet_distance", "precision", "recall",
+                 "nearest_train_distance", "nearest_train_distance_p05")
+"""The figures :meth:`ImageScorer.figures` gives and a run logs under /eval for MNIST (docs/log.md)."""
 
 
 def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, device, dtype,
@@ -142,19 +144,29 @@ def generate_visible(model: Model, study: Study, data: Dataset, device) -> torch
 
 @dataclass(frozen=True)
 class ImageScorer:
-    """The MNIST classifier and the features of the reference images (the test images after the first
-    n_samples), computed once per run."""
+    """The MNIST classifier, the features of the reference images (the test images after the first
+    n_samples) with their k-nearest-neighbour radii, and the training images (N, 784) on the [0, 1] scale,
+    computed once per run."""
 
     classifier: torch.nn.Module
     reference_features: torch.Tensor
+    reference_radii: torch.Tensor
+    training_images: torch.Tensor
 
     @classmethod
     def build(cls, classifier: torch.nn.Module, data: Dataset, n_samples: int) -> "ImageScorer":
-        return cls(classifier, classifier.features(data.test[n_samples:].float() / 255.0))
+        with torch.no_grad():
+            features = classifier.features(data.test[n_samples:].float() / 255.0)
+        return cls(classifier, features, quality.knn_radii(features), data.train.float() / 255.0)
 
     def figures(self, images: torch.Tensor, prefix: str = "") -> dict[str, float]:
-        """Classifier figures of images (n, 784) in [0, 1] (clamped) against the reference images."""
-        scores = quality.classifier_scores(self.classifier, images.clamp(0, 1).float(), self.reference_features)
+        """IMAGE_FIGURES of images (n, 784) in [0, 1] (clamped): the classifier figures, precision and recall
+        against the reference images, and the distance to the nearest training image (the images the run
+        trained on: the study's data.n_train)."""
+        images = images.clamp(0, 1).float()
+        scores = quality.classifier_scores(self.classifier, images, self.reference_features,
+                                           reference_radii=self.reference_radii)
+        scores.update(quality.memorisation_figures(images, self.training_images))
         return {prefix + name: scores[name] for name in IMAGE_FIGURES}
 
 

@@ -4,7 +4,8 @@ Generate by cooling from p* (as at the end of training), then keep applying the 
 At log-spaced steps (10, 30, 100, ..., ``n_steps``) the visible states are stored under
 ``/samples/long_run/step_<n>`` and scored with the run's quality figures: MMD^2 to the test data for
 toys and ``occupancy_tv``, the total-variation distance between where the chains sit (nearest mixture
-mode, or tenth of the curve) and where the data sits; the classifier figures for MNIST; pixel-space MMD^2
+mode, or tenth of the curve) and where the data sits; for MNIST the scorer's figures (evaluate.IMAGE_FIGURES:
+the classifier figures, precision and recall, the distance to the nearest training image); pixel-space MMD^2
 to test images for other image datasets. A toy's baselines are what an exact sampler scores: the same
 figures of ``null_draws`` exact draws of as many points from the data's law (stored as
 ``/samples/long_run_null/<figure>``), averaged; against them each stop's MMD^2 gets a Monte-Carlo p-value
@@ -51,8 +52,8 @@ def log_spaced_steps(n_steps: int) -> list[int]:
 
 def quality_figures(trained: TrainedRun, visible: torch.Tensor, scorer) -> dict[str, float]:
     """The run's quality figures of generated visible states (n, n_visible): MMD^2 to the test data for
-    toys and for images without a classifier (pixel space, images clamped to [0, 1]), the classifier
-    figures for MNIST."""
+    toys and for images without a classifier (pixel space, images clamped to [0, 1]), the scorer's
+    IMAGE_FIGURES for MNIST."""
     data = trained.data
     if data.toy is not None:
         reference, points = data.test[: len(visible)].to(torch.float64), visible.to(torch.float64)

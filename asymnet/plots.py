@@ -278,7 +278,9 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
     """Quality against the number of T = 1 steps after generation (log x axis), one panel per figure,
     from /samples/long_run; the toy panels show the data's own figure (the mean MMD^2 and occupancy TV of
     exact data draws, with the draws' 5-95 % band, and the mean log p of held-out data) as a dashed line,
-    and the MMD^2's Monte-Carlo p-value on a log axis. Where the log holds the grid's stationary law
+    and the MMD^2's Monte-Carlo p-value on a log axis; the MNIST panels the test images' own figure where the
+    log holds it (/eval/test_<figure>: n_samples test images, written at the start of training; a long run
+    of other --chains is at another size). Where the log holds the grid's stationary law
     (/samples/stationary, asymnet.metrics.stationary), a last panel shows it: log10 of each cell's mass, six
     decades, with the last stored step's chains over it."""
     with _open_log(log_path) as log:
@@ -290,6 +292,9 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
                      if f"eval/long_run_{name}_baseline" in log}
         if "sample_log_density" in curves and "eval/data_log_density" in log:  # toys: the held-out data's mean log p
             baselines["sample_log_density"] = float(log["eval/data_log_density"][()])
+        tests = {name: float(log[f"eval/test_{name}"][()]) for name in curves if f"eval/test_{name}" in log}
+        tests = {name: value for name, value in tests.items() if np.isfinite(value)}  # NaN: never written
+        baselines.update(tests)
         law = None
         if "samples/stationary/law" in log:
             law = (log["samples/stationary/law"][()], log["samples/stationary/box_and_cell"][()],
@@ -307,8 +312,9 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
     for ax, (name, values) in zip(axes, sorted(curves.items())):
         ax.plot(steps, values, "o-", ms=4)
         if name in baselines:
-            ax.axhline(baselines[name], ls="--", color="0.4",
-                       label="held-out data" if name == "sample_log_density" else "exact draws, mean")
+            label = ("test images" if name in tests else "held-out data" if name == "sample_log_density"
+                     else "exact draws, mean")
+            ax.axhline(baselines[name], ls="--", color="0.4", label=label)
             ax.margins(y=0.1)
             if name == "mmd":
                 ax.axhline(3 * baselines[name], ls=":", color="0.4", label="3 x baseline")

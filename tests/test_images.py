@@ -8,6 +8,7 @@ from asymnet import run as run_module
 from asymnet import walkback
 from asymnet.data import Dataset
 from asymnet.dequantization import DEQUANTIZED
+from asymnet.evaluate import IMAGE_FIGURES
 from asymnet.networks import UNetNetwork
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import open_log, read_metric, read_summary
@@ -117,8 +118,10 @@ def test_a_unet_run_on_mnist_writes_bits_per_dim_symmetry_and_a_sample_grid(tmp_
     summary = read_summary(tmp_path / "run")
     assert summary.status == "finished" and list(summary.attrs["image_shape"]) == [1, 28, 28]
     assert np.isfinite(summary.evals["bound_bits_per_dim"]) and summary.evals["bound_bits_per_dim"] > 0
-    for name in ("confident_fraction", "label_entropy", "frechet_distance"):
-        assert np.isfinite(summary.evals[name])
+    for name in IMAGE_FIGURES:
+        assert all(np.isfinite(summary.evals[prefix + name]) for prefix in ("", "untrained_", "test_")), name
+    # the test images are not training images: their nearest one is some pixels away (28 = the diagonal)
+    assert 0 < summary.evals["test_nearest_train_distance_p05"] <= summary.evals["test_nearest_train_distance"] < 28
     steps, cosine = read_metric(tmp_path / "run" / "log.h5", "symmetry_cosine")
     assert steps.tolist() == [2, 4] and (np.abs(cosine) <= 1).all()
     with open_log(tmp_path / "run") as log:
