@@ -47,7 +47,7 @@ import torch.nn.functional as nnf
 from asymnet.errors import AsymnetError
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
-from asymnet.walkback import ReplicaSchedule, walkback_losses
+from asymnet.walkback import ReplicaSchedule, Targets, walkback_losses
 
 
 class PlasticityError(AsymnetError):
@@ -84,8 +84,14 @@ def trajectory_update(
     drives: list[Drive] | None = None,
     with_terms: bool = True,
     weight_power: float = 0.0,
+    targets: Targets | None = None,
 ) -> LocalUpdate:
     """The local rule summed over a heating trajectory [s_0, ..., s_K] (each (batch, n)).
+
+    ``targets`` (walkback.posterior_targets, Gaussian operator): the postsynaptic error is m_{t-1} - mu(s_t),
+    the mean of s_{t-1} given s_t and s_0, in place of s_{t-1} - mu(s_t) (a target the postsynaptic unit
+    holds as it would hold its own earlier value), and the loss and the noise levels' update add the
+    target's variance, as autograd of walkback.walkback_losses with the same targets.
 
     ``weight_power`` (``walkback.step_weight_power``): step t's postsynaptic factor of W, b and w_T is
     multiplied by T_t ** weight_power, a plasticity gain set by the temperature broadcast; the noise
@@ -108,7 +114,7 @@ def trajectory_update(
         raise PlasticityError(f"the local rule needs a RecurrentNetwork, got {type(network).__name__}")
     with torch.no_grad():
         later = torch.stack(states[1:])  # s_t, t = 1..K: (K, batch, n), or (K, R, batch, n)
-        earlier = torch.stack(states[:-1])  # s_{t-1}
+        earlier = torch.stack(states[:-1] if targets is None else targets.means)  # s_{t-1}, or its mean
         padded = None  # one network: every step is real
         if network.replicas is not None:
             padded = temperatures if isinstance(temperatures, ReplicaSchedule) else \
@@ -152,10 +158,16 @@ def trajectory_update(
                 z2_sum = (error * post).sum((0, 2, 3)) / alpha  # (R,)
                 log_std = (std.log() * padded.mask).sum((0, 2, 3))
             loss = 0.5 * z2_sum / batch + log_std + 0.5 * (steps if padded is None else steps[:, 0]) * m * LOG_2PI
+            spread = None  # the targets' variance over std^2, per step and unit: (K, [R,] 1, m)
+            if targets is not None:
+                spread = targets.variances * precision
+                loss = loss + 0.5 * (spread.sum() if padded is None else spread.sum((0, 2, 3)))
             grad_sigma = None
             if network.sigma_visible.requires_grad:
                 v = network.n_visible
                 z2_visible = (error[..., :v] * post[..., :v]).sum((0, -2)) / (alpha * batch)  # ([R,] v), batch mean
+                if spread is not None:
+                    z2_visible = z2_visible + spread[..., :v].sum((0, -2))
                 slope = torch.sigmoid(network.sigma_visible) / nnf.softplus(network.sigma_visible)
                 grad_sigma = -(z2_visible - steps) * slope
             temporal_scale = alpha * precision
@@ -233,13 +245,14 @@ def feedback_alignment(network: RecurrentNetwork) -> float | torch.Tensor:
 
 def rule_gradient_cosine(network: RecurrentNetwork, operator: Operator, states: list[torch.Tensor],
                          temperatures: list[float] | ReplicaSchedule, update: LocalUpdate,
-                         weight_power: float = 0.0) -> float | torch.Tensor:
+                         weight_power: float = 0.0, targets: Targets | None = None) -> float | torch.Tensor:
     """cos(rule's grad W_hv, autograd's grad W_hv) on one trajectory: the local update's hidden input weights
     against the exact gradient of the same walkback loss (walkback.walkback_losses with ``weight_power``),
     1 for ``feedback="transpose"`` to round-off. With replicas an (R,) tensor."""
     v = network.n_visible
     with torch.enable_grad():
-        exact = torch.autograd.grad(walkback_losses(network, operator, states, temperatures, weight_power).sum(),
+        exact = torch.autograd.grad(walkback_losses(network, operator, states, temperatures, weight_power,
+                                                    targets).sum(),
                                     network.W)[0]
     return matrix_cosine(update.grad_W[..., v:, :v], exact[..., v:, :v])
 

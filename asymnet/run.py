@@ -116,12 +116,19 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     replicated = isinstance(model, ReplicaModel)
     x, pairs, temperatures = draw_step(model, study, data, device, dtype)
     noise = model.heating_noise() if replicated else model.noise_generator
+    heating = model.heating
+    fraction = study.walkback.model_heating_fraction
+    if fraction and heating is not None:  # this step heated by the model's own kernel (drawn as the minibatch is)
+        heating = None if torch.rand((), generator=model.generator).item() < fraction else heating
     autocast = torch.autocast(device.type, AUTOCAST_DTYPES.get(study.training.autocast, torch.bfloat16),
                               enabled=study.training.autocast != "none")
     with autocast:
         s0 = walkback.settle_hidden(net, operator, x, study.walkback.settle_steps, noise, shard)
         states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures, noise, shard,
-                                                                     model.heating)
+                                                                     heating)
+    targets = None
+    if heating is not None and study.walkback.target == "posterior":
+        targets = walkback.posterior_targets(operator, heating, states, temperatures)
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
         terms = [readout.regression(net, operator, states, temperatures, power)]
@@ -130,9 +137,9 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         model.optimizer.accumulate(terms, shard)
     check = None  # rule_gradient_cosine, on the steps that ask for it
     if study.training.learning == "local":
-        update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power)
+        update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power, targets)
         if gradient_check and learns_hidden_locally(study):
-            check = plasticity.rule_gradient_cosine(net, operator, states, temperatures, update, power)
+            check = plasticity.rule_gradient_cosine(net, operator, states, temperatures, update, power, targets)
         if pairs:
             update = anchor.add_anchor(update, anchor.local_update(net, operator, pairs), study.anchor.weight)
         plasticity.write_gradients(net, update)
@@ -140,7 +147,7 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
     else:
         with autocast:
-            loss = walkback.walkback_losses(net, operator, states, temperatures, power).sum(0)
+            loss = walkback.walkback_losses(net, operator, states, temperatures, power, targets).sum(0)
             total = loss + study.anchor.weight * anchor.score_anchor_loss(net, operator, *pairs) if pairs else loss
         (model.scaler.scale(total.sum()) if model.scaler else total.sum()).backward()
         loss, terms = loss.detach(), []

@@ -107,7 +107,11 @@ class WalkbackConfig:
     step_weight_power p multiplies the gradient through the drift at step t by T_t^p (0: the paper's loss;
     the noise level and the logged loss are not weighted; walkback.walkback_losses). heating_kernel: model
     (the operator's own kernel heats, Algorithm 1) or noise (s_t = s_{t-1} + g(T_t) operator.sigma eps_t, a
-    fixed forward process; Gaussian operator only; walkback.NoiseHeating)."""
+    fixed forward process; Gaussian operator only; walkback.NoiseHeating). model_heating_fraction (noise
+    heating): the share of training steps heated by the model's own kernel instead, drawn per step. target
+    (noise heating): what each walk-back step is scored against: sample (the heating's own s_{t-1}) or
+    posterior (the law of s_{t-1} given s_t and s_0, the same expected loss without the draw's noise;
+    walkback.posterior_targets)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -117,6 +121,8 @@ class WalkbackConfig:
     sigma_max: float = _check("non_negative", 0.0)
     step_weight_power: float = _check("non_negative", 0.0)
     heating_kernel: str = _check(("model", "noise"), "model")
+    model_heating_fraction: float = _check("unit_closed_open", 0.0)
+    target: str = _check(("sample", "posterior"), "sample")
 
 
 @dataclass(frozen=True)
@@ -361,6 +367,23 @@ def _check_joined_keys(study: Study, where) -> None:
         for index, value in enumerate(sweep.values):
             _check_value(get_type_hints(cls)[leaf], rule, value, sweep.key,
                          f"{where('replica_sweep.values')}replica_sweep.values[{index}]: ")
+    if study.walkback.model_heating_fraction and study.walkback.heating_kernel != "noise":
+        raise StudyError(f"{where('walkback.model_heating_fraction')}walkback.model_heating_fraction = "
+                         f"{study.walkback.model_heating_fraction:g} mixes the model's heating into noise heating, "
+                         "but walkback.heating_kernel is model (every step is the model's already); set "
+                         "walkback.heating_kernel: noise or drop walkback.model_heating_fraction")
+    if study.walkback.target == "posterior" and study.walkback.heating_kernel != "noise":
+        raise StudyError(f"{where('walkback.target')}walkback.target = posterior scores each step against the law "
+                         "of s_{t-1} given s_t and the data, known in closed form for noise heating only; set "
+                         "walkback.heating_kernel: noise or walkback.target: sample")
+    if study.walkback.target == "posterior" and study.training.optimizer == "least_squares":
+        raise StudyError(f"{where('walkback.target')}walkback.target = posterior is not in the least-squares "
+                         "readout's regression, which fits the sampled s_{t-1}; set training.optimizer: adam or "
+                         "walkback.target: sample")
+    if study.walkback.model_heating_fraction and study.replicas > 1:
+        raise StudyError(f"{where('walkback.model_heating_fraction')}walkback.model_heating_fraction draws each "
+                         "step's heating kernel, which replicas (one batched program) cannot draw apart; set "
+                         "replicas: 1 or drop walkback.model_heating_fraction")
     if study.walkback.heating_kernel == "noise" and study.operator.family != "gaussian":
         raise StudyError(f"{where('walkback.heating_kernel')}walkback.heating_kernel = noise adds Gaussian noise to "
                          f"the state, but operator.family is {study.operator.family}, whose states are binary; set "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -166,6 +167,40 @@ class NoiseHeating:
         return Drive(s, s.new_full((), level))
 
 
+class Targets(NamedTuple):
+    """What each walk-back step t = 1..K is scored against in place of the sampled s_{t-1}: ``means`` K
+    tensors shaped like the states, and ``variances`` (K, 1, 1) or with replicas (K, R, 1, 1), the spread of
+    s_{t-1} about that mean, which the loss adds as its expected square (:func:`posterior_targets`)."""
+
+    means: list[torch.Tensor]
+    variances: torch.Tensor
+
+
+def posterior_targets(operator: GaussianOperator, heating: NoiseHeating, states: list[torch.Tensor],
+                      temperatures: list[float] | ReplicaSchedule) -> Targets:
+    """``walkback.target: posterior``: for a noise-heated trajectory from s_0, the law of s_{t-1} given s_t
+    and s_0 is Gaussian, with tau_k = g(T_k)^2 sigma_0^2 the variance step k adds and V = sum_{k<t} tau_k,
+
+        mean  m_{t-1} = s_0 + V / (V + tau_t) (s_t - s_0),    variance  V tau_t / (V + tau_t)
+
+    per unit (m_0 = s_0, variance 0). Scoring the walk back's p_{T_t}(. | s_t) against this law instead of
+    the one draw s_{t-1} has the same expected loss, E[-log p(s_{t-1} | s_t)] = -log p(m_{t-1} | s_t) +
+    variance / (2 std_t^2) summed over units, so the same expected gradient, without the draw's own noise,
+    which at the hot steps is most of s_{t-1} - mu(s_t) (the Rao-Blackwellised target of diffusion models,
+    Ho et al. 2020). Replicas: padded steps add no variance and hold the state."""
+    if isinstance(temperatures, ReplicaSchedule):
+        T, mask = temperatures.T, temperatures.mask
+    else:
+        T = torch.tensor(list(temperatures), dtype=states[0].dtype, device=states[0].device).view(-1, 1, 1)
+        mask = torch.ones_like(T)
+    tau = operator.temperature_factor(T) ** 2 * heating.sigma**2 * mask  # (K, [R,] 1, 1)
+    before = torch.cumsum(tau, 0) - tau  # V: what the steps before t added
+    total = (before + tau).clamp_min(torch.finfo(tau.dtype).tiny)
+    x0 = states[0]
+    means = [x0 + (before[t] / total[t]) * (states[t + 1] - x0) for t in range(len(tau))]
+    return Targets(means, before * tau / total)
+
+
 def heating_drive(network: nn.Module, s: torch.Tensor, T, heating: NoiseHeating | None) -> Drive:
     """The drive of a heating step from s at T: the network's own (Algorithm 1), or ``heating``'s."""
     return network(s, T) if heating is None else heating.drive(s)
@@ -216,9 +251,12 @@ def drift_weighted(drive: Drive, T, power: float) -> Drive:
 def walkback_losses(
     network: nn.Module, operator: Operator, states: list[torch.Tensor], temperatures: list[float] | ReplicaSchedule,
     weight_power: float = 0.0,
+    targets: Targets | None = None,
 ) -> torch.Tensor:
     """loss_t = -log p_{T_t}(s_{t-1} | s_t), averaged over the batch, for t = 1..K: shape (K,), nats; for
     replicas (states (R, batch, n_units), a ReplicaSchedule) (K, R), 0 on each replica's padded steps.
+    ``targets`` (:func:`posterior_targets`): s_{t-1} replaced by its law given s_t and s_0, the loss its
+    expectation under that law, -log p_{T_t}(m_{t-1} | s_t) + variance_t / (2 std_t^2) summed over units.
 
     Gradient flows into the network's parameters only, never through the sampled states (one step of
     credit assignment, Algorithm 1 line 7). ``weight_power`` (``walkback.step_weight_power``): the
@@ -230,14 +268,22 @@ def walkback_losses(
     if getattr(network, "temperature_rows", False) and len(temperatures) > 1:
         batch = states[0].shape[0]
         T = torch.tensor(temperatures, dtype=states[0].dtype, device=states[0].device).repeat_interleave(batch)
-        after, before = torch.cat(states[1:]), torch.cat(states[:-1])
+        after = torch.cat(states[1:])
+        before = torch.cat(states[:-1] if targets is None else targets.means)
         drive = drift_weighted(network(after, T), T[:, None], weight_power)
         log_p = operator.log_prob(before, after, drive, T[:, None])
+        if targets is not None:
+            spread = targets.variances.reshape(-1, 1).repeat_interleave(batch, 0)
+            log_p = log_p - 0.5 * (spread / operator.std(drive, T[:, None]).pow(2)).expand_as(after).sum(-1)
         return -log_p.view(len(temperatures), batch).mean(1)
     losses = []
     for t, (T, _) in enumerate(schedule_steps(temperatures), start=1):
         drive = drift_weighted(network(states[t], T), T, weight_power)
-        losses.append(-operator.log_prob(states[t - 1], states[t], drive, T).mean(-1))
+        if targets is None:
+            losses.append(-operator.log_prob(states[t - 1], states[t], drive, T).mean(-1))
+            continue
+        spread = (targets.variances[t - 1] / operator.std(drive, T).pow(2)).expand_as(states[t]).sum(-1)
+        losses.append((-operator.log_prob(targets.means[t - 1], states[t], drive, T) + 0.5 * spread).mean(-1))
     if isinstance(temperatures, ReplicaSchedule):
         return torch.stack(losses) * temperatures.mask.view(len(losses), -1)
     return torch.stack(losses)

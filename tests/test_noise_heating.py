@@ -115,3 +115,83 @@ def test_unknown_heating_kernel_names_the_choices(tmp_path):
     path = _study_file(tmp_path, "walkback: {heating_kernel: diffusion}\n")
     with pytest.raises(StudyError, match="walkback.heating_kernel.*model.*noise"):
         load_study(path)
+
+
+def test_posterior_targets_are_the_law_of_the_earlier_state_given_the_later_one_and_the_start():
+    """Monte Carlo ground truth, 1 unit: over 400,000 trajectories from one s_0, regressing s_{t-1} on s_t gives
+    the slope V / (V + tau_t) and the residual variance V tau_t / (V + tau_t) that posterior_targets states."""
+    op, heating, temperatures = GaussianOperator(0.5), walkback.NoiseHeating(0.2), [1.0, 2.0, 4.0, 8.0]
+    net = RecurrentNetwork(1, 0, sigma_init=0.2).double()
+    x0 = torch.full((400_000, 1), 0.7, dtype=torch.float64)
+    states = walkback.heating_trajectory(net, op, x0, temperatures, torch.Generator().manual_seed(0), heating)
+    targets = walkback.posterior_targets(op, heating, states, temperatures)
+    for t in range(1, len(temperatures)):
+        earlier, later = states[t][:, 0] - 0.7, states[t + 1][:, 0] - 0.7
+        slope = (earlier * later).mean() / (later * later).mean()
+        residual = (earlier - slope * later).var()
+        stated_slope = ((targets.means[t][:, 0] - 0.7) / later).mean()
+        assert abs(slope - stated_slope) < 0.01, t
+        assert abs(residual / targets.variances[t].item() - 1) < 0.01, t
+    assert torch.equal(targets.means[0], x0) and targets.variances[0].item() == 0.0
+
+
+def test_posterior_target_loss_is_the_sample_loss_in_expectation():
+    """The same s_t, scored against the draw s_{t-1} or against its law: equal means over many draws (5 standard
+    errors), while the posterior loss scatters far less from draw to draw."""
+    net, op, _ = _linear_model()
+    heating, temperatures = walkback.NoiseHeating(SIGMA_0), TEMPERATURES
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64).repeat(200_000, 1)
+    states = walkback.heating_trajectory(net, op, x, temperatures, torch.Generator().manual_seed(2), heating)
+    targets = walkback.posterior_targets(op, heating, states, temperatures)
+    rows = []
+    for t, T in enumerate(temperatures, start=1):
+        drive = net(states[t], T)
+        sample = -op.log_prob(states[t - 1], states[t], drive, T)
+        spread = (targets.variances[t - 1] / op.std(drive, T).pow(2)).expand_as(states[t]).sum(-1)
+        posterior = -op.log_prob(targets.means[t - 1], states[t], drive, T) + 0.5 * spread
+        rows.append((sample, posterior))
+    sample, posterior = (torch.stack(parts).sum(0) for parts in zip(*rows))
+    se = (sample - posterior).std() / math.sqrt(len(sample))
+    assert abs(sample.mean() - posterior.mean()) < 5 * se
+    assert posterior.std() < 0.8 * sample.std()
+    losses = walkback.walkback_losses(net, op, states, temperatures, targets=targets)
+    assert torch.allclose(losses.sum(), posterior.mean(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("hidden", ["none", "learned"])
+def test_local_rule_with_posterior_targets_equals_autograd(hidden):
+    gen = torch.Generator().manual_seed(6)
+    kwargs = dict(hidden_units="fast", hidden_learning="learned", hidden_gain=1.0, hidden_bias=0.5) \
+        if hidden == "learned" else {}
+    net = RecurrentNetwork(5, 4 if hidden == "learned" else 0, sigma_init=0.2, generator=gen, temperature_input=True,
+                           init_scale=0.8, **kwargs).double()
+    with torch.no_grad():
+        net.w_T.normal_(0.0, 0.2, generator=gen)
+        net.sigma_visible.add_(0.1 * torch.randn(5, generator=gen, dtype=torch.float64))
+    op, heating, temperatures = GaussianOperator(0.5), walkback.NoiseHeating(0.2), [1.0, 1.0, 2.0, 4.0, 8.0]
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64)
+    states, drives = walkback.heating_trajectory_with_drives(net, op, x, temperatures, gen, heating=heating)
+    targets = walkback.posterior_targets(op, heating, states, temperatures)
+    update = plasticity.trajectory_update(net, op, states, temperatures, drives, weight_power=0.5, targets=targets)
+    net.zero_grad()
+    loss = walkback.walkback_losses(net, op, states, temperatures, 0.5, targets).sum()
+    loss.backward()
+    assert abs(update.loss.item() - loss.item()) <= 1e-10 * abs(loss.item())
+    for name, rule in (("W", update.grad_W), ("b", update.grad_b), ("w_T", update.grad_w_T),
+                       ("sigma_visible", update.grad_sigma_visible)):
+        exact = getattr(net, name).grad
+        assert (rule - exact).norm() <= 1e-10 * exact.norm(), name
+
+
+@pytest.mark.parametrize("text, message", [
+    ("walkback: {target: posterior}\n", "walkback.target = posterior .* set walkback.heating_kernel: noise"),
+    ("walkback: {model_heating_fraction: 0.5}\n", "walkback.model_heating_fraction = 0.5 .* set walkback.heating_kernel: noise"),
+    ("walkback: {heating_kernel: noise, target: posterior}\ntraining: {optimizer: least_squares}\n",
+     "walkback.target = posterior is not in the least-squares"),
+    ("replicas: 2\nwalkback: {heating_kernel: noise, model_heating_fraction: 0.5}\n",
+     "model_heating_fraction .* set replicas: 1"),
+])
+def test_bad_heating_keys_fail_in_one_line(tmp_path, text, message):
+    with pytest.raises(StudyError, match=message) as error:
+        load_study(_study_file(tmp_path, text))
+    assert "\n" not in str(error.value)
