@@ -90,8 +90,8 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     """Fréchet (2-Wasserstein) distance between Gaussians N(mu1, cov1) and N(mu2, cov2), as in FID.
 
     d^2 = |mu1 - mu2|^2 + tr(cov1 + cov2 - 2 (cov1 cov2)^{1/2}) (Dowson & Landau 1982; Heusel et al.
-    2017). The matrix square root comes from scipy.linalg.sqrtm; its tiny imaginary part from round-off
-    is dropped, and a singular product is regularised by adding 1e-6 I to both covariances.
+    2017). The trace of the matrix square root comes from two symmetric eigendecompositions
+    (:func:`_trace_sqrt_product`), exact for singular covariances too.
 
     mu: (d,), cov: (d, d), numpy arrays or CPU tensors. Returns the squared distance, a float.
     """
@@ -102,12 +102,19 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
             f"frechet_distance needs mu (d,) and cov (d, d) for both Gaussians, got "
             f"{mu1.shape}, {cov1.shape}, {mu2.shape}, {cov2.shape}"
         )
-    covmean = scipy.linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():
-        offset = 1e-6 * np.eye(len(mu1))
-        covmean = scipy.linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean.real))
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * _trace_sqrt_product(cov1, cov2))
+
+
+def _trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
+    """tr((cov1 cov2)^{1/2}) of two covariance matrices, as the sum of the square roots of the eigenvalues
+    of the symmetric A^{1/2} cov2 A^{1/2}, A = cov1 (similar to cov1 cov2, so the same eigenvalues): two
+    symmetric eigendecompositions, exact for singular covariances too (a sample's features often span
+    fewer dimensions than they have), where a general matrix square root warns and loses accuracy."""
+    values, vectors = scipy.linalg.eigh(cov1)
+    root = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    inner = scipy.linalg.eigvalsh(root @ cov2 @ root)
+    return float(np.sqrt(np.clip(inner, 0.0, None)).sum())
 
 
 def feature_statistics(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
