@@ -73,6 +73,10 @@ def _check_exportable(network, operator) -> None:
             "Brian2 export supports slow hidden units only (hidden_units='slow', part of the state); "
             f"hidden_units='fast' relaxes the hidden rates within a step{learned}, which one NeuronGroup "
             "update cannot do")
+    if network.posterior_leak is not None:
+        raise BrianExportError(
+            "Brian2 export needs a fixed leak alpha; network.posterior_leak makes the share of the state a step "
+            "keeps depend on the temperature, which the exported NeuronGroup's equations do not carry")
     if operator.noise_scaling not in NOISE_EXPONENT:
         raise BrianExportError(f"unknown noise_scaling {operator.noise_scaling!r}; "
                                f"expected one of {list(NOISE_EXPONENT)}")

@@ -65,7 +65,9 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
                                 net_cfg.hidden_units, net_cfg.hidden_gain, net_cfg.hidden_bias,
                                 net_cfg.hidden_temperature_gain, hidden_learning=net_cfg.hidden_learning,
                                 feedback=net_cfg.feedback,
-                                feedback_scale=net_cfg.feedback_scale)
+                                feedback_scale=net_cfg.feedback_scale,
+                                posterior_leak=(study.walkback.heating_factor, 1.0 if op_cfg.noise_scaling == "sqrt_T"
+                                                else 2.0) if net_cfg.posterior_leak else None)
     if net_cfg.kind == "unet":
         if data.image_shape is None:
             raise StudyError(f"network.kind: unet needs an image dataset (mnist, cifar10, svhn, celeba64), "

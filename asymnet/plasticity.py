@@ -126,7 +126,8 @@ def trajectory_update(
         m = network.n_units  # postsynaptic units: those of the state (all, or the visible ones with fast hidden units)
         units = slice(None, m)
         pre = network.rates(later, T)  # (K, [R,] batch, n_neurons)
-        if drives is not None and (network.hidden_units == "slow" or not network.temperature_conditioned):
+        leaking = network.posterior_leak is not None
+        if drives is not None and not leaking and (network.hidden_units == "slow" or not network.temperature_conditioned):
             # heating drove s_t at T_{t+1}; the walk back needs F(s_t, T_t), which differs only by the log T
             # neuron's input, w_T (log T_t - log T_{t+1}): one GEMM per step instead of two
             last_T = temperatures[-1] if padded is None else T[-1]
@@ -141,6 +142,9 @@ def trajectory_update(
             F = torch.matmul(pre, network.W[..., :m, :].mT) + network.for_states(network.b, units)
             if network.w_T is not None:
                 F = F + network.for_states(network.w_T, units) * T.log()
+        keep = network.leak(T) if leaking else None  # c(T_t): mu = c s_t + (1 - c) F (network.posterior_leak)
+        if leaking:
+            F = F.mul_(1.0 - keep).add_(keep * later[..., :m])
         alpha = operator.alpha
         batch = later.shape[-2]
         if isinstance(operator, GaussianOperator):
@@ -185,6 +189,8 @@ def trajectory_update(
         if weight_power:
             gain = T.pow(weight_power)
             post, temporal_scale = post * gain, temporal_scale * gain
+        if leaking:  # each synapse moves (1 - c) of mu
+            post, temporal_scale = post * (1.0 - keep), temporal_scale * (1.0 - keep)
         flat_post, flat_pre = _rows(post), _rows(pre)  # ([R,] K batch, units)
         grad_W = torch.zeros_like(network.W)
         grad_W[..., :m, :] = (flat_pre.mT @ flat_post).mT.div_(-batch)  # this operand order runs 20 % faster in MKL

@@ -70,9 +70,9 @@ class ChainSampler:
     @staticmethod
     def supports(network, operator) -> bool:
         """Whether this sampler runs (network, operator): a recurrent network (without replicas) with the
-        Gaussian operator."""
+        Gaussian operator, its drive not leaking by temperature (network.posterior_leak)."""
         return (isinstance(network, RecurrentNetwork) and network.replicas is None
-                and isinstance(operator, GaussianOperator))
+                and network.posterior_leak is None and isinstance(operator, GaussianOperator))
 
     @property
     def state(self) -> torch.Tensor:

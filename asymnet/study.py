@@ -63,7 +63,10 @@ class NetworkConfig:
     units: transpose (B = W_vh^T, the exact gradient), random (a fixed B, feedback alignment) or kolen_pollack
     (B moves by the mirror of W_vh's update and both decay by feedback_decay per step, so B - W_vh^T shrinks
     by that factor each step). feedback_scale: a random or Kolen-Pollack B starts N(0, feedback_scale^2 /
-    n_visible), so each hidden unit's feedback (B e)_i is about as large as one visible error e_j."""
+    n_visible), so each hidden unit's feedback (B e)_i is about as large as one visible error e_j.
+    posterior_leak (recurrent, noise heating, operator.alpha 1, walkback.n_extra_max 0): the drive keeps the
+    share c(T) of the state that the mean of s_{t-1} given s_t and the data keeps, mu = c(T) s + (1 - c(T)) F,
+    so F estimates the data behind the state (RecurrentNetwork.leak)."""
 
     kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -81,6 +84,7 @@ class NetworkConfig:
     feedback: str = _check(("transpose", "random", "kolen_pollack"), "transpose")
     feedback_scale: float = _check("positive", 1.0)
     feedback_decay: float = _check("unit_closed_open", 1.0e-3)
+    posterior_leak: bool = False
     unet_channels: int = _check("positive", 32)
     unet_channel_mults: tuple = (1, 2, 2)
     unet_res_blocks: int = _check("positive", 1)
@@ -372,6 +376,17 @@ def _check_joined_keys(study: Study, where) -> None:
                          f"{study.walkback.model_heating_fraction:g} mixes the model's heating into noise heating, "
                          "but walkback.heating_kernel is model (every step is the model's already); set "
                          "walkback.heating_kernel: noise or drop walkback.model_heating_fraction")
+    if study.network.posterior_leak:
+        wrong = [f"{name} is {value}" for name, value, ok in (
+            ("network.kind", study.network.kind, study.network.kind == "recurrent"),
+            ("walkback.heating_kernel", study.walkback.heating_kernel, study.walkback.heating_kernel == "noise"),
+            ("operator.alpha", study.operator.alpha, study.operator.alpha == 1.0),
+            ("walkback.n_extra_max", study.walkback.n_extra_max, study.walkback.n_extra_max == 0)) if not ok]
+        if wrong:
+            raise StudyError(f"{where('network.posterior_leak')}network.posterior_leak sets the leak from the noise "
+                             f"heating's schedule and needs network.kind: recurrent, walkback.heating_kernel: noise, "
+                             f"operator.alpha: 1 and walkback.n_extra_max: 0, but {', '.join(wrong)}; set those or "
+                             "drop network.posterior_leak")
     if study.walkback.target == "posterior" and study.walkback.heating_kernel != "noise":
         raise StudyError(f"{where('walkback.target')}walkback.target = posterior scores each step against the law "
                          "of s_{t-1} given s_t and the data, known in closed form for noise heating only; set "

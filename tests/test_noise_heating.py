@@ -195,3 +195,58 @@ def test_bad_heating_keys_fail_in_one_line(tmp_path, text, message):
     with pytest.raises(StudyError, match=message) as error:
         load_study(_study_file(tmp_path, text))
     assert "\n" not in str(error.value)
+
+
+def _leaking_network(hidden):
+    gen = torch.Generator().manual_seed(7)
+    kwargs = dict(hidden_units="fast", hidden_learning="learned", hidden_gain=1.0, hidden_bias=0.5) \
+        if hidden == "learned" else {}
+    net = RecurrentNetwork(5, 4 if hidden == "learned" else 0, sigma_init=0.2, generator=gen, temperature_input=True,
+                           init_scale=0.8, posterior_leak=(2.0, 1.0), **kwargs).double()
+    with torch.no_grad():
+        net.w_T.normal_(0.0, 0.2, generator=gen)
+    return net, gen
+
+
+def test_posterior_leak_is_the_weight_of_the_state_in_the_posterior_mean():
+    """c(T) equals posterior_targets' V / (V + tau) along a noise-heated schedule from T = 1, and the drive is
+    c s + (1 - c) F."""
+    net, gen = _leaking_network("none")
+    op, heating, temperatures = GaussianOperator(1.0), walkback.NoiseHeating(0.2), [1.0, 2.0, 4.0, 8.0, 16.0]
+    x = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    states = walkback.heating_trajectory(net, op, x, temperatures, gen, heating)
+    targets = walkback.posterior_targets(op, heating, states, temperatures)
+    for t, T in enumerate(temperatures):
+        later = states[t + 1]
+        keep = ((targets.means[t] - x) / (later - x))[0, 0].item()  # m = x + c (s_t - x)
+        assert abs(net.leak(T) - keep) < 1e-12, T
+    assert net.leak(1.0) == 0.0
+    s = states[3]
+    plain = torch.addmm(net.b, net.rates(s, 4.0), net.W.t()) + net.w_T * math.log(4.0)
+    assert torch.allclose(net(s, 4.0).mu, net.leak(4.0) * s + (1 - net.leak(4.0)) * plain, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("hidden", ["none", "learned"])
+def test_local_rule_with_the_posterior_leak_equals_autograd(hidden):
+    net, gen = _leaking_network(hidden)
+    op, heating, temperatures = GaussianOperator(1.0), walkback.NoiseHeating(0.2), [1.0, 2.0, 4.0, 8.0]
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64)
+    states, drives = walkback.heating_trajectory_with_drives(net, op, x, temperatures, gen, heating=heating)
+    targets = walkback.posterior_targets(op, heating, states, temperatures)
+    update = plasticity.trajectory_update(net, op, states, temperatures, drives, weight_power=0.5, targets=targets)
+    net.zero_grad()
+    walkback.walkback_losses(net, op, states, temperatures, 0.5, targets).sum().backward()
+    for name, rule in (("W", update.grad_W), ("b", update.grad_b), ("w_T", update.grad_w_T),
+                       ("sigma_visible", update.grad_sigma_visible)):
+        exact = getattr(net, name).grad
+        assert (rule - exact).norm() <= 1e-10 * exact.norm(), name
+
+
+def test_posterior_leak_names_every_key_it_needs(tmp_path):
+    path = _study_file(tmp_path, "network: {posterior_leak: true}\nwalkback: {heating_kernel: noise}\n")
+    with pytest.raises(StudyError) as error:
+        load_study(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "operator.alpha is 0.5" in message and "walkback.n_extra_max is 4" in message
+    assert "walkback.heating_kernel is" not in message

@@ -127,8 +127,10 @@ class RecurrentNetwork(nn.Module):
         hidden_learning: str = "fixed",
         feedback: str = "transpose",
         feedback_scale: float = 1.0,
+        posterior_leak: tuple[float, float] | None = None,
     ):
         super().__init__()
+        self.posterior_leak = posterior_leak
         if hidden_units not in ("slow", "fast"):
             raise ValueError(f"hidden_units must be 'slow' or 'fast', got {hidden_units!r}")
         if hidden_learning not in ("fixed", "learned"):
@@ -219,7 +221,22 @@ class RecurrentNetwork(nn.Module):
             mu = torch.matmul(self.rates(s, T), self.W[:, rows].transpose(1, 2)) + self.b[:, None, rows]
         if self.w_T is not None:
             mu = mu + self.for_states(self.w_T, rows) * _log(T)
+        if self.posterior_leak is not None:
+            keep = self.leak(T)
+            mu = keep * s[..., rows] + (1.0 - keep) * mu
         return Drive(mu, self.sigma[..., rows])
+
+    def leak(self, T: float | torch.Tensor) -> float | torch.Tensor:
+        """c(T), the share of the state the drive keeps with ``posterior_leak=(f, q)``: mu = c s + (1 - c) F,
+        F = W phi(s) + b [+ w_T log T], with c(T) = (T^q - 1) / (T^q - 1 + (f^q - 1) T^q) the weight of s_t in
+        the mean of s_{t-1} given s_t and the data for noise heating by factor f (walkback.posterior_targets:
+        V / (V + tau), V = sigma_0^2 (T^q - 1) / (f^q - 1) the variance the steps below T added, tau = sigma_0^2
+        T^q this step's; q = 1 for noise_scaling sqrt_T, 2 for T). So F is the network's estimate of the data
+        behind s, and c(1) = 0: at T = 1 the drive is F itself. Under the local rule the postsynaptic factor
+        of every synapse onto unit i gains 1 - c(T), the share of mu its input moves."""
+        factor, q = self.posterior_leak
+        Tq = T**q
+        return (Tq - 1.0) / (Tq - 1.0 + (factor**q - 1.0) * Tq)
 
     def rates(self, s: torch.Tensor, T: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Presynaptic rates of all n_neurons units at states s (..., n_units), or with replicas
