@@ -4,9 +4,10 @@ the generated chain's state at the same temperature (1,000 chains from p*, seed 
 value, the mean per-pixel variance across the batch, and the mean squared distance to the batch mean of
 the other side (a two-sample energy figure: near the within-batch figure when the two sides agree).
 
-    python -m studies.mnist_stdp.marginals RUN_DIR [GRID.png]
+    python -m studies.mnist_stdp.marginals RUN_DIR [GRID.png] [--matched]
 
-GRID.png: ten chains' states at every step, hot (left) to cold (right). Used for
+GRID.png: ten chains' states at every step, hot (left) to cold (right). --matched: the generated chain's
+noise above T = 1 scaled as reverse_noise's "matched above T = 1" generation scales it. Used for
 studies/mnist_stdp_experiments.md.
 """
 
@@ -23,7 +24,7 @@ from asymnet.plots import plot_image_grid
 
 
 @torch.no_grad()
-def marginals(run, n: int = 1000):
+def marginals(run, n: int = 1000, scale: dict | None = None):
     model, data = run.model, run.data
     net, op, v = model.network, model.operator, data.n_visible
     temps = eval_temperatures(model, run.study)
@@ -35,7 +36,9 @@ def marginals(run, n: int = 1000):
     cooled = [None] * (len(temps) + 1)
     cooled[len(temps)] = s
     for t in range(len(temps), 0, -1):
-        s = op.sample(s, net(s, temps[t - 1]), temps[t - 1], g)
+        T = temps[t - 1]
+        drive = net(s, T)
+        s = op.mean(s, drive) + (scale or {}).get(T, 1.0) * op.std(drive, T) * torch.randn(s.shape, generator=g)
         cooled[t - 1] = s
     rows = []
     for t in range(len(temps), -1, -1):
@@ -49,8 +52,14 @@ def marginals(run, n: int = 1000):
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    matched = "--matched" in argv
+    argv = [a for a in argv if a != "--matched"]
     run = load_run(argv[0])
-    rows, cooled = marginals(run)
+    scale = None
+    if matched:
+        from studies.mnist_stdp.reverse_noise import error_ratios
+        scale = {T: (error / variance) ** 0.5 for T, error, variance in error_ratios(run) if T > 1.0}
+    rows, cooled = marginals(run, scale=scale)
     print("step T (0: the data end)  mean pixel heated / generated  variance heated / generated  "
           "distance to the heated mean: heated / generated")
     for T, ma, mb, va, vb, within, cross in rows:

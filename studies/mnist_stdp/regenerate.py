@@ -1,0 +1,51 @@
+"""Generation of a finished MNIST run with other numbers of T = 1 steps at the cold end, no retraining:
+for each N, cooling from p* (1,000 chains, seed 1) over the run's heating temperatures without their T = 1
+steps, then N steps at T = 1, the last one's mean as the image (and, on a second line, the last draw),
+scored by the classifier figures, with the clamped mean pixel.
+
+    python -m studies.mnist_stdp.regenerate RUN_DIR N[,N...] [GRID_PREFIX]
+
+GRID_PREFIX: a grid of 100 images per N at GRID_PREFIX_<N>.png. Used for studies/mnist_stdp_experiments.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from asymnet import schedule
+from asymnet.evaluate import ImageScorer, mnist_classifier
+from asymnet.model import load_run
+from asymnet.plots import plot_image_grid
+
+
+@torch.no_grad()
+def generate(run, n_cold: int, final_mean: bool, n: int = 1000, seed: int = 1) -> torch.Tensor:
+    model = run.model
+    net, op = model.network, model.operator
+    temps = [1.0] * n_cold + schedule.heating_temperatures(0, model.n_heating, run.study.walkback.heating_factor)
+    g = torch.Generator().manual_seed(seed)
+    s = model.p_star.sample(n, g)
+    for i, T in enumerate(reversed(temps)):
+        drive = net(s, T)
+        s = op.mean(s, drive) if (final_mean and i == len(temps) - 1) else op.sample(s, drive, T, g)
+    return s[:, : run.data.n_visible]
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    run = load_run(argv[0])
+    scorer = ImageScorer.build(mnist_classifier(None, True), run.data, 1000)
+    for n_cold in (int(a) for a in argv[1].split(",")):
+        for final_mean in (True, False):
+            images = generate(run, n_cold, final_mean)
+            figures = {k: round(v, 3) for k, v in scorer.figures(images).items()}
+            print(n_cold, "mean" if final_mean else "draw", figures,
+                  "mean pixel", round(images.clamp(0, 1).mean().item(), 4), flush=True)
+            if len(argv) > 2 and final_mean:
+                plot_image_grid(images[:100].clamp(0, 1).numpy(), f"{argv[2]}_{n_cold}.png")
+
+
+if __name__ == "__main__":
+    main()
