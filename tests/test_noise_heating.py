@@ -250,3 +250,37 @@ def test_posterior_leak_names_every_key_it_needs(tmp_path):
     assert "\n" not in message
     assert "operator.alpha is 0.5" in message and "walkback.n_extra_max is 4" in message
     assert "walkback.heating_kernel is" not in message
+
+
+def test_mixed_heating_draws_each_steps_kernel_from_the_training_generator(monkeypatch):
+    """model_heating_fraction 0.5: over 60 steps of a small study both kernels heat, in the share the fraction
+    sets (within 4 binomial standard deviations), and the same seed draws the same sequence."""
+    from asymnet import run as run_module
+    from asymnet.model import build_model, load_data
+    from asymnet.study import parse_study
+
+    text = ("seed: 3\ndata: {name: spiral, n_train: 200, n_test: 50}\nnetwork: {kind: recurrent, n_hidden: 0}\n"
+            "walkback: {heating_kernel: noise, model_heating_fraction: 0.5, n_extra_max: 1}\n"
+            "training: {steps: 60, batch_size: 8, dtype: float64}\n")
+    study = parse_study(text)
+    original = walkback.heating_trajectory_with_drives
+
+    def sequence():
+        kernels = []
+
+        def spy(*args, **kwargs):
+            heating = args[6] if len(args) > 6 else kwargs.get("heating")
+            kernels.append("model" if heating is None else "noise")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(walkback, "heating_trajectory_with_drives", spy)
+        data = load_data(study, None)
+        model = build_model(study, data, torch.device("cpu"), torch.float64)
+        for step in range(1, 61):
+            run_module.train_step(model, study, data, torch.device("cpu"), torch.float64)
+        return kernels
+
+    first = sequence()
+    assert sequence() == first
+    share = first.count("model") / len(first)
+    assert abs(share - 0.5) < 4 * math.sqrt(0.25 / len(first)) and 0 < share < 1
