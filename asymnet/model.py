@@ -67,7 +67,9 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
                                 feedback=net_cfg.feedback,
                                 feedback_scale=net_cfg.feedback_scale,
                                 posterior_leak=(study.walkback.heating_factor, 1.0 if op_cfg.noise_scaling == "sqrt_T"
-                                                else 2.0) if net_cfg.posterior_leak else None)
+                                                else 2.0) if net_cfg.posterior_leak else None,
+                                receptive_field=(net_cfg.hidden_receptive_field, *data.image_shape)
+                                if net_cfg.hidden_receptive_field else None)
     if net_cfg.kind == "unet":
         if data.image_shape is None:
             raise StudyError(f"network.kind: unet needs an image dataset (mnist, cifar10, svhn, celeba64), "

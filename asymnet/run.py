@@ -156,6 +156,8 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     for r, value in enumerate(reported[0].reshape(-1).tolist()):
         if not math.isfinite(value):
             raise TrainingDiverged(f"the walkback loss{f' of replica {r}' if replicated else ''} became {value}")
+    if getattr(net, "receptive_mask", None) is not None:
+        net.mask_gradients()
     mirrored = learns_hidden_locally(study) and study.network.feedback == "kolen_pollack"
     W_vh_before = net.W[..., : net.n_visible, net.n_visible:].detach().clone() if mirrored else None
     if model.scaler:

@@ -66,7 +66,9 @@ class NetworkConfig:
     n_visible), so each hidden unit's feedback (B e)_i is about as large as one visible error e_j.
     posterior_leak (recurrent, noise heating, operator.alpha 1, walkback.n_extra_max 0): the drive keeps the
     share c(T) of the state that the mean of s_{t-1} given s_t and the data keeps, mu = c(T) s + (1 - c(T)) F,
-    so F estimates the data behind the state (RecurrentNetwork.leak)."""
+    so F estimates the data behind the state (RecurrentNetwork.leak). hidden_receptive_field r (fast hidden
+    units, image data; 0: every pixel): each hidden unit sees, and projects back to, an r x r square of the
+    image around its centre, the units' centres tiling the image (recurrent.receptive_field_mask)."""
 
     kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -85,6 +87,7 @@ class NetworkConfig:
     feedback_scale: float = _check("positive", 1.0)
     feedback_decay: float = _check("unit_closed_open", 1.0e-3)
     posterior_leak: bool = False
+    hidden_receptive_field: int = _check("non_negative", 0)
     unet_channels: int = _check("positive", 32)
     unet_channel_mults: tuple = (1, 2, 2)
     unet_res_blocks: int = _check("positive", 1)
@@ -450,6 +453,17 @@ def _check_hidden_learning(study: Study, where) -> None:
         if study.training.optimizer == "least_squares":
             raise StudyError(f"{shown}needs training.optimizer: adam (the least-squares step fits the visible "
                              "units' readout only); set training.optimizer: adam or network.hidden_learning: fixed")
+    if net.hidden_receptive_field:
+        shown = f"{where('network.hidden_receptive_field')}network.hidden_receptive_field = {net.hidden_receptive_field} "
+        if net.kind != "recurrent" or net.hidden_units != "fast" or not net.n_hidden:
+            raise StudyError(f"{shown}restricts the fast hidden units of a recurrent network; set network.kind: "
+                             "recurrent, network.hidden_units: fast and network.n_hidden > 0, or drop it")
+        if net.hidden_receptive_field % 2 == 0:
+            raise StudyError(f"{shown}is even; a receptive field is centred on a pixel, so give an odd size "
+                             "(e.g. 7)")
+        if study.data.name not in ("mnist", "cifar10", "svhn", "celeba64"):
+            raise StudyError(f"{shown}needs an image dataset, got data.name: {study.data.name}; set "
+                             "network.hidden_receptive_field: 0")
     if net.feedback != defaults.feedback:
         shown = f"{where('network.feedback')}network.feedback = {net.feedback} "
         if net.hidden_learning != "learned":

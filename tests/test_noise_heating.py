@@ -284,3 +284,64 @@ def test_mixed_heating_draws_each_steps_kernel_from_the_training_generator(monke
     assert sequence() == first
     share = first.count("model") / len(first)
     assert abs(share - 0.5) < 4 * math.sqrt(0.25 / len(first)) and 0 < share < 1
+
+
+def test_receptive_field_mask_is_the_square_around_each_units_centre():
+    from asymnet.networks.recurrent import receptive_field_mask
+
+    mask = receptive_field_mask(8, 3, 1, 4, 4)  # 8 units on every second pixel of a 4 x 4 image: 0, 2, ..., 14
+    assert mask.shape == (8, 16)
+    centre_5 = mask[2].view(4, 4)  # unit 2 sits on pixel 4 = (1, 0)
+    expected = torch.zeros(4, 4)
+    expected[0:3, 0:2] = 1.0
+    assert torch.equal(centre_5, expected)
+    # corners (0, 0) and (3, 0) see 2 x 2, edges 2 x 3 or 3 x 2, the inner (1, 2) and (2, 2) 3 x 3
+    assert torch.equal(mask.sum(1), torch.tensor([4.0, 6, 6, 9, 6, 9, 4, 6]))
+    colour = receptive_field_mask(8, 3, 3, 4, 4)
+    assert torch.equal(colour, mask.repeat(1, 3))
+    with pytest.raises(ValueError, match="odd number of pixels"):
+        receptive_field_mask(8, 2, 1, 4, 4)
+
+
+def test_local_receptive_fields_keep_their_zeros_and_the_rule_equals_masked_autograd():
+    from asymnet.networks.recurrent import receptive_field_mask
+
+    gen = torch.Generator().manual_seed(8)
+    net = RecurrentNetwork(16, 8, sigma_init=0.2, generator=gen, temperature_input=True, hidden_units="fast",
+                           hidden_learning="learned", hidden_gain=1.0, hidden_bias=0.5, feedback="kolen_pollack",
+                           receptive_field=(3, 1, 4, 4)).double()
+    mask = receptive_field_mask(8, 3, 1, 4, 4).double()
+    v = 16
+    assert torch.equal(net.W[v:, :v] * (1 - mask), torch.zeros(8, 16, dtype=torch.float64))
+    assert (net.W[v:, :v] != 0).sum() == mask.sum()  # every synapse inside a field is drawn
+    assert torch.equal(net.feedback_weights * (1 - mask), torch.zeros(8, 16, dtype=torch.float64))
+    with torch.no_grad():  # W_vh learns from 0; give it values inside the fields for the check
+        net.W[:v, v:] = 0.3 * torch.randn(16, 8, generator=gen, dtype=torch.float64) * mask.T
+    op, temperatures = GaussianOperator(0.5), [1.0, 2.0, 4.0]
+    x = torch.rand(6, 16, generator=gen, dtype=torch.float64)
+    states, drives = walkback.heating_trajectory_with_drives(net, op, x, temperatures, gen)
+    update = plasticity.trajectory_update(net, op, states, temperatures, drives)
+    net.zero_grad()
+    walkback.walkback_losses(net, op, states, temperatures).sum().backward()
+    exact = net.W.grad.clone()
+    plasticity.write_gradients(net, update)
+    net.mask_gradients()
+    exact[v:, :v] *= mask
+    exact[:v, v:] *= mask.T
+    assert (net.W.grad[:v] - exact[:v]).norm() <= 1e-10 * exact[:v].norm()  # onto visible units: exact
+    assert torch.equal(net.W.grad[v:, :v] * (1 - mask), torch.zeros(8, 16, dtype=torch.float64))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    optimizer.step()
+    assert torch.equal(net.W[v:, :v] * (1 - mask), torch.zeros(8, 16, dtype=torch.float64))
+    assert torch.equal(net.W[:v, v:] * (1 - mask.T), torch.zeros(16, 8, dtype=torch.float64))
+
+
+def test_receptive_field_keys_are_checked(tmp_path):
+    for text, message in [
+        ("network: {hidden_receptive_field: 7}\n", "restricts the fast hidden units"),
+        ("data: {name: mnist}\nnetwork: {hidden_units: fast, n_hidden: 16, hidden_receptive_field: 4}\n", "is even"),
+        ("network: {hidden_units: fast, n_hidden: 16, hidden_receptive_field: 5}\n", "needs an image dataset"),
+    ]:
+        with pytest.raises(StudyError, match=message) as error:
+            load_study(_study_file(tmp_path, text))
+        assert "\n" not in str(error.value)

@@ -128,6 +128,7 @@ class RecurrentNetwork(nn.Module):
         feedback: str = "transpose",
         feedback_scale: float = 1.0,
         posterior_leak: tuple[float, float] | None = None,
+        receptive_field: tuple[int, int, int, int] | None = None,
     ):
         super().__init__()
         self.posterior_leak = posterior_leak
@@ -158,10 +159,24 @@ class RecurrentNetwork(nn.Module):
         visible_level = inverse_softplus(sigma_init)
         self.sigma_visible = nn.Parameter(torch.full((*lead, n_visible), visible_level), requires_grad=learn_sigma)
         self.register_buffer("sigma_hidden", torch.full((*lead, n_hidden), hidden_level))
+        self.receptive_field = receptive_field
+        mask = None
+        if receptive_field is not None:
+            if hidden_units != "fast" or n_hidden == 0:
+                raise ValueError("receptive_field restricts fast hidden units: set hidden_units='fast', n_hidden > 0")
+            mask = receptive_field_mask(n_hidden, *receptive_field)
+            if mask.shape[1] != n_visible:
+                raise ValueError(f"receptive_field {receptive_field} covers an image of {mask.shape[1]} pixels, "
+                                 f"but there are {n_visible} visible units")
+        # (n_hidden, n_visible): 1 where hidden unit i sees visible unit j (W_hv) and projects back to it (W_vh)
+        self.register_buffer("receptive_mask", mask, persistent=False)
         if hidden_units == "fast":
             with torch.no_grad():  # a fixed random expansion of the visible state and of log T
-                self.W[..., n_visible:, :n_visible].normal_(0.0, hidden_gain / math.sqrt(n_visible),
+                fan_in = n_visible if mask is None else receptive_field[0] ** 2 * receptive_field[1]
+                self.W[..., n_visible:, :n_visible].normal_(0.0, hidden_gain / math.sqrt(fan_in),
                                                             generator=generator)
+                if mask is not None:
+                    self.W[..., n_visible:, :n_visible].mul_(mask)
                 self.W[..., n_visible:, n_visible:].zero_()
                 self.W[..., :n_visible, n_visible:].zero_()
                 self.b[..., n_visible:].normal_(0.0, hidden_bias, generator=generator)
@@ -170,6 +185,18 @@ class RecurrentNetwork(nn.Module):
         if feedback != "transpose":  # drawn last, so every other weight is the one a fixed expansion gets
             self.register_buffer("feedback_weights", torch.randn(*lead, n_hidden, n_visible, generator=generator)
                                  * (feedback_scale / math.sqrt(n_visible)))
+            if mask is not None:
+                self.feedback_weights.mul_(mask)
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        """Zero the gradients of the synapses outside the hidden units' receptive fields (W_hv and W_vh), so
+        an optimiser whose step is 0 for a zero gradient (Adam from zero moments) keeps them at 0."""
+        if self.receptive_mask is None or self.W.grad is None:
+            return
+        v = self.n_visible
+        self.W.grad[..., v:, :v].mul_(self.receptive_mask)
+        self.W.grad[..., :v, v:].mul_(self.receptive_mask.mT)
 
     @classmethod
     def stack(cls, networks: "list[RecurrentNetwork]") -> "RecurrentNetwork":
@@ -300,6 +327,22 @@ class RecurrentNetwork(nn.Module):
         if self.hidden_units == "fast":
             return self.sigma_visible
         return torch.cat([self.sigma_visible, self.sigma_hidden])
+
+
+def receptive_field_mask(n_hidden: int, size: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """(n_hidden, channels * height * width) 0/1: hidden unit i, centred on pixel floor(i * height * width /
+    n_hidden) of a height x width image (row-major; so the units tile the image evenly, n_hidden / (height *
+    width) per pixel), sees the size x size square of pixels around its centre, cut at the image's border, in
+    every channel (the visible units are channel-major, as the images are flattened)."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"a receptive field is an odd number of pixels across, got {size}")
+    centres = torch.arange(n_hidden) * (height * width) // n_hidden
+    rows, cols = centres // width, centres % width
+    pixel_rows = torch.arange(height).repeat_interleave(width)
+    pixel_cols = torch.arange(width).repeat(height)
+    half = size // 2
+    near = ((rows[:, None] - pixel_rows[None]).abs() <= half) & ((cols[:, None] - pixel_cols[None]).abs() <= half)
+    return near.to(torch.get_default_dtype()).repeat(1, channels)
 
 
 def _log(T: float | torch.Tensor) -> float | torch.Tensor:
