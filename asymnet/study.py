@@ -63,8 +63,9 @@ class NetworkConfig:
     units: transpose (B = W_vh^T, the exact gradient), random (a fixed B, feedback alignment) or kolen_pollack
     (B moves by the mirror of W_vh's update and both decay by feedback_decay per step, so B - W_vh^T shrinks
     by that factor each step). feedback_scale: a random or Kolen-Pollack B starts N(0, feedback_scale^2 /
-    n_visible), so each hidden unit's feedback (B e)_i is about as large as one visible error e_j.
-    posterior_leak (recurrent, noise heating, operator.alpha 1, walkback.n_extra_max 0): the drive keeps the
+    n_visible), so each hidden unit's feedback (B e)_i is about as large as one visible error e_j; 0 with
+    kolen_pollack starts B where W_vh^T starts (at 0), so B stays W_vh^T, each feedback synapse moved by its
+    forward partner's change alone. posterior_leak (recurrent, noise heating, operator.alpha 1, walkback.n_extra_max 0): the drive keeps the
     share c(T) of the state that the mean of s_{t-1} given s_t and the data keeps, mu = c(T) s + (1 - c(T)) F,
     so F estimates the data behind the state (RecurrentNetwork.leak). hidden_receptive_field r (fast hidden
     units, image data; 0: every pixel): each hidden unit sees, and projects back to, an r x r square of the
@@ -84,7 +85,7 @@ class NetworkConfig:
     hidden_temperature_gain: float = _check("non_negative", 1.0)
     hidden_learning: str = _check(("fixed", "learned"), "fixed")
     feedback: str = _check(("transpose", "random", "kolen_pollack"), "transpose")
-    feedback_scale: float = _check("positive", 1.0)
+    feedback_scale: float = _check("non_negative", 1.0)
     feedback_decay: float = _check("unit_closed_open", 1.0e-3)
     posterior_leak: bool = False
     hidden_receptive_field: int = _check("non_negative", 0)
@@ -473,6 +474,10 @@ def _check_hidden_learning(study: Study, where) -> None:
         if study.training.learning != "local":
             raise StudyError(f"{shown}is a choice of the local rule; training.learning: autograd follows the exact "
                              "gradient (B = W_vh^T); set training.learning: local or network.feedback: transpose")
+    if net.feedback_scale == 0 and net.feedback == "random":
+        raise StudyError(f"{where('network.feedback_scale')}network.feedback_scale = 0 gives a fixed random B of "
+                         "zeros, which carries no error to the hidden units; give a positive scale (e.g. 1), or "
+                         "network.feedback: kolen_pollack, whose B starting at 0 = W_vh^T stays the transpose")
     if net.feedback_scale != defaults.feedback_scale and net.feedback == "transpose":
         raise StudyError(f"{where('network.feedback_scale')}network.feedback_scale = {net.feedback_scale:g} sets "
                          "the start of a feedback matrix of its own, but network.feedback is transpose (B = W_vh^T); "

@@ -175,6 +175,24 @@ def test_kolen_pollack_training_shrinks_the_mismatch_geometrically():
     assert (net.W[:2, 2:] != 0).any()
 
 
+def test_kolen_pollack_started_at_zero_is_the_transpose_rule():
+    """feedback_scale 0: B starts at 0 = W_vh^T and, with no decay, moves by exactly W_vh's change, so 10 steps of
+    the run loop end where the transpose rule (the exact gradient) ends, each B synapse moved by its partner."""
+    started_at_zero = parse_study(
+        "data: {name: spiral, n_train: 500, n_test: 100}\n"
+        "network: {kind: recurrent, n_hidden: 5, hidden_units: fast, hidden_learning: learned, "
+        "feedback: kolen_pollack, feedback_scale: 0.0, feedback_decay: 0.0}\n"
+        "operator: {sigma: 0.2, learn_sigma: true}\nwalkback: {n_extra_max: 2, settle_steps: 3}\n"
+        "training: {steps: 10, batch_size: 16, learning_rate: 1.0e-2, learning: local, dtype: float64}\n")
+    mirrored, _ = _train(started_at_zero, 10)
+    exact, _ = _train(_study("transpose"), 10)
+    net = mirrored.network
+    torch.testing.assert_close(net.feedback_weights, net.W[:2, 2:].detach().mT, rtol=1e-12, atol=1e-14)
+    for name, value in exact.network.state_dict().items():
+        assert torch.allclose(net.state_dict()[name], value, rtol=1e-9, atol=1e-12), name
+    assert (net.W[:2, 2:] != 0).any()
+
+
 def test_random_feedback_stays_fixed_in_training():
     model, data = _train(_study("random"), 3)
     initial = build_model(_study("random"), data, torch.device("cpu"), torch.float64).network
@@ -240,3 +258,14 @@ def test_brian_export_refuses_learned_fast_hidden_units():
     net, _ = _learned_network(feedback="random")
     with pytest.raises(BrianExportError, match="fast"):
         export(net, GaussianOperator(0.5))
+
+
+def test_a_zero_random_feedback_is_refused_in_one_line(tmp_path):
+    from asymnet.study import StudyError, load_study
+
+    path = tmp_path / "study.yaml"
+    path.write_text("network: {hidden_units: fast, n_hidden: 4, hidden_learning: learned, feedback: random, "
+                    "feedback_scale: 0}\n")
+    with pytest.raises(StudyError, match="feedback_scale = 0 gives a fixed random B of zeros") as error:
+        load_study(path)
+    assert "\n" not in str(error.value)

@@ -183,8 +183,11 @@ class RecurrentNetwork(nn.Module):
                 if self.w_T is not None:
                     self.w_T[..., n_visible:].normal_(0.0, hidden_temperature_gain, generator=generator)
         if feedback != "transpose":  # drawn last, so every other weight is the one a fixed expansion gets
-            self.register_buffer("feedback_weights", torch.randn(*lead, n_hidden, n_visible, generator=generator)
-                                 * (feedback_scale / math.sqrt(n_visible)))
+            if feedback_scale:
+                start = torch.randn(*lead, n_hidden, n_visible, generator=generator) * (feedback_scale / math.sqrt(n_visible))
+            else:  # B = 0 = W_vh^T at the start, and no draw, so every other stream is the transpose run's
+                start = torch.zeros(*lead, n_hidden, n_visible)
+            self.register_buffer("feedback_weights", start)
             if mask is not None:
                 self.feedback_weights.mul_(mask)
 
