@@ -265,7 +265,7 @@ def test_a_zero_random_feedback_is_refused_in_one_line(tmp_path):
 
     path = tmp_path / "study.yaml"
     path.write_text("network: {hidden_units: fast, n_hidden: 4, hidden_learning: learned, feedback: random, "
-                    "feedback_scale: 0}\n")
+                    "feedback_scale: 0}\ntraining: {learning: local}\n")
     with pytest.raises(StudyError, match="feedback_scale = 0 gives a fixed random B of zeros") as error:
         load_study(path)
     assert "\n" not in str(error.value)
