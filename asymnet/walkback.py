@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from asymnet.distributed import Shard
+from asymnet.networks.recurrent import inverse_softplus
 from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
 from asymnet.sampler import ChainSampler
 
@@ -163,8 +164,7 @@ class NoiseHeating:
     def drive(self, s: torch.Tensor) -> Drive:
         """The drive whose Gaussian step from s is s + g(T) sigma_0 eps: mu = s (so the mean (1 - alpha) s +
         alpha mu is s) and the pre-softplus level of sigma_0."""
-        level = self.sigma + math.log(-math.expm1(-self.sigma))  # softplus^-1(sigma_0)
-        return Drive(s, s.new_full((), level))
+        return Drive(s, s.new_full((), inverse_softplus(self.sigma)))
 
 
 class Targets(NamedTuple):

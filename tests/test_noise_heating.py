@@ -72,14 +72,21 @@ def test_importance_estimate_with_the_noise_kernel_converges_to_the_exact_likeli
     assert gaps[3000] < 0.05  # measured 0.009 (0.18 at M = 10; the bound 0.85 below)
 
 
-@pytest.mark.parametrize("hidden", ["none", "learned"])
-def test_local_rule_on_noise_heated_trajectories_equals_autograd(hidden):
-    """The rule computes F at every s_t itself when the heating gives no drives (float64, < 1e-10)."""
-    gen = torch.Generator().manual_seed(6)
+def _network(hidden: str, seed: int, **extra):
+    """A float64 network of 5 visible units, with 4 learned fast hidden units for ``hidden="learned"``, and the
+    generator that drew it (for the tests' further draws)."""
+    gen = torch.Generator().manual_seed(seed)
     kwargs = dict(hidden_units="fast", hidden_learning="learned", hidden_gain=1.0, hidden_bias=0.5) \
         if hidden == "learned" else {}
     net = RecurrentNetwork(5, 4 if hidden == "learned" else 0, sigma_init=0.2, generator=gen, temperature_input=True,
-                           init_scale=0.8, **kwargs).double()
+                           init_scale=0.8, **kwargs, **extra).double()
+    return net, gen
+
+
+@pytest.mark.parametrize("hidden", ["none", "learned"])
+def test_local_rule_on_noise_heated_trajectories_equals_autograd(hidden):
+    """The rule computes F at every s_t itself when the heating gives no drives (float64, < 1e-10)."""
+    net, gen = _network(hidden, 6)
     with torch.no_grad():
         net.W.add_(0.1 * torch.randn(net.W.shape, generator=gen, dtype=torch.float64))
         net.w_T.normal_(0.0, 0.2, generator=gen)
@@ -160,11 +167,7 @@ def test_posterior_target_loss_is_the_sample_loss_in_expectation():
 
 @pytest.mark.parametrize("hidden", ["none", "learned"])
 def test_local_rule_with_posterior_targets_equals_autograd(hidden):
-    gen = torch.Generator().manual_seed(6)
-    kwargs = dict(hidden_units="fast", hidden_learning="learned", hidden_gain=1.0, hidden_bias=0.5) \
-        if hidden == "learned" else {}
-    net = RecurrentNetwork(5, 4 if hidden == "learned" else 0, sigma_init=0.2, generator=gen, temperature_input=True,
-                           init_scale=0.8, **kwargs).double()
+    net, gen = _network(hidden, 6)
     with torch.no_grad():
         net.w_T.normal_(0.0, 0.2, generator=gen)
         net.sigma_visible.add_(0.1 * torch.randn(5, generator=gen, dtype=torch.float64))
@@ -198,11 +201,7 @@ def test_bad_heating_keys_fail_in_one_line(tmp_path, text, message):
 
 
 def _leaking_network(hidden):
-    gen = torch.Generator().manual_seed(7)
-    kwargs = dict(hidden_units="fast", hidden_learning="learned", hidden_gain=1.0, hidden_bias=0.5) \
-        if hidden == "learned" else {}
-    net = RecurrentNetwork(5, 4 if hidden == "learned" else 0, sigma_init=0.2, generator=gen, temperature_input=True,
-                           init_scale=0.8, posterior_leak=(2.0, 1.0), **kwargs).double()
+    net, gen = _network(hidden, 7, posterior_leak=(2.0, 1.0))
     with torch.no_grad():
         net.w_T.normal_(0.0, 0.2, generator=gen)
     return net, gen

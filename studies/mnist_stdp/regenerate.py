@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from asymnet import schedule
 from asymnet.evaluate import ImageScorer, mnist_classifier
 from asymnet.model import load_run
 from asymnet.plots import plot_image_grid
+from studies.mnist_stdp.reverse_noise import generate
 
 
-@torch.no_grad()
-def generate(run, n_cold: int, final_mean: bool, n: int = 1000, seed: int = 1) -> torch.Tensor:
-    model = run.model
-    net, op = model.network, model.operator
-    temps = [1.0] * n_cold + schedule.heating_temperatures(0, model.n_heating, run.study.walkback.heating_factor)
-    g = torch.Generator().manual_seed(seed)
-    s = model.p_star.sample(n, g)
-    for i, T in enumerate(reversed(temps)):
-        drive = net(s, T)
-        s = op.mean(s, drive) if (final_mean and i == len(temps) - 1) else op.sample(s, drive, T, g)
-    return s[:, : run.data.n_visible]
+def cold_end(run, n_cold: int) -> list[float]:
+    """The run's heating temperatures without their T = 1 steps, then n_cold steps at T = 1 (they run last)."""
+    return [1.0] * n_cold + schedule.heating_temperatures(0, run.model.n_heating, run.study.walkback.heating_factor)
 
 
 def main(argv=None) -> None:
@@ -39,7 +30,7 @@ def main(argv=None) -> None:
     scorer = ImageScorer.build(mnist_classifier(None, True), run.data, 1000)
     for n_cold in (int(a) for a in argv[1].split(",")):
         for final_mean in (True, False):
-            images = generate(run, n_cold, final_mean)
+            images = generate(run, temperatures=cold_end(run, n_cold), final_mean=final_mean)
             figures = {k: round(v, 3) for k, v in scorer.figures(images).items()}
             print(n_cold, "mean" if final_mean else "draw", figures,
                   "mean pixel", round(images.clamp(0, 1).mean().item(), 4), flush=True)

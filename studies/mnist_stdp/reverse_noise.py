@@ -42,15 +42,17 @@ def error_ratios(run, n: int = 500) -> list[tuple[float, float, float]]:
 
 
 @torch.no_grad()
-def generate(run, scale: dict[float, float] | None = None, n: int = 1000, seed: int = 1) -> torch.Tensor:
-    """Cooling from p* over the run's generation schedule, the noise std at T multiplied by scale[T] (1 where
-    absent), the last step's mean as the image when the run's evaluation asks for it."""
+def generate(run, scale: dict[float, float] | None = None, n: int = 1000, seed: int = 1,
+             temperatures: list[float] | None = None, final_mean: bool | None = None) -> torch.Tensor:
+    """Cooling from p* over ``temperatures`` (default: the run's generation schedule), the noise std at T
+    multiplied by scale[T] (1 where absent), the last step's mean as the image when ``final_mean`` (default: the
+    run's evaluation setting)."""
     model, study = run.model, run.study
     net, op = model.network, model.operator
     g = torch.Generator().manual_seed(seed)
-    temps = generation_temperatures(model, study)
+    temps = generation_temperatures(model, study) if temperatures is None else temperatures
     s = model.p_star.sample(n, g)
-    final_mean = study.evaluation.final_mean
+    final_mean = study.evaluation.final_mean if final_mean is None else final_mean
     for i, T in enumerate(reversed(temps)):
         drive = net(s, T)
         last = i == len(temps) - 1
