@@ -86,7 +86,8 @@ def trajectory_update(
     weight_power: float = 0.0,
     targets: Targets | None = None,
 ) -> LocalUpdate:
-    """The local rule summed over a heating trajectory [s_0, ..., s_K] (each (batch, n)).
+    """The local rule summed over a heating trajectory [s_0, ..., s_K] (each (batch, n)). ``temperatures``
+    [T_1, ..., T_K], or a (K, batch, 1) tensor of each row's own (walkback.sample_steps).
 
     ``targets`` (walkback.posterior_targets, Gaussian operator): the postsynaptic error is m_{t-1} - mu(s_t),
     the mean of s_{t-1} given s_t and s_0, in place of s_{t-1} - mu(s_t) (a target the postsynaptic unit
@@ -120,6 +121,8 @@ def trajectory_update(
             padded = temperatures if isinstance(temperatures, ReplicaSchedule) else \
                 ReplicaSchedule.pad([list(temperatures)] * network.replicas, later.dtype, later.device)
             T, steps = padded.T, padded.steps
+        elif torch.is_tensor(temperatures):  # (K, batch, 1): each row's own steps (walkback.sample_steps)
+            T, steps = temperatures.to(later.dtype), len(temperatures)
         else:
             T = torch.tensor(temperatures, dtype=later.dtype, device=later.device).view(-1, 1, 1)
             steps = len(temperatures)
@@ -155,16 +158,17 @@ def trajectory_update(
             if padded is not None:
                 error.mul_(padded.mask)
             post = error * (alpha * precision)
+            rows = std.shape[-2]  # 1, or batch when each row has its own temperatures (a batch mean then)
             if padded is None:  # sum of z^2 = sum of error * post / alpha, as one dot product without a temporary
                 z2_sum = torch.dot(error.reshape(-1), post.reshape(-1)) / alpha
-                log_std = std.log().sum()
+                log_std = std.log().sum() / rows
             else:
                 z2_sum = (error * post).sum((0, 2, 3)) / alpha  # (R,)
                 log_std = (std.log() * padded.mask).sum((0, 2, 3))
             loss = 0.5 * z2_sum / batch + log_std + 0.5 * (steps if padded is None else steps[:, 0]) * m * LOG_2PI
             spread = None  # the targets' variance over std^2, per step and unit: (K, [R,] 1, m)
             if targets is not None:
-                spread = targets.variances * precision
+                spread = targets.variances * precision / rows
                 loss = loss + 0.5 * (spread.sum() if padded is None else spread.sum((0, 2, 3)))
             grad_sigma = None
             if network.sigma_visible.requires_grad:

@@ -122,12 +122,19 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         heating = None if torch.rand((), generator=model.generator).item() < fraction else heating
     autocast = torch.autocast(device.type, AUTOCAST_DTYPES.get(study.training.autocast, torch.bfloat16),
                               enabled=study.training.autocast != "none")
+    targets, scale = None, 1.0
     with autocast:
         s0 = walkback.settle_hidden(net, operator, x, study.walkback.settle_steps, noise, shard)
-        states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures, noise, shard,
-                                                                     heating)
-    targets = None
-    if heating is not None and study.walkback.target == "posterior":
+        if heating is not None and study.walkback.sampled_steps:  # m steps drawn from s_0 (walkback.sample_steps)
+            sampled = walkback.sample_steps(operator, heating, s0, temperatures, study.walkback.sampled_steps,
+                                            model.generator, walkback.noise_source(noise, shard))
+            states, temperatures, targets, scale = sampled.states, sampled.temperatures, sampled.targets, sampled.scale
+            drives, last = None, sampled.last
+        else:
+            states, drives = walkback.heating_trajectory_with_drives(net, operator, s0, temperatures, noise, shard,
+                                                                         heating)
+            last = states[-1]
+    if heating is not None and study.walkback.target == "posterior" and targets is None:
         targets = walkback.posterior_targets(operator, heating, states, temperatures)
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
@@ -137,7 +144,8 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         model.optimizer.accumulate(terms, shard)
     check = None  # rule_gradient_cosine, on the steps that ask for it
     if study.training.learning == "local":
-        update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power, targets)
+        update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power,
+                                              targets)
         if gradient_check and learns_hidden_locally(study):
             check = plasticity.rule_gradient_cosine(net, operator, states, temperatures, update, power, targets)
         if pairs:
@@ -152,6 +160,11 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         (model.scaler.scale(total.sum()) if model.scaler else total.sum()).backward()
         loss, terms = loss.detach(), []
     reported = torch.stack([loss.to(dtype), *(torch.as_tensor(t, dtype=dtype, device=loss.device) for t in terms)])
+    if scale != 1.0:  # the m states steps stand for all K (walkback.sample_steps)
+        reported.mul_(scale)
+        for p in net.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
     shard.average_([p.grad for p in net.parameters() if p.grad is not None] + [reported])
     for r, value in enumerate(reported[0].reshape(-1).tolist()):
         if not math.isfinite(value):
@@ -167,7 +180,7 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         model.optimizer.step()
     if mirrored:
         plasticity.kolen_pollack_step(net, W_vh_before, study.network.feedback_decay)
-    model.p_star.update(states[-1], study.walkback.p_star_momentum, shard)
+    model.p_star.update(last, study.walkback.p_star_momentum, shard)
     names = ("loss", "stdp_temporal", "stdp_equal_time")[: len(reported)]
     figures = [dict(zip(names, row)) for row in reported.reshape(len(names), -1).T.tolist()]
     if check is not None:

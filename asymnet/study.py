@@ -119,7 +119,9 @@ class WalkbackConfig:
     heating): the share of training steps heated by the model's own kernel instead, drawn per step. target
     (noise heating): what each walk-back step is scored against: sample (the heating's own s_{t-1}) or
     posterior (the law of s_{t-1} given s_t and s_0, the same expected loss without the draw's noise;
-    walkback.posterior_targets)."""
+    walkback.posterior_targets). sampled_steps m (the posterior target): each training step scores m of the
+    trajectory's K steps, drawn uniformly without replacement, their loss and update times K / m, an unbiased
+    estimate of the whole trajectory's (0: every step; walkback.sample_steps)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -131,6 +133,7 @@ class WalkbackConfig:
     heating_kernel: str = _check(("model", "noise"), "model")
     model_heating_fraction: float = _check("unit_closed_open", 0.0)
     target: str = _check(("sample", "posterior"), "sample")
+    sampled_steps: int = _check("non_negative", 0)
 
 
 @dataclass(frozen=True)
@@ -399,6 +402,15 @@ def _check_joined_keys(study: Study, where) -> None:
         raise StudyError(f"{where('walkback.target')}walkback.target = posterior is not in the least-squares "
                          "readout's regression, which fits the sampled s_{t-1}; set training.optimizer: adam or "
                          "walkback.target: sample")
+    if study.walkback.sampled_steps and study.walkback.target != "posterior":
+        raise StudyError(f"{where('walkback.sampled_steps')}walkback.sampled_steps = {study.walkback.sampled_steps} "
+                         "scores steps apart from their neighbours, which only the posterior target allows (its "
+                         "step t reads s_t and s_0, not the draw s_{t-1}); set walkback.heating_kernel: noise and "
+                         "walkback.target: posterior, or walkback.sampled_steps: 0")
+    if study.walkback.sampled_steps and study.replicas > 1:
+        raise StudyError(f"{where('walkback.sampled_steps')}walkback.sampled_steps draws each step's scored steps, "
+                         "which replicas (one batched program) cannot draw apart; set replicas: 1 or "
+                         "walkback.sampled_steps: 0")
     if study.walkback.model_heating_fraction and study.replicas > 1:
         raise StudyError(f"{where('walkback.model_heating_fraction')}walkback.model_heating_fraction draws each "
                          "step's heating kernel, which replicas (one batched program) cannot draw apart; set "

@@ -40,6 +40,13 @@ class ChainNoise:
         noise = self.shard.draw(operator.noise_kind, tuple(s.shape), self.generator, s.dtype, s.device)
         return operator.sample(s, drive, T, self.generator, noise)
 
+    def standard_normal(self, like: torch.Tensor) -> torch.Tensor:
+        """A standard normal draw shaped like ``like``: what the Gaussian operator's sample adds, scaled."""
+        noise = self.shard.draw("normal", tuple(like.shape), self.generator, like.dtype, like.device)
+        if noise is None:
+            noise = torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+        return noise
+
 
 @dataclass(frozen=True)
 class ReplicaNoise:
@@ -201,6 +208,59 @@ def posterior_targets(operator: GaussianOperator, heating: NoiseHeating, states:
     return Targets(means, before * tau / total)
 
 
+class SampledSteps(NamedTuple):
+    """``walkback.sampled_steps``: m scored steps of each row's noise-heated trajectory, as a trajectory of
+    their own. ``states`` [s_0, s_(1), ..., s_(m)], row i of s_(k) the state of that row's k-th chosen step
+    (s_0 only where the rules read the data); ``temperatures`` (m, batch, 1), each row's T of those steps;
+    ``targets`` their posterior targets (variances (m, batch, 1)); ``scale`` K / m (their summed loss and
+    gradient times it estimate the whole trajectory's without bias); ``last`` a draw of s_K (for p*)."""
+
+    states: list[torch.Tensor]
+    temperatures: torch.Tensor
+    targets: Targets
+    scale: float
+    last: torch.Tensor
+
+
+def sample_steps(operator: GaussianOperator, heating: NoiseHeating, s0: torch.Tensor, temperatures: list[float],
+                 m: int, generator: torch.Generator | None, noise: ChainNoise) -> SampledSteps:
+    """For each row of s_0, m of the K steps of its noise-heated trajectory, drawn uniformly without
+    replacement from ``generator`` (the CPU one that draws the minibatch), each scored with the posterior
+    target.
+
+    Noise heating's s_t given s_0 is Gaussian, s_0 + sqrt(V_t) eps with V_t = sum_{k<=t} tau_k, so each chosen
+    step's state is drawn from s_0 directly (one draw of ``noise`` per chosen step, then s_K's), and the law
+    of s_{t-1} given s_t and s_0 (:func:`posterior_targets`) reads nothing of the other steps: the chosen
+    steps need not be consecutive, nor come from one trajectory, nor be the same for every row. Every
+    step's expected loss is that of the full trajectory's, so K / m times their sum is an unbiased estimate
+    of the trajectory's loss, and a training step costs m walk-back steps however fine the schedule. Each
+    row draws its own steps, as diffusion models draw a noise level per example (Ho et al. 2020): one draw
+    shared by the batch makes each update's gradient that of a few temperatures, whose weights differ by
+    orders of magnitude (the first step's, with no noise before it, most)."""
+    K, batch = len(temperatures), s0.shape[0]
+    T = torch.tensor(list(temperatures), dtype=torch.float64)
+    tau = operator.temperature_factor(T) ** 2 * heating.sigma**2
+    total = torch.cumsum(tau, 0)  # V_t
+    m = min(m, K)
+    chosen = torch.rand((batch, K), generator=generator).argsort(dim=1)[:, :m].T  # (m, batch)
+
+    def column(values: torch.Tensor) -> torch.Tensor:  # (m, batch, 1) on the states' device and dtype
+        return values.unsqueeze(-1).to(dtype=s0.dtype, device=s0.device)
+
+    V_t, step_tau = column(total[chosen]), column(tau[chosen])
+    keep = (V_t - step_tau) / V_t  # V_{t-1} / V_t, 0 at the first step
+
+    def heated(V: torch.Tensor | float) -> torch.Tensor:  # s_0 + sqrt(V) eps, eps as the operator draws it
+        return s0 + V**0.5 * noise.standard_normal(s0)
+
+    states, means = [s0], []
+    for k in range(m):
+        states.append(heated(V_t[k]))
+        means.append(s0 + keep[k] * (states[-1] - s0))
+    return SampledSteps(states, column(T[chosen]), Targets(means, keep * step_tau), K / m,
+                        heated(total[-1].item()))
+
+
 def heating_drive(network: nn.Module, s: torch.Tensor, T, heating: NoiseHeating | None) -> Drive:
     """The drive of a heating step from s at T: the network's own (Algorithm 1), or ``heating``'s."""
     return network(s, T) if heating is None else heating.drive(s)
@@ -255,6 +315,8 @@ def walkback_losses(
 ) -> torch.Tensor:
     """loss_t = -log p_{T_t}(s_{t-1} | s_t), averaged over the batch, for t = 1..K: shape (K,), nats; for
     replicas (states (R, batch, n_units), a ReplicaSchedule) (K, R), 0 on each replica's padded steps.
+    ``temperatures`` a (K, batch, 1) tensor: each row's own temperature at each step (the steps of
+    :func:`sample_steps`, with their targets).
     ``targets`` (:func:`posterior_targets`): s_{t-1} replaced by its law given s_t and s_0, the loss its
     expectation under that law, -log p_{T_t}(m_{t-1} | s_t) + variance_t / (2 std_t^2) summed over units.
 
@@ -267,13 +329,14 @@ def walkback_losses(
     """
     if getattr(network, "temperature_rows", False) and len(temperatures) > 1:
         batch = states[0].shape[0]
-        T = torch.tensor(temperatures, dtype=states[0].dtype, device=states[0].device).repeat_interleave(batch)
+        T = temperatures.reshape(-1) if torch.is_tensor(temperatures) else \
+            torch.tensor(temperatures, dtype=states[0].dtype, device=states[0].device).repeat_interleave(batch)
         after = torch.cat(states[1:])
         before = torch.cat(states[:-1] if targets is None else targets.means)
         drive = drift_weighted(network(after, T), T[:, None], weight_power)
         log_p = operator.log_prob(before, after, drive, T[:, None])
         if targets is not None:
-            spread = targets.variances.reshape(-1, 1).repeat_interleave(batch, 0)
+            spread = targets.variances.expand(len(temperatures), batch, 1).reshape(-1, 1)
             log_p = log_p - 0.5 * (spread / operator.std(drive, T[:, None]).pow(2)).expand_as(after).sum(-1)
         return -log_p.view(len(temperatures), batch).mean(1)
     losses = []

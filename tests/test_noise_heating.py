@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from asymnet import plasticity, walkback
+from asymnet import plasticity, schedule, walkback
 from asymnet.metrics import likelihood
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import GaussianOperator
@@ -208,10 +208,12 @@ def _leaking_network(hidden):
 
 
 def test_posterior_leak_is_the_weight_of_the_state_in_the_posterior_mean():
-    """c(T) equals posterior_targets' V / (V + tau) along a noise-heated schedule from T = 1, and the drive is
-    c s + (1 - c) F."""
+    """c(T) equals posterior_targets' V / (V + tau) along the schedule a study with the leak heats by (T_t = 2^t,
+    no T = 1 steps: c = 0 at its first step), is 0 at T = 1, and the drive is c s + (1 - c) F."""
     net, gen = _leaking_network("none")
-    op, heating, temperatures = GaussianOperator(1.0), walkback.NoiseHeating(0.2), [1.0, 2.0, 4.0, 8.0, 16.0]
+    op, heating = GaussianOperator(1.0), walkback.NoiseHeating(0.2)
+    temperatures = schedule.heating_temperatures(0, 5, 2.0)
+    assert temperatures == [2.0, 4.0, 8.0, 16.0, 32.0]
     x = torch.randn(3, 5, generator=gen, dtype=torch.float64)
     states = walkback.heating_trajectory(net, op, x, temperatures, gen, heating)
     targets = walkback.posterior_targets(op, heating, states, temperatures)
@@ -219,7 +221,8 @@ def test_posterior_leak_is_the_weight_of_the_state_in_the_posterior_mean():
         later = states[t + 1]
         keep = ((targets.means[t] - x) / (later - x))[0, 0].item()  # m = x + c (s_t - x)
         assert abs(net.leak(T) - keep) < 1e-12, T
-    assert net.leak(1.0) == 0.0
+        assert abs(net.leak(torch.tensor(T, dtype=torch.float64)).item() - keep) < 1e-12, T
+    assert net.leak(2.0) == 0.0 and net.leak(1.0) == 0.0 and net.leak(torch.tensor([1.0])).item() == 0.0
     s = states[3]
     plain = torch.addmm(net.b, net.rates(s, 4.0), net.W.t()) + net.w_T * math.log(4.0)
     assert torch.allclose(net(s, 4.0).mu, net.leak(4.0) * s + (1 - net.leak(4.0)) * plain, rtol=0, atol=1e-12)
@@ -344,3 +347,85 @@ def test_receptive_field_keys_are_checked(tmp_path):
         with pytest.raises(StudyError, match=message) as error:
             load_study(_study_file(tmp_path, text))
         assert "\n" not in str(error.value)
+
+
+def test_sampled_steps_are_drawn_from_the_start_with_the_heatings_marginal_and_posterior():
+    """walkback.sample_steps: each row's chosen states are s_0 + sqrt(V_t) eps (variance against V_t over
+    the rows that chose step t, 200,000 rows), their target means s_0 + V_{t-1} / V_t (s_t - s_0) with variance
+    V_{t-1} tau_t / V_t, as posterior_targets states them; each row chooses m distinct steps, every step
+    as often (within 5 binomial standard deviations), with the factor K / m."""
+    op, heating, temperatures = GaussianOperator(1.0), walkback.NoiseHeating(0.2), [1.0, 2.0, 4.0, 8.0, 16.0]
+    x0 = torch.full((200_000, 1), 0.3, dtype=torch.float64)
+    sampled = walkback.sample_steps(op, heating, x0, temperatures, 3, torch.Generator().manual_seed(5),
+                                    walkback.ChainNoise(torch.Generator().manual_seed(6)))
+    assert sampled.temperatures.shape == (3, 200_000, 1) and sampled.scale == 5 / 3
+    assert len(sampled.states) == 4 and sampled.states[0] is x0
+    T = sampled.temperatures[..., 0]
+    assert (T[0] != T[1]).all() and (T[1] != T[2]).all() and (T[0] != T[2]).all()
+    tau = [0.04 * T for T in temperatures]
+    for t, T_t in enumerate(temperatures):
+        V_t, V_before = sum(tau[: t + 1]), sum(tau[:t])
+        chosen = T == T_t
+        assert abs(chosen.sum().item() - 200_000 * 3 / 5) < 5 * math.sqrt(200_000 * 0.6 * 0.4), t
+        s_t = torch.stack(sampled.states[1:])[..., 0][chosen]
+        assert abs((s_t - 0.3).var().item() / V_t - 1) < 0.01, t
+        means = torch.stack(sampled.targets.means)[..., 0][chosen]
+        assert torch.allclose(means, 0.3 + V_before / V_t * (s_t - 0.3), rtol=0, atol=1e-14)
+        variances = sampled.targets.variances[..., 0][chosen]
+        assert torch.allclose(variances, torch.full_like(variances, V_before * tau[t] / V_t), rtol=0, atol=1e-15)
+    assert abs((sampled.last - 0.3).var().item() / sum(tau) - 1) < 0.01
+    everything = walkback.sample_steps(op, heating, x0[:4], temperatures, 9, None, walkback.ChainNoise())
+    assert sorted(everything.temperatures[:, 0, 0].tolist()) == temperatures and everything.scale == 1.0
+
+
+def test_sampled_steps_estimate_the_whole_trajectorys_loss_without_bias():
+    """K / m times the loss of m sampled steps, averaged over many draws, equals the mean walk-back loss of
+    whole noise-heated trajectories with the posterior target (within 5 standard errors), in the local rule's
+    figure as in walkback_losses."""
+    net, op, _ = _linear_model()
+    heating, temperatures = walkback.NoiseHeating(SIGMA_0), TEMPERATURES
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64).repeat(400, 1)
+    gen, noise = torch.Generator().manual_seed(2), walkback.ChainNoise(torch.Generator().manual_seed(3))
+    estimates, whole = [], []
+    for _ in range(300):
+        sampled = walkback.sample_steps(op, heating, x, temperatures, 1, gen, noise)
+        losses = walkback.walkback_losses(net, op, sampled.states, sampled.temperatures, targets=sampled.targets)
+        rule = plasticity.trajectory_update(net, op, sampled.states, sampled.temperatures, targets=sampled.targets)
+        assert abs(rule.loss.item() - losses.sum().item()) < 1e-10 * abs(losses.sum().item())
+        estimates.append(sampled.scale * losses.sum().item())
+        states = walkback.heating_trajectory(net, op, x, temperatures, noise.generator, heating)
+        targets = walkback.posterior_targets(op, heating, states, temperatures)
+        whole.append(walkback.walkback_losses(net, op, states, temperatures, targets=targets).sum().item())
+    estimates, whole = torch.tensor(estimates), torch.tensor(whole)
+    se = math.sqrt(estimates.var() / len(estimates) + whole.var() / len(whole))
+    assert abs(estimates.mean() - whole.mean()) < 5 * se
+    assert abs(estimates.mean() / sampled.scale - whole.mean()) > 5 * se  # it tells a missing K / m apart
+
+
+def test_local_rule_on_sampled_steps_equals_autograd():
+    net, gen = _leaking_network("learned")
+    op, heating, temperatures = GaussianOperator(1.0), walkback.NoiseHeating(0.2), [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64)
+    sampled = walkback.sample_steps(op, heating, x, temperatures, 3, gen, walkback.ChainNoise(gen))
+    update = plasticity.trajectory_update(net, op, sampled.states, sampled.temperatures, None, weight_power=0.5,
+                                          targets=sampled.targets)
+    net.zero_grad()
+    walkback.walkback_losses(net, op, sampled.states, sampled.temperatures, 0.5, sampled.targets).sum().backward()
+    for name, rule in (("W", update.grad_W), ("b", update.grad_b), ("w_T", update.grad_w_T),
+                       ("sigma_visible", update.grad_sigma_visible)):
+        exact = getattr(net, name).grad
+        assert (rule - exact).norm() <= 1e-10 * exact.norm(), name
+
+
+@pytest.mark.parametrize("text, message", [
+    ("walkback: {sampled_steps: 4}\n", "walkback.sampled_steps = 4 .* set walkback.heating_kernel: noise and "
+                                       "walkback.target: posterior"),
+    ("replicas: 2\nwalkback: {heating_kernel: noise, target: posterior, sampled_steps: 4}\n",
+     "walkback.sampled_steps .* set replicas: 1"),
+    ("walkback: {sampled_steps: -1}\n", "walkback.sampled_steps"),
+    ("walkback: {sampled_steps: 2.5}\n", "walkback.sampled_steps"),
+])
+def test_bad_sampled_steps_fail_in_one_line(tmp_path, text, message):
+    with pytest.raises(StudyError, match=message) as error:
+        load_study(_study_file(tmp_path, text))
+    assert "\n" not in str(error.value)
