@@ -57,6 +57,29 @@ def test_the_stacked_walkback_loss_of_a_unet_equals_the_step_by_step_loss_and_gr
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * scale)
 
 
+def test_the_stacked_loss_of_a_unet_with_posterior_targets_of_sampled_steps_equals_the_step_by_step_loss():
+    """The posterior targets of a whole trajectory, and each row's own sampled steps (walkback.sample_steps,
+    temperatures (m, batch, 1)), scored in one call on the stacked states as step by step."""
+    net = UNetNetwork((1, 8, 8), 8, (1, 2), 1, sigma_init=0.1, generator=torch.Generator().manual_seed(1)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
+    operator, heating = GaussianOperator(1.0), walkback.NoiseHeating(0.1)
+    temperatures = [1.5, 2.25, 3.375, 5.0625]
+    s0 = torch.rand(6, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    states = walkback.heating_trajectory(net, operator, s0, temperatures, torch.Generator().manual_seed(2), heating)
+    whole = (states, temperatures, walkback.posterior_targets(operator, heating, states, temperatures))
+    sampled = walkback.sample_steps(operator, heating, s0, temperatures, 2, torch.Generator().manual_seed(4),
+                                    walkback.ChainNoise(torch.Generator().manual_seed(5)))
+    for trajectory, temps, targets in (whole, (sampled.states, sampled.temperatures, sampled.targets)):
+        net.temperature_rows = True
+        stacked = walkback.walkback_losses(net, operator, trajectory, temps, targets=targets)
+        net.temperature_rows = False
+        stepwise = walkback.walkback_losses(net, operator, trajectory, temps, targets=targets)
+        assert stacked.shape == (len(temps),)
+        torch.testing.assert_close(stacked, stepwise, rtol=1e-12, atol=0)
+
+
 def test_bf16_autocast_trains_close_to_float32_and_the_refusals_name_the_fix():
     data = _synthetic_images()
     base = parse_study(TINY_UNET.replace("name: mnist, n_train: 400, n_test: 100", "name: mnist"))

@@ -186,8 +186,10 @@ class UNetNetwork(nn.Module):
         if not self.temperature_conditioned:
             return None
         if isinstance(T, torch.Tensor):
+            if T.shape == (s.shape[0], 1):  # one temperature per row, as walkback.sample_steps draws them
+                T = T[:, 0]
             if T.shape != (s.shape[0],):
-                raise ValueError(f"T must be a float or a (batch,) tensor with batch = {s.shape[0]}; "
+                raise ValueError(f"T must be a float or a (batch,) or (batch, 1) tensor with batch = {s.shape[0]}; "
                                  f"got a tensor of shape {tuple(T.shape)}")
             log_T = torch.log(T.to(dtype=s.dtype, device=s.device))
         else:

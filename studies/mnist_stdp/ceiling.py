@@ -18,7 +18,8 @@ import time
 import torch
 from torch import nn
 
-from asymnet.classifier import load_classifier
+from asymnet.data import find_data_dir
+from asymnet.evaluate import mnist_classifier
 from asymnet.data.mnist import load_mnist
 from asymnet.metrics import quality
 
@@ -109,12 +110,15 @@ def main() -> None:
     parser.add_argument("--noise", default="1", help="scales of the cooling noise, comma separated")
     parser.add_argument("--save", default="")
     parser.add_argument("--load", default="")
+    parser.add_argument("--data", default=None, help="the MNIST folder (default: ASYMNET_DATA)")
+    parser.add_argument("--grids", default="", help="save a 10 x 10 grid of samples per schedule into this folder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    images, _ = load_mnist("../shared/data", "train")
+    folder = find_data_dir(args.data)
+    images, _ = load_mnist(folder, "train")
     x = torch.from_numpy(images).reshape(-1, 784).float() / 255.0
-    test, _ = load_mnist("../shared/data", "test")
+    test, _ = load_mnist(folder, "test")
     test = torch.from_numpy(test).reshape(-1, 784).float() / 255.0
     data_mean, data_var = x.mean(0), x.var(0).mean()
     model = Denoiser([int(h) for h in args.hidden.split(",") if h], args.gain, args.field, args.channels)
@@ -159,7 +163,7 @@ def main() -> None:
     train_s = time.time() - start
     if args.save:
         torch.save(model.state_dict(), args.save)
-    classifier = load_classifier("data")
+    classifier = mnist_classifier(args.data, quiet=True)
     with torch.no_grad():
         features = classifier.features(test[1000:])
     radii = quality.knn_radii(features)
@@ -173,11 +177,12 @@ def main() -> None:
               f"{scores['label_entropy']:.3f} FD {scores['frechet_distance']:.0f} P/R {scores['precision']:.3f}/"
               f"{scores['recall']:.3f} nearest {scores['nearest_train_distance']:.2f} "
               f"(train {train_s:.0f} s, cool {time.time() - t0:.0f} s)", flush=True)
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        grid = samples[:100].reshape(10, 10, 28, 28).permute(0, 2, 1, 3).reshape(280, 280)
-        plt.imsave(f"/tmp/ceiling_{args.hidden.replace(',', '-')}_{int(args.gain)}_{args.field}_{factor}.png", grid.numpy(), cmap="gray")
+        if args.grids:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            grid = samples[:100].reshape(10, 10, 28, 28).permute(0, 2, 1, 3).reshape(280, 280)
+            plt.imsave(f"{args.grids}/ceiling_{args.hidden.replace(',', '-')}_{factor}_{noise}.png", grid.numpy(), cmap="gray")
 
 
 if __name__ == "__main__":
