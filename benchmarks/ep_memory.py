@@ -2,7 +2,7 @@
 
     python benchmarks/ep_memory.py [--chains 16] [--long 100000] [--short 1000] [--threads 2]
 
-The network is the mnist_stdp one (784 visible + 256 hidden units, Gaussian operator, tanh), with
+The network is the earlier mnist_stdp one (784 visible + 256 slow hidden units, Gaussian operator, tanh), with
 random weights: memory does not depend on their values. Each chain length runs in its own
 subprocess, so its peak resident memory (ru_maxrss) is that run's alone. The target: the long
 chain's peak within 10% of the short one's. Prints a table, writes benchmarks/results/ep_memory.json.
