@@ -123,8 +123,13 @@ def test_flat_input_of_the_wrong_width_is_rejected():
 
 def test_temperature_tensor_of_the_wrong_length_is_rejected():
     net = _net()
-    with pytest.raises(ValueError, match=r"\(batch,\) tensor with batch = 2; got a tensor of shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"\(batch,\) or \(batch, 1\) tensor with batch = 2; got a tensor of shape \(3,\)"):
         net(torch.zeros(2, 64, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(2, 2\)"):
+        net(torch.zeros(2, 64, dtype=torch.float64), torch.ones(2, 2, dtype=torch.float64))
+    per_row = net(torch.zeros(2, 64, dtype=torch.float64), torch.tensor([[2.0], [3.0]], dtype=torch.float64))
+    flat = net(torch.zeros(2, 64, dtype=torch.float64), torch.tensor([2.0, 3.0], dtype=torch.float64))
+    assert torch.equal(per_row.mu, flat.mu)
 
 
 def test_probe_estimate_of_the_jacobian_symmetry_matches_the_exact_one():
