@@ -31,10 +31,15 @@ def measure(study_path: str, learning: str, updates: int, threads: int, device_n
     from asymnet.data import Dataset
     from asymnet.dequantization import DEQUANTIZED
     from asymnet.model import build_model
-    from asymnet.study import load_study, replace_in
+    from asymnet.study import NetworkConfig, load_study, replace_in
 
     torch.set_num_threads(threads)
     study, _ = load_study(study_path)
+    if learning == "autograd" and study.network.hidden_learning == "learned" and study.network.feedback != "transpose":
+        # autograd's gradient is the transpose feedback's, the feedback keys of the local rule back at their defaults
+        defaults = NetworkConfig()
+        study = replace_in(study, "network", {"feedback": "transpose", "feedback_scale": defaults.feedback_scale,
+                                              "feedback_decay": defaults.feedback_decay})
     study = replace_in(study, "training.learning", learning)
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (2000, 784), generator=gen, dtype=torch.uint8)
