@@ -160,7 +160,7 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         (model.scaler.scale(total.sum()) if model.scaler else total.sum()).backward()
         loss, terms = loss.detach(), []
     reported = torch.stack([loss.to(dtype), *(torch.as_tensor(t, dtype=dtype, device=loss.device) for t in terms)])
-    if scale != 1.0:  # the m states steps stand for all K (walkback.sample_steps)
+    if scale != 1.0:  # the m scored steps stand for all K (walkback.sample_steps)
         reported.mul_(scale)
         for p in net.parameters():
             if p.grad is not None:

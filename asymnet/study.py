@@ -119,8 +119,8 @@ class WalkbackConfig:
     heating): the share of training steps heated by the model's own kernel instead, drawn per step. target
     (noise heating): what each walk-back step is scored against: sample (the heating's own s_{t-1}) or
     posterior (the law of s_{t-1} given s_t and s_0, the same expected loss without the draw's noise;
-    walkback.posterior_targets). sampled_steps m (the posterior target): each training step scores m of the
-    trajectory's K steps, drawn uniformly without replacement, their loss and update times K / m, an unbiased
+    walkback.posterior_targets). sampled_steps m (the posterior target): each training step scores m of each
+    image's K steps, drawn for each image uniformly without replacement, their loss and update times K / m, an unbiased
     estimate of the whole trajectory's (0: every step; walkback.sample_steps)."""
 
     n_extra_max: int = _check("non_negative", 4)

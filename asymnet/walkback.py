@@ -173,6 +173,10 @@ class NoiseHeating:
         alpha mu is s) and the pre-softplus level of sigma_0."""
         return Drive(s, s.new_full((), inverse_softplus(self.sigma)))
 
+    def step_variances(self, operator: GaussianOperator, T: torch.Tensor) -> torch.Tensor:
+        """tau = g(T)^2 sigma_0^2, the variance a heating step at each temperature of ``T`` adds."""
+        return operator.temperature_factor(T) ** 2 * self.sigma**2
+
 
 class Targets(NamedTuple):
     """What each walk-back step t = 1..K is scored against in place of the sampled s_{t-1}: ``means`` K
@@ -200,7 +204,7 @@ def posterior_targets(operator: GaussianOperator, heating: NoiseHeating, states:
     else:
         T = torch.tensor(list(temperatures), dtype=states[0].dtype, device=states[0].device).view(-1, 1, 1)
         mask = torch.ones_like(T)
-    tau = operator.temperature_factor(T) ** 2 * heating.sigma**2 * mask  # (K, [R,] 1, 1)
+    tau = heating.step_variances(operator, T) * mask  # (K, [R,] 1, 1)
     before = torch.cumsum(tau, 0) - tau  # V: what the steps before t added
     total = (before + tau).clamp_min(torch.finfo(tau.dtype).tiny)
     x0 = states[0]
@@ -239,7 +243,7 @@ def sample_steps(operator: GaussianOperator, heating: NoiseHeating, s0: torch.Te
     orders of magnitude (the first step's, with no noise before it, most)."""
     K, batch = len(temperatures), s0.shape[0]
     T = torch.tensor(list(temperatures), dtype=torch.float64)
-    tau = operator.temperature_factor(T) ** 2 * heating.sigma**2
+    tau = heating.step_variances(operator, T)
     total = torch.cumsum(tau, 0)  # V_t
     m = min(m, K)
     chosen = torch.rand((batch, K), generator=generator).argsort(dim=1)[:, :m].T  # (m, batch)
