@@ -292,6 +292,18 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).reshape(x.shape[1], -1, x.shape[-1])
 
 
+def add_update(update: LocalUpdate, other: LocalUpdate, weight: float) -> LocalUpdate:
+    """The rule's update of two loss terms summed, ``other``'s times ``weight``: every gradient, the loss
+    and the STDP / equal-time sizes (the update of the summed loss, since each is linear in its term)."""
+    def plus(a, b):
+        return None if a is None else a + weight * b
+
+    return LocalUpdate(update.grad_W + weight * other.grad_W, update.grad_b + weight * other.grad_b,
+                       plus(update.grad_sigma_visible, other.grad_sigma_visible), plus(update.grad_w_T, other.grad_w_T),
+                       update.loss + weight * other.loss, update.temporal_norm + weight * other.temporal_norm,
+                       update.equal_time_norm + weight * other.equal_time_norm)
+
+
 def write_gradients(network: RecurrentNetwork, update: LocalUpdate) -> None:
     """Place the rule's gradients where an optimizer reads them (``.grad``), as autograd would."""
     network.W.grad = update.grad_W.clone()

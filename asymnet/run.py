@@ -136,6 +136,9 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
             last = states[-1]
     if heating is not None and study.walkback.target == "posterior" and targets is None:
         targets = walkback.posterior_targets(operator, heating, states, temperatures)
+    unit, weight = None, study.walkback.unit_step_weight / scale  # the trajectory's update is times K / m below
+    if heating is not None and weight:  # walkback.unit_step_weight: one T = 1 step of the heating, walked back
+        unit = walkback.heating_trajectory_with_drives(net, operator, s0, [1.0], noise, shard, heating)[0]
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
         terms = [readout.regression(net, operator, states, temperatures, power)]
@@ -150,12 +153,17 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
             check = plasticity.rule_gradient_cosine(net, operator, states, temperatures, update, power, targets)
         if pairs:
             update = anchor.add_anchor(update, anchor.local_update(net, operator, pairs), study.anchor.weight)
+        if unit is not None:
+            update = plasticity.add_update(update, plasticity.trajectory_update(
+                net, operator, unit, [1.0], None, with_terms), weight)
         plasticity.write_gradients(net, update)
         loss = update.loss.detach()
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
     else:
         with autocast:
             loss = walkback.walkback_losses(net, operator, states, temperatures, power, targets).sum(0)
+            if unit is not None:
+                loss = loss + weight * walkback.walkback_losses(net, operator, unit, [1.0]).sum(0)
             total = loss + study.anchor.weight * anchor.score_anchor_loss(net, operator, *pairs) if pairs else loss
         (model.scaler.scale(total.sum()) if model.scaler else total.sum()).backward()
         loss, terms = loss.detach(), []

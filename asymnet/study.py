@@ -121,7 +121,11 @@ class WalkbackConfig:
     posterior (the law of s_{t-1} given s_t and s_0, the same expected loss without the draw's noise;
     walkback.posterior_targets). sampled_steps m (the posterior target): each training step scores m of each
     image's K steps, drawn for each image uniformly without replacement, their loss and update times K / m, an unbiased
-    estimate of the whole trajectory's (0: every step; walkback.sample_steps)."""
+    estimate of the whole trajectory's (0: every step; walkback.sample_steps). unit_step_weight w (noise
+    heating): each image also takes one T = 1 step of the heating, s_0 + sigma_0 eps, walked back at T = 1, its
+    loss and update times w: the T = 1 operator, which the schedule's steps (from T = heating_factor up) never
+    run, learns to denoise its own noise level, which is what the T = 1 chain does (Proposition 1; 0: no
+    such step)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -134,6 +138,7 @@ class WalkbackConfig:
     model_heating_fraction: float = _check("unit_closed_open", 0.0)
     target: str = _check(("sample", "posterior"), "sample")
     sampled_steps: int = _check("non_negative", 0)
+    unit_step_weight: float = _check("non_negative", 0.0)
 
 
 @dataclass(frozen=True)
@@ -411,6 +416,17 @@ def _check_joined_keys(study: Study, where) -> None:
         raise StudyError(f"{where('walkback.sampled_steps')}walkback.sampled_steps draws each step's scored steps, "
                          "which replicas (one batched program) cannot draw apart; set replicas: 1 or "
                          "walkback.sampled_steps: 0")
+    if study.walkback.unit_step_weight:
+        wrong = [f"{name} is {value}" for name, value, ok in (
+            ("walkback.heating_kernel", study.walkback.heating_kernel, study.walkback.heating_kernel == "noise"),
+            ("replicas", study.replicas, study.replicas == 1),
+            ("training.optimizer", study.training.optimizer, study.training.optimizer != "least_squares")) if not ok]
+        if wrong:
+            raise StudyError(f"{where('walkback.unit_step_weight')}walkback.unit_step_weight = "
+                             f"{study.walkback.unit_step_weight:g} adds a T = 1 step of noise heating and needs "
+                             f"walkback.heating_kernel: noise (with the model's heating walkback.n_extra_max gives "
+                             f"T = 1 steps), replicas: 1 and training.optimizer: adam, but {', '.join(wrong)}; set "
+                             "those or walkback.unit_step_weight: 0")
     if study.walkback.model_heating_fraction and study.replicas > 1:
         raise StudyError(f"{where('walkback.model_heating_fraction')}walkback.model_heating_fraction draws each "
                          "step's heating kernel, which replicas (one batched program) cannot draw apart; set "

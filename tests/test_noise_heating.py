@@ -204,6 +204,13 @@ def test_local_rule_with_posterior_targets_equals_autograd(hidden):
      "walkback.sampled_steps .* set replicas: 1"),
     ("walkback: {sampled_steps: -1}\n", "walkback.sampled_steps"),
     ("walkback: {sampled_steps: 2.5}\n", "walkback.sampled_steps"),
+    ("walkback: {unit_step_weight: 2}\n", "walkback.unit_step_weight = 2 adds a T = 1 step of noise heating and "
+                                           "needs walkback.heating_kernel: noise .* but walkback.heating_kernel is model;"),
+    ("replicas: 2\nwalkback: {heating_kernel: noise, unit_step_weight: 1}\n", "unit_step_weight .* but replicas is 2;"),
+    ("walkback: {heating_kernel: noise, unit_step_weight: 1}\ntraining: {optimizer: least_squares}\n",
+     "unit_step_weight .* but training.optimizer is least_squares;"),
+    ("walkback: {heating_kernel: noise, unit_step_weight: -1}\n", "walkback.unit_step_weight"),
+    ("walkback: {heating_kernel: noise, unit_step_weight: yes}\n", "walkback.unit_step_weight"),
 ])
 def test_bad_heating_keys_fail_in_one_line(tmp_path, text, message):
     _refusal(tmp_path, text, message)
@@ -418,3 +425,69 @@ def test_local_rule_on_sampled_steps_equals_autograd():
                        ("sigma_visible", update.grad_sigma_visible)):
         exact = getattr(net, name).grad
         assert (rule - exact).norm() <= 1e-10 * exact.norm(), name
+
+
+UNIT_STEP_STUDY = ("seed: 5\ndata: {name: spiral, n_train: 300, n_test: 50}\n"
+                   "network: {kind: recurrent, n_hidden: 0}\noperator: {alpha: 1.0, sigma: 0.2}\n"
+                   "walkback: {heating_kernel: noise, target: posterior, n_extra_max: 0, sampled_steps: 2, "
+                   "unit_step_weight: WEIGHT}\n"
+                   "training: {steps: 6, batch_size: 16, learning_rate: 1.0e-2, learning: LEARNING, dtype: float64}\n")
+
+
+def _unit_step_model(weight, learning):
+    from asymnet.data import load_dataset
+    from asymnet.model import build_model
+    from asymnet.study import parse_study
+
+    study = parse_study(UNIT_STEP_STUDY.replace("WEIGHT", str(weight)).replace("LEARNING", learning))
+    data = load_dataset("spiral", 300, 50, None, torch.Generator().manual_seed(0))
+    return study, data, build_model(study, data, torch.device("cpu"), torch.float64)
+
+
+def test_unit_step_adds_the_weighted_walk_back_of_a_t1_noise_step(monkeypatch):
+    """walkback.unit_step_weight w: each image also takes one T = 1 step of the heating, s_1 = s_0 + sigma_0 eps,
+    and the update gains w times the gradient of -log p_1(s_0 | s_1) (autograd on the very states the step drew),
+    on top of the noise-heated trajectory's K / m times its sampled steps; the weight changes no draw."""
+    import copy
+
+    from asymnet import run as run_module
+
+    original, drawn = walkback.heating_trajectory_with_drives, []
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        drawn.append((result[0], list(args[3])))
+        return result
+
+    monkeypatch.setattr(walkback, "heating_trajectory_with_drives", spy)
+    grads, losses = {}, {}
+    for weight in (1.0, 3.0):
+        study, data, model = _unit_step_model(weight, "local")
+        before = copy.deepcopy(model.network)
+        losses[weight] = run_module.train_step(model, study, data, torch.device("cpu"), torch.float64)["loss"]
+        grads[weight] = {name: p.grad.clone() for name, p in model.network.named_parameters() if p.grad is not None}
+    (first, temperatures), (second, _) = drawn
+    assert temperatures == [1.0] and len(first) == 2 and first[0].shape == (16, 2)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    noise = (first[1] - first[0]) / study.operator.sigma  # sigma_0 eps, g(1) = 1
+    assert abs(noise.std().item() - 1.0) < 0.3 and abs(noise.mean().item()) < 0.5
+    t1_loss = walkback.walkback_losses(before, model.operator, first, temperatures).sum(0)
+    t1_loss.backward()
+    for name, p in before.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[3.0][name] - grads[1.0][name], 2.0 * p.grad, rtol=1e-9, atol=1e-12)
+    assert losses[3.0] - losses[1.0] == pytest.approx(2.0 * t1_loss.item(), rel=1e-9)
+    assert before.W.grad.abs().max() > 1e-3  # the term is not empty
+
+
+def test_local_rule_with_the_unit_step_trains_as_autograd():
+    from asymnet import run as run_module
+
+    finals = {}
+    for learning in ("local", "autograd"):
+        study, data, model = _unit_step_model(2.0, learning)
+        for _ in range(study.training.steps):
+            run_module.train_step(model, study, data, torch.device("cpu"), torch.float64)
+        finals[learning] = {k: v.clone() for k, v in model.network.state_dict().items()}
+    for name, value in finals["autograd"].items():
+        torch.testing.assert_close(finals["local"][name], value, rtol=1e-9, atol=1e-12)

@@ -80,3 +80,21 @@ def test_mlp_starts_at_sigma_init_and_reads_temperature():
     s = torch.randn(8, 2, generator=gen, dtype=torch.float64)
     assert torch.allclose(torch.nn.functional.softplus(net(s, 1.0).sigma), torch.full((8, 2), 0.05, dtype=torch.float64))
     assert not torch.allclose(net(s, 1.0).mu, net(s, 8.0).mu)
+
+
+def test_mlp_reads_one_temperature_per_row_as_the_sampled_steps_give_them():
+    """A (batch, 1) or (batch,) tensor of temperatures gives each row the drive a float T gives it alone;
+    any other shape, or a T that is not positive, is refused in one line."""
+    gen = torch.Generator().manual_seed(7)
+    net = MLPNetwork(3, width=16, depth=2, sigma_init=0.05, generator=gen).double()
+    s = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    T = torch.tensor([[1.0], [1.1], [7.0], [400.0]], dtype=torch.float64)
+    per_row = net(s, T)
+    for i in range(4):
+        alone = net(s[i : i + 1], T[i, 0].item())
+        torch.testing.assert_close(per_row.mu[i : i + 1], alone.mu, rtol=1e-12, atol=1e-15)
+    assert torch.equal(net(s, T[:, 0]).mu, per_row.mu)
+    with pytest.raises(ValueError, match=r"\(batch,\) or \(batch, 1\) tensor with batch = 4; got a tensor of shape \(3,\)"):
+        net(s, torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="T must be positive; got 0.0"):
+        net(s, 0.0)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from asymnet.networks.recurrent import inverse_softplus
+from asymnet.networks.temperature import log_temperatures
 from asymnet.operators import Drive
 
 
@@ -49,10 +50,12 @@ class MLPNetwork(nn.Module):
             self.sigma_head.bias.fill_(inverse_softplus(sigma_init))
         self.sigma_head.requires_grad_(learn_sigma)
 
-    def forward(self, s: torch.Tensor, T: float = 1.0) -> Drive:
-        """Drive at states s (batch, n): mu (batch, n), pre-softplus sigma (batch, n)."""
+    def forward(self, s: torch.Tensor, T: float | torch.Tensor = 1.0) -> Drive:
+        """Drive at states s (batch, n): mu (batch, n), pre-softplus sigma (batch, n).
+
+        T: a float, or a (batch,) or (batch, 1) tensor giving each row its own temperature."""
         if self.temperature_conditioned:
-            log_T = torch.full((s.shape[0], 1), math.log(T), dtype=s.dtype, device=s.device)
-            s = torch.cat([s, log_T], dim=1)
+            log_T = log_temperatures(T, s).expand(s.shape[0])
+            s = torch.cat([s, log_T[:, None]], dim=1)
         hidden = self.body(s)
         return Drive(self.mu_head(hidden), self.sigma_head(hidden))

@@ -36,6 +36,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from asymnet.networks.recurrent import inverse_softplus
+from asymnet.networks.temperature import log_temperatures
 from asymnet.operators import Drive
 
 # Angular frequencies of the log T features: periods 32, 16, 8, 4, 2 and 1 in log T, so both the hot
@@ -185,17 +186,7 @@ class UNetNetwork(nn.Module):
         """Temperature embedding (1 or batch, 4 * base_channels), or None for an unconditioned network."""
         if not self.temperature_conditioned:
             return None
-        if isinstance(T, torch.Tensor):
-            if T.shape == (s.shape[0], 1):  # one temperature per row, as walkback.sample_steps draws them
-                T = T[:, 0]
-            if T.shape != (s.shape[0],):
-                raise ValueError(f"T must be a float or a (batch,) or (batch, 1) tensor with batch = {s.shape[0]}; "
-                                 f"got a tensor of shape {tuple(T.shape)}")
-            log_T = torch.log(T.to(dtype=s.dtype, device=s.device))
-        else:
-            if not T > 0:
-                raise ValueError(f"T must be positive; got {T}")
-            log_T = torch.full((1,), math.log(T), dtype=s.dtype, device=s.device)
+        log_T = log_temperatures(T, s)
         return self.temperature_embedding(log_temperature_features(log_T))
 
     def forward(self, s: torch.Tensor, T: float | torch.Tensor = 1.0) -> Drive:
