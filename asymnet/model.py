@@ -57,6 +57,8 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
     """The study's network F, its weights drawn from ``generator`` (a random feedback matrix B of learned fast
     hidden units last, so the other weights are those the same study with fixed hidden units draws)."""
     net_cfg, op_cfg = study.network, study.operator
+    leak = ((study.walkback.heating_factor, 1.0 if op_cfg.noise_scaling == "sqrt_T" else 2.0)
+            if net_cfg.posterior_leak else None)  # c(T) of noise heating's schedule (networks.temperature)
     if net_cfg.kind == "recurrent":
         return RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
                                 net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
@@ -66,8 +68,7 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
                                 net_cfg.hidden_temperature_gain, hidden_learning=net_cfg.hidden_learning,
                                 feedback=net_cfg.feedback,
                                 feedback_scale=net_cfg.feedback_scale,
-                                posterior_leak=(study.walkback.heating_factor, 1.0 if op_cfg.noise_scaling == "sqrt_T"
-                                                else 2.0) if net_cfg.posterior_leak else None,
+                                posterior_leak=leak,
                                 receptive_field=(net_cfg.hidden_receptive_field, *data.image_shape)
                                 if net_cfg.hidden_receptive_field else None)
     if net_cfg.kind == "unet":
@@ -77,7 +78,7 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
         try:
             return UNetNetwork(data.image_shape, net_cfg.unet_channels, tuple(net_cfg.unet_channel_mults),
                                net_cfg.unet_res_blocks, op_cfg.sigma, op_cfg.learn_sigma,
-                               net_cfg.temperature_conditioned, generator)
+                               net_cfg.temperature_conditioned, generator, leak)
         except ValueError as error:
             raise StudyError(f"network.unet_channel_mults = {list(net_cfg.unet_channel_mults)}: {error}") from None
     return MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,

@@ -65,7 +65,7 @@ class NetworkConfig:
     by that factor each step). feedback_scale: a random or Kolen-Pollack B starts N(0, feedback_scale^2 /
     n_visible), so each hidden unit's feedback (B e)_i is about as large as one visible error e_j; 0 with
     kolen_pollack starts B where W_vh^T starts (at 0), so B stays W_vh^T, each feedback synapse moved by its
-    forward partner's change alone. posterior_leak (recurrent, noise heating, operator.alpha 1, walkback.n_extra_max 0): the drive keeps the
+    forward partner's change alone. posterior_leak (recurrent or unet, noise heating, operator.alpha 1, walkback.n_extra_max 0): the drive keeps the
     share c(T) of the state that the mean of s_{t-1} given s_t and the data keeps, mu = c(T) s + (1 - c(T)) F,
     so F estimates the data behind the state (RecurrentNetwork.leak). hidden_receptive_field r (fast hidden
     units, image data; 0: every pixel): each hidden unit sees, and projects back to, an r x r square of the
@@ -390,13 +390,13 @@ def _check_joined_keys(study: Study, where) -> None:
                          "walkback.heating_kernel: noise or drop walkback.model_heating_fraction")
     if study.network.posterior_leak:
         wrong = [f"{name} is {value}" for name, value, ok in (
-            ("network.kind", study.network.kind, study.network.kind == "recurrent"),
+            ("network.kind", study.network.kind, study.network.kind in ("recurrent", "unet")),
             ("walkback.heating_kernel", study.walkback.heating_kernel, study.walkback.heating_kernel == "noise"),
             ("operator.alpha", study.operator.alpha, study.operator.alpha == 1.0),
             ("walkback.n_extra_max", study.walkback.n_extra_max, study.walkback.n_extra_max == 0)) if not ok]
         if wrong:
             raise StudyError(f"{where('network.posterior_leak')}network.posterior_leak sets the leak from the noise "
-                             f"heating's schedule and needs network.kind: recurrent, walkback.heating_kernel: noise, "
+                             f"heating's schedule and needs network.kind: recurrent or unet, walkback.heating_kernel: noise, "
                              f"operator.alpha: 1 and walkback.n_extra_max: 0, but {', '.join(wrong)}; set those or "
                              "drop network.posterior_leak")
     if study.walkback.target == "posterior" and study.walkback.heating_kernel != "noise":

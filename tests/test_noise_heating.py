@@ -263,7 +263,11 @@ def test_local_rule_with_the_posterior_leak_equals_autograd(hidden):
 def test_posterior_leak_names_every_key_it_needs(tmp_path):
     message = _refusal(tmp_path, "network: {posterior_leak: true}\nwalkback: {heating_kernel: noise}\n")
     assert "operator.alpha is 0.5" in message and "walkback.n_extra_max is 4" in message
-    assert "walkback.heating_kernel is" not in message
+    assert "walkback.heating_kernel is" not in message and "network.kind is" not in message
+    message = _refusal(tmp_path, "network: {kind: mlp, posterior_leak: true}\noperator: {alpha: 1.0}\n"
+                                 "walkback: {heating_kernel: noise, n_extra_max: 0}\n")
+    assert message.endswith("but network.kind is mlp; set those or drop network.posterior_leak")
+    assert "needs network.kind: recurrent or unet" in message
 
 
 def test_mixed_heating_draws_each_steps_kernel_from_the_training_generator(monkeypatch):

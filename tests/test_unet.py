@@ -140,3 +140,23 @@ def test_probe_estimate_of_the_jacobian_symmetry_matches_the_exact_one():
     assert 0.2 < exact.cosine < 0.6  # far from the identity's 1: the antisymmetric part is large
     for field in dataclasses.fields(exact):
         assert getattr(estimate, field.name) == pytest.approx(getattr(exact, field.name), rel=0.05), field.name
+
+
+def test_posterior_leak_scales_the_unets_step_by_the_share_the_posterior_mean_moves():
+    """With posterior_leak=(f, q) the drive is c(T) s + (1 - c(T)) (s + G), G the same weights' step without the
+    leak, c(T) the posterior mean's weight of s_t (0 at T = f and T = 1, as for the recurrent network),
+    for a float T and for one temperature per row."""
+    from asymnet.networks.temperature import posterior_leak
+
+    plain = _perturbed(_net())
+    leaking = _perturbed(_net(posterior_leak=(1.1, 1.0)))
+    s = torch.randn(3, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for T in (1.0, 1.1, 5.0, 400.0):
+        c = posterior_leak(T, 1.1, 1.0)
+        torch.testing.assert_close(leaking(s, T).mu, c * s + (1 - c) * plain(s, T).mu, rtol=1e-12, atol=1e-14)
+    assert posterior_leak(1.1, 1.1, 1.0) == 0.0 and posterior_leak(1.0, 1.1, 1.0) == 0.0
+    assert 0.9 < posterior_leak(400.0, 1.1, 1.0) < 1.0  # V / (V + tau) at the hot end of factor 1.1
+    rows = torch.tensor([[1.1], [5.0], [400.0]], dtype=torch.float64)
+    per_row = leaking(s, rows).mu
+    for i, T in enumerate((1.1, 5.0, 400.0)):
+        torch.testing.assert_close(per_row[i : i + 1], leaking(s[i : i + 1], T).mu, rtol=1e-10, atol=1e-12)

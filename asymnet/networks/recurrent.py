@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from asymnet.networks.temperature import posterior_leak
 from asymnet.operators import Drive
 
 TANH_BY_SIGMOID_MIN_SIZE = 4096
@@ -258,20 +259,11 @@ class RecurrentNetwork(nn.Module):
 
     def leak(self, T: float | torch.Tensor) -> float | torch.Tensor:
         """c(T), the share of the state the drive keeps with ``posterior_leak=(f, q)``: mu = c s + (1 - c) F,
-        F = W phi(s) + b [+ w_T log T], with c(T) = (T^q - f^q) / (T^q - f^q + (f^q - 1) T^q) the weight of s_t
-        in the mean of s_{t-1} given s_t and the data for noise heating by factor f along the schedule
-        T_t = f^t, t = 1..K (schedule.heating_temperatures with no T = 1 steps; walkback.posterior_targets:
-        V / (V + tau), V = sigma_0^2 (T^q - f^q) / (f^q - 1) the variance the steps below T added, tau =
-        sigma_0^2 T^q this step's; q = 1 for noise_scaling sqrt_T, 2 for T). So F is the network's estimate of
-        the data behind s, and c = 0 at the first step (T = f, nothing added before it) and at T = 1 (the
-        T = 1 steps of generation and of the long run): there the drive is F itself. Under the local rule the
-        postsynaptic factor of every synapse onto unit i gains 1 - c(T), the share of mu its input moves."""
-        factor, q = self.posterior_leak
-        Tq, fq = T**q, factor**q
-        if not torch.is_tensor(T):
-            return 0.0 if Tq <= fq else (Tq - fq) / (Tq - fq + (fq - 1.0) * Tq)
-        added = (Tq - fq).clamp_min(0.0)  # V / sigma_0^2 times (f^q - 1); 0 up to the first step
-        return added / (added + (fq - 1.0) * Tq)
+        F = W phi(s) + b [+ w_T log T], with c(T) the weight of s_t in the mean of s_{t-1} given s_t and the
+        data (networks.temperature.posterior_leak). So F is the network's estimate of the data behind s; at
+        the first step and at T = 1, c = 0 and the drive is F itself. Under the local rule the postsynaptic
+        factor of every synapse onto unit i gains 1 - c(T), the share of mu its input moves."""
+        return posterior_leak(T, *self.posterior_leak)
 
     def rates(self, s: torch.Tensor, T: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Presynaptic rates of all n_neurons units at states s (..., n_units), or with replicas

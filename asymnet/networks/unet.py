@@ -36,7 +36,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from asymnet.networks.recurrent import inverse_softplus
-from asymnet.networks.temperature import log_temperatures
+from asymnet.networks.temperature import log_temperatures, posterior_leak
 from asymnet.operators import Drive
 
 # Angular frequencies of the log T features: periods 32, 16, 8, 4, 2 and 1 in log T, so both the hot
@@ -97,6 +97,10 @@ class UNetNetwork(nn.Module):
     image_shape: (C, H, W); H and W divisible by 2**(len(channel_mults) - 1). Level i has
     base_channels * channel_mults[i] channels. With ``temperature_conditioned=False`` T is ignored.
     ``learn_sigma=False`` freezes the per-pixel sigma at its initial value (std sigma_init everywhere).
+    The drive is mu = s + G(s, T), G the U-Net's output; with ``posterior_leak=(f, q)`` (network.posterior_leak)
+    mu = c(T) s + (1 - c(T)) (s + G) = s + (1 - c(T)) G, c(T) the share of s_t in the mean of s_{t-1} given s_t
+    and the data (networks.temperature.posterior_leak), so s + G estimates the data behind the state and G
+    the noise added to it, at every temperature on the same scale.
     Weights are drawn from ``generator`` (uniform(-1, 1) / sqrt(fan_in), biases 0), so one seed gives
     one network.
     """
@@ -113,8 +117,10 @@ class UNetNetwork(nn.Module):
         learn_sigma: bool = True,
         temperature_conditioned: bool = True,
         generator: torch.Generator | None = None,
+        posterior_leak: tuple[float, float] | None = None,
     ):
         super().__init__()
+        self.posterior_leak = posterior_leak
         image_shape = tuple(image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape must be (C, H, W) with positive sizes; got {image_shape}")
@@ -214,5 +220,10 @@ class UNetNetwork(nn.Module):
             if level < len(self.upsamples):
                 h = self.upsamples[level](_upsample_nearest(h))
         h = nnf.silu(self.output_norm(h))
-        mu = s + self.mu_head(h).flatten(1)
-        return Drive(mu, self.sigma)
+        step = self.mu_head(h).flatten(1)
+        if self.posterior_leak is not None:
+            keep = posterior_leak(T, *self.posterior_leak)
+            if torch.is_tensor(keep):
+                keep = keep.to(dtype=s.dtype, device=s.device).reshape(-1, 1)
+            step = (1.0 - keep) * step
+        return Drive(s + step, self.sigma)
