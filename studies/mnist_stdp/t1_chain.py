@@ -43,10 +43,9 @@ def _line(figures: dict) -> str:
             f"FD {figures['frechet_distance']:.0f}")
 
 
-def chain_step(run, variant: str, s: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One step of the chain ``variant`` (see the module's docstring) from s."""
-    net, op = run.model.network, run.model.operator
-    T1, sigma0 = eval_temperatures(run.model, run.study)[0], run.study.operator.sigma
+def chain_step(run, variant: str, s: torch.Tensor, T1: float, generator: torch.Generator) -> torch.Tensor:
+    """One step of the chain ``variant`` (see the module's docstring) from s; T1 the heating's first temperature."""
+    net, op, sigma0 = run.model.network, run.model.operator, run.study.operator.sigma
     if variant == "model":
         return op.sample(s, net(s, 1.0), 1.0, generator)
     if variant == "gsn":
@@ -67,7 +66,7 @@ def score_chain(run, scorer, variants: list[str], n_steps: int, seed: int = 0) -
         s, done, clock, generator = start.clone(), 0, time.perf_counter(), torch.Generator().manual_seed(seed + 1)
         for stop in stops:
             for _ in range(stop - done):
-                s = chain_step(run, variant, s, generator)
+                s = chain_step(run, variant, s, T[0], generator)
             done = stop
             mean = op.mean(s, net(s, T[0]))
             print(f"{variant} {stop}: {_line(scorer.figures(s[:, : run.data.n_visible]))} | mean "
@@ -103,7 +102,7 @@ def step_losses(run) -> None:
 
 def finetune(run, n_updates: int, lr: float, overrides: list[str]) -> None:
     study = parse_study(read_summary(run.run_dir).attrs["study_resolved"], overrides=overrides)
-    model, net, op = run.model, run.model.network, run.model.operator
+    model, net = run.model, run.model.network
     net.train()
     clock, losses = time.perf_counter(), []
     for k in range(n_updates):
