@@ -67,6 +67,11 @@ def _check_exportable(network, operator) -> None:
         raise BrianExportError(
             f"Brian2 export supports the GaussianOperator only (s' = (1 - alpha) s + alpha F(s) + std xi); "
             f"got {type(operator).__name__}")
+    if network.pathway is not None:
+        raise BrianExportError(
+            "Brian2 export has no counterpart for a convolutional pathway (network.conv_channels): its fast "
+            "hidden layers relax within a step and share each kernel across the image; export a network "
+            "without one")
     if network.hidden_units != "slow":
         learned = " and learns them through feedback synapses B" if network.hidden_learning == "learned" else ""
         raise BrianExportError(

@@ -65,11 +65,13 @@ def detailed_balance_figures(model: Model, study: Study, data: Dataset, device, 
     return {name: figures[name] for name in ("ep", "ep_stderr", "relative_irreversibility")}
 
 
-def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int, feedback: bool = False) -> None:
+def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int, feedback: bool = False,
+                 pathway: bool = False) -> None:
     """cos(W, W^T) and the norms of W's symmetric and antisymmetric parts, with a W snapshot; for an
     MLP the same figures of its Jacobian dF_mu/ds at 64 held-out points, from 16 random probes each.
     ``feedback`` (learned hidden units under the local rule): also feedback_alignment, cos(B, W_vh^T) of the
-    feedback synapses B (plasticity.feedback_alignment), the same symmetry question asked of that pathway."""
+    feedback synapses B (plasticity.feedback_alignment), the same symmetry question asked of that pathway;
+    ``pathway`` (a convolutional pathway under the local rule): pathway_alignment, cos(B, K) over its kernels."""
     network = model.network
     if isinstance(network, RecurrentNetwork):
         figures = weight_symmetry(network.W.detach())
@@ -83,6 +85,8 @@ def log_symmetry(log: RunLog, model: Model, data: Dataset, dtype, step: int, fee
     log.append("antisymmetric_norm", step, figures.antisymmetric_norm)
     if feedback:
         log.append("feedback_alignment", step, plasticity.feedback_alignment(network))
+    if pathway:
+        log.append("pathway_alignment", step, network.pathway.feedback_alignment())
 
 
 def toy_mmd_null(study: Study, data: Dataset, reference: torch.Tensor) -> torch.Tensor:

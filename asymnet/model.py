@@ -23,6 +23,7 @@ from asymnet.data import Dataset, load_dataset
 from asymnet.distributed import Shard
 from asymnet.errors import RunError, TrainingDiverged
 from asymnet.networks import MLPNetwork, RecurrentNetwork, UNetNetwork
+from asymnet.networks.pathway import ConvPathway
 from asymnet.operators import BernoulliOperator, GaussianOperator, Operator
 from asymnet.runlog import LOG_NAME, LogError, read_summary
 from asymnet.study import Study, StudyError, parse_study, replica_study
@@ -60,17 +61,27 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
     leak = ((study.walkback.heating_factor, 1.0 if op_cfg.noise_scaling == "sqrt_T" else 2.0)
             if net_cfg.posterior_leak else None)  # c(T) of noise heating's schedule (networks.temperature)
     if net_cfg.kind == "recurrent":
-        return RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
+        network = RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
                                 net_cfg.init_scale, generator, op_cfg.sigma_hidden or None,
                                 net_cfg.temperature_conditioned,
                                 None if net_cfg.phi_visible == "same" else net_cfg.phi_visible,
                                 net_cfg.hidden_units, net_cfg.hidden_gain, net_cfg.hidden_bias,
                                 net_cfg.hidden_temperature_gain, hidden_learning=net_cfg.hidden_learning,
-                                feedback=net_cfg.feedback,
+                                feedback=net_cfg.feedback if net_cfg.hidden_learning == "learned" else "transpose",
                                 feedback_scale=net_cfg.feedback_scale,
                                 posterior_leak=leak,
                                 receptive_field=(net_cfg.hidden_receptive_field, *data.image_shape)
                                 if net_cfg.hidden_receptive_field else None)
+        if net_cfg.conv_channels:  # drawn after the network's own weights
+            try:
+                network.attach_pathway(ConvPathway(data.image_shape, tuple(net_cfg.conv_channels), net_cfg.phi,
+                                                   net_cfg.conv_gain, net_cfg.hidden_temperature_gain,
+                                                   net_cfg.feedback if study.training.learning == "local" else "transpose",
+                                                   net_cfg.feedback_scale, generator,
+                                                   pathway_input_gain(study, data) if net_cfg.conv_input_gain else None))
+            except ValueError as error:
+                raise StudyError(f"network.conv_channels = {list(net_cfg.conv_channels)}: {error}") from None
+        return network
     if net_cfg.kind == "unet":
         if data.image_shape is None:
             raise StudyError(f"network.kind: unet needs an image dataset (mnist, cifar10, svhn, celeba64), "
@@ -83,6 +94,15 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
             raise StudyError(f"network.unet_channel_mults = {list(net_cfg.unet_channel_mults)}: {error}") from None
     return MLPNetwork(data.n_visible, net_cfg.mlp_width, net_cfg.mlp_depth, op_cfg.sigma, op_cfg.learn_sigma,
                       net_cfg.temperature_conditioned, generator)
+
+
+def pathway_input_gain(study: Study, data: Dataset) -> tuple[float, float, float, float]:
+    """(var, sigma_0, f, q) of network.conv_input_gain: var the per-pixel variance of (up to) 10,000 training
+    images, dequantised by a stream of its own (the study's generator draws the weights), averaged over
+    pixels; sigma_0 operator.sigma; f the heating factor; q 1 for noise_scaling sqrt_T, 2 for T."""
+    images = data.batch(data.train[:10000], torch.Generator().manual_seed(0), torch.float64)
+    q = 1.0 if study.operator.noise_scaling == "sqrt_T" else 2.0
+    return images.var(0).mean().item(), study.operator.sigma, study.walkback.heating_factor, q
 
 
 def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.dtype,

@@ -62,6 +62,7 @@ class LocalUpdate:
     grad_w_T (n,) or None without a temperature input (its presynaptic rate is log T); the hidden rows of
     grad_W, grad_b, grad_w_T are the feedback rule's for learned fast hidden units, else 0;
     loss: sum over steps of the batch-mean -log p_{T_t}(s_{t-1} | s_t), nats;
+    grad_pathway: the convolutional pathway's gradients by parameter name (networks.pathway), None without one;
     temporal_norm / equal_time_norm: Frobenius norms of the temporal (STDP) and equal-time parts
     of dW, batch-mean, summed over steps. With replicas every field has a leading replica axis:
     grad_W (R, n, n), ..., loss (R,), and the norms are (R,) tensors.
@@ -74,6 +75,7 @@ class LocalUpdate:
     loss: torch.Tensor
     temporal_norm: float | torch.Tensor
     equal_time_norm: float | torch.Tensor
+    grad_pathway: dict[str, torch.Tensor] | None = None
 
 
 def trajectory_update(
@@ -130,7 +132,8 @@ def trajectory_update(
         units = slice(None, m)
         pre = network.rates(later, T)  # (K, [R,] batch, n_neurons)
         leaking = network.posterior_leak is not None
-        if drives is not None and not leaking and (network.hidden_units == "slow" or not network.temperature_conditioned):
+        pathway = network.pathway
+        if drives is not None and not leaking and pathway is None and (network.hidden_units == "slow" or not network.temperature_conditioned):
             # heating drove s_t at T_{t+1}; the walk back needs F(s_t, T_t), which differs only by the log T
             # neuron's input, w_T (log T_t - log T_{t+1}): one GEMM per step instead of two
             last_T = temperatures[-1] if padded is None else T[-1]
@@ -145,6 +148,9 @@ def trajectory_update(
             F = torch.matmul(pre, network.W[..., :m, :].mT) + network.for_states(network.b, units)
             if network.w_T is not None:
                 F = F + network.for_states(network.w_T, units) * T.log()
+            if pathway is not None:  # its layers' rates at s_t, kept for its rule below
+                cache = pathway.rates(pre[..., :m], T)
+                F = F + pathway.drive(cache, pre.shape[:-1])
         keep = network.leak(T) if leaking else None  # c(T_t): mu = c s_t + (1 - c) F (network.posterior_leak)
         if leaking:
             F = F.mul_(1.0 - keep).add_(keep * later[..., :m])
@@ -206,6 +212,7 @@ def trajectory_update(
             grad_w_T[..., :m] = -(post * T.log()).sum((0, -2)) / batch
         if network.hidden_learning == "learned":
             _hidden_update(network, post, pre, T, grad_W, grad_b, grad_w_T)
+        grad_pathway = None if pathway is None else pathway.local_gradients(cache, post, batch)
         temporal_norm = equal_time_norm = float("nan") if padded is None else torch.full_like(loss, float("nan"))
         if with_terms:
             # padded steps hold the state, so s_{t-1} - s_t is 0 there already
@@ -215,7 +222,7 @@ def trajectory_update(
                 temporal_norm, equal_time_norm = temporal.norm().item(), equal_time.norm().item()
             else:
                 temporal_norm, equal_time_norm = temporal.flatten(1).norm(dim=1), equal_time.flatten(1).norm(dim=1)
-    return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm)
+    return LocalUpdate(grad_W, grad_b, grad_sigma, grad_w_T, loss, temporal_norm, equal_time_norm, grad_pathway)
 
 
 def _hidden_update(network: RecurrentNetwork, post: torch.Tensor, pre: torch.Tensor, T: torch.Tensor,
@@ -253,18 +260,28 @@ def feedback_alignment(network: RecurrentNetwork) -> float | torch.Tensor:
         return matrix_cosine(network.feedback_matrix, network.W[..., :v, v:].mT)
 
 
-def rule_gradient_cosine(network: RecurrentNetwork, operator: Operator, states: list[torch.Tensor],
-                         temperatures: list[float] | ReplicaSchedule, update: LocalUpdate,
-                         weight_power: float = 0.0, targets: Targets | None = None) -> float | torch.Tensor:
-    """cos(rule's grad W_hv, autograd's grad W_hv) on one trajectory: the local update's hidden input weights
-    against the exact gradient of the same walkback loss (walkback.walkback_losses with ``weight_power``),
-    1 for ``feedback="transpose"`` to round-off. With replicas an (R,) tensor."""
+def rule_gradient_cosines(network: RecurrentNetwork, operator: Operator, states: list[torch.Tensor],
+                          temperatures: list[float] | ReplicaSchedule, update: LocalUpdate,
+                          weight_power: float = 0.0, targets: Targets | None = None) -> dict[str, float | torch.Tensor]:
+    """How far the local update is from the exact gradient of the same walkback loss on one trajectory
+    (walkback.walkback_losses with ``weight_power``), 1 for transpose feedback to round-off:
+    ``rule_gradient_cosine``, cos(rule's grad W_hv, autograd's) of learned fast hidden units (with replicas an
+    (R,) tensor), and ``pathway_gradient_cosine``, the same over all of a convolutional pathway's parameters."""
     v = network.n_visible
+    learned = network.hidden_learning == "learned"
+    inputs = ([network.W] if learned else []) + ([] if network.pathway is None else list(network.pathway.parameters()))
     with torch.enable_grad():
         exact = torch.autograd.grad(walkback_losses(network, operator, states, temperatures, weight_power,
-                                                    targets).sum(),
-                                    network.W)[0]
-    return matrix_cosine(update.grad_W[..., v:, :v], exact[..., v:, :v])
+                                                    targets).sum(), inputs)
+    cosines = {}
+    if learned:
+        cosines["rule_gradient_cosine"] = matrix_cosine(update.grad_W[..., v:, :v], exact[0][..., v:, :v])
+    if network.pathway is not None:
+        names = [name for name, _ in network.pathway.named_parameters()]
+        rule = torch.cat([update.grad_pathway[name].reshape(-1) for name in names]).double()
+        autograd = torch.cat([g.reshape(-1) for g in exact[int(learned):]]).double()
+        cosines["pathway_gradient_cosine"] = (rule @ autograd / (rule.norm() * autograd.norm())).item()
+    return cosines
 
 
 @torch.no_grad()
@@ -298,10 +315,12 @@ def add_update(update: LocalUpdate, other: LocalUpdate, weight: float) -> LocalU
     def plus(a, b):
         return None if a is None else a + weight * b
 
+    pathway = None if update.grad_pathway is None else \
+        {name: grad + weight * other.grad_pathway[name] for name, grad in update.grad_pathway.items()}
     return LocalUpdate(update.grad_W + weight * other.grad_W, update.grad_b + weight * other.grad_b,
                        plus(update.grad_sigma_visible, other.grad_sigma_visible), plus(update.grad_w_T, other.grad_w_T),
                        update.loss + weight * other.loss, update.temporal_norm + weight * other.temporal_norm,
-                       update.equal_time_norm + weight * other.equal_time_norm)
+                       update.equal_time_norm + weight * other.equal_time_norm, pathway)
 
 
 def write_gradients(network: RecurrentNetwork, update: LocalUpdate) -> None:
@@ -312,6 +331,9 @@ def write_gradients(network: RecurrentNetwork, update: LocalUpdate) -> None:
         network.sigma_visible.grad = update.grad_sigma_visible.clone()
     if update.grad_w_T is not None:
         network.w_T.grad = update.grad_w_T.clone()
+    if update.grad_pathway is not None:
+        for name, grad in update.grad_pathway.items():
+            getattr(network.pathway, name).grad = grad.clone()
 
 
 def temporal_term(pre_rate: torch.Tensor, post_before: torch.Tensor, post_after: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,11 @@ def learns_hidden_locally(study: Study) -> bool:
     return study.network.hidden_learning == "learned" and study.training.learning == "local"
 
 
+def learns_pathway_locally(study: Study) -> bool:
+    """A convolutional pathway (network.conv_channels) under the local rule: its feedback kernels are logged."""
+    return bool(study.network.conv_channels) and study.training.learning == "local"
+
+
 def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, with_terms: bool = True,
                gradient_check: bool = False) -> dict[str, float] | list[dict[str, float]]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
@@ -149,8 +154,8 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     if study.training.learning == "local":
         update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power,
                                               targets)
-        if gradient_check and learns_hidden_locally(study):
-            check = plasticity.rule_gradient_cosine(net, operator, states, temperatures, update, power, targets)
+        if gradient_check and (learns_hidden_locally(study) or learns_pathway_locally(study)):
+            check = plasticity.rule_gradient_cosines(net, operator, states, temperatures, update, power, targets)
         if pairs:
             update = anchor.add_anchor(update, anchor.local_update(net, operator, pairs), study.anchor.weight)
         if unit is not None:
@@ -181,6 +186,9 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         net.mask_gradients()
     mirrored = learns_hidden_locally(study) and study.network.feedback == "kolen_pollack"
     W_vh_before = net.W[..., : net.n_visible, net.n_visible:].detach().clone() if mirrored else None
+    kernels_before = None  # the pathway's forward kernels before the step, for its Kolen-Pollack feedback
+    if learns_pathway_locally(study) and study.network.feedback == "kolen_pollack":
+        kernels_before = net.pathway.kernels_before()
     if model.scaler:
         model.scaler.step(model.optimizer)
         model.scaler.update()
@@ -188,12 +196,15 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         model.optimizer.step()
     if mirrored:
         plasticity.kolen_pollack_step(net, W_vh_before, study.network.feedback_decay)
+    if kernels_before is not None:
+        net.pathway.kolen_pollack_step(kernels_before, study.network.feedback_decay)
     model.p_star.update(last, study.walkback.p_star_momentum, shard)
     names = ("loss", "stdp_temporal", "stdp_equal_time")[: len(reported)]
     figures = [dict(zip(names, row)) for row in reported.reshape(len(names), -1).T.tolist()]
     if check is not None:
-        for row, value in zip(figures, torch.as_tensor(check).reshape(-1).tolist()):
-            row["rule_gradient_cosine"] = value
+        for name, values in check.items():
+            for row, value in zip(figures, torch.as_tensor(values).reshape(-1).tolist()):
+                row[name] = value
     return figures if replicated else figures[0]
 
 
@@ -278,6 +289,8 @@ def _network_layout(study: Study, model: Model, data: Dataset) -> LogLayout:
         samples["learning_window"] = (len(WINDOW_LAGS), 3)
     if learns_hidden_locally(study):
         metrics += ["feedback_alignment", "rule_gradient_cosine"]
+    if learns_pathway_locally(study):
+        metrics += ["pathway_alignment", "pathway_gradient_cosine"]
     evals = ["bound"]
     if data.rescaling is not None:
         samples["untrained"] = samples["final"]
@@ -465,8 +478,9 @@ def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study
         except TrainingDiverged as error:
             raise diverged(step, error, checkpoint) from None
         for member, figures in zip(members, rows):  # a figure of this step alone, not a window's mean
-            if "rule_gradient_cosine" in figures:
-                member.log.append("rule_gradient_cosine", step, figures.pop("rule_gradient_cosine"))
+            for name in ("rule_gradient_cosine", "pathway_gradient_cosine"):
+                if name in figures:
+                    member.log.append(name, step, figures.pop(name))
         for window, figures in zip(windows, rows):
             for name, value in figures.items():
                 window.setdefault(name, []).append(value)
@@ -483,7 +497,8 @@ def train(members: list[Member], log: RunLog, model: Model | ReplicaModel, study
                             img_s=f"{images_per_s:,.0f}")
         if step % every.weights_every == 0 or step == study.training.steps:
             for member, single in zip(members, single_models(model)):
-                log_symmetry(member.log, single, member.data, dtype, step, feedback=learns_hidden_locally(study))
+                log_symmetry(member.log, single, member.data, dtype, step, feedback=learns_hidden_locally(study),
+                             pathway=learns_pathway_locally(study))
         if step % every.eval_every == 0:
             for member, single in zip(members, single_models(model)):
                 member.log.append("bound", step, held_out_bound(single, member.study, member.data, device, dtype, step))

@@ -69,9 +69,9 @@ class ChainSampler:
 
     @staticmethod
     def supports(network, operator) -> bool:
-        """Whether this sampler runs (network, operator): a recurrent network (without replicas) with the
-        Gaussian operator, its drive not leaking by temperature (network.posterior_leak)."""
-        return (isinstance(network, RecurrentNetwork) and network.replicas is None
+        """Whether this sampler runs (network, operator): a recurrent network (without replicas or a
+        convolutional pathway) with the Gaussian operator, its drive not leaking by temperature (network.posterior_leak)."""
+        return (isinstance(network, RecurrentNetwork) and network.replicas is None and network.pathway is None
                 and network.posterior_leak is None and isinstance(operator, GaussianOperator))
 
     @property

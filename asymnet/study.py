@@ -69,7 +69,16 @@ class NetworkConfig:
     share c(T) of the state that the mean of s_{t-1} given s_t and the data keeps, mu = c(T) s + (1 - c(T)) F,
     so F estimates the data behind the state (RecurrentNetwork.leak). hidden_receptive_field r (fast hidden
     units, image data; 0: every pixel): each hidden unit sees, and projects back to, an r x r square of the
-    image around its centre, the units' centres tiling the image (recurrent.receptive_field_mask)."""
+    image around its centre, the units' centres tiling the image (recurrent.receptive_field_mask).
+    conv_channels (recurrent, image data, the chain's state the visible units): the channels of a
+    convolutional pathway of fast hidden layers, one count per level (e.g. [16, 32, 64]: 28 -> 14 -> 7 and
+    back), whose output D(v, T) adds to the visible drive (asymnet.networks.pathway; []: none). Its units use
+    phi, its forward kernels are drawn N(0, conv_gain^2 / fan_in) and its log T weights N(0,
+    hidden_temperature_gain^2); under the local rule network.feedback, feedback_scale and feedback_decay set
+    its feedback kernels as they set B (feedback_scale 0: each starts at its forward kernel). conv_input_gain
+    (noise heating): the pathway reads the visible rates times 1 / sqrt(var + V(T)), var the training images'
+    per-pixel variance and V(T) the variance the heating added by T, so its units see states of one spread
+    at every temperature (networks.pathway)."""
 
     kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -92,6 +101,9 @@ class NetworkConfig:
     unet_channels: int = _check("positive", 32)
     unet_channel_mults: tuple = (1, 2, 2)
     unet_res_blocks: int = _check("positive", 1)
+    conv_channels: tuple = ()
+    conv_gain: float = _check("positive", 1.0)
+    conv_input_gain: bool = False
 
 
 @dataclass(frozen=True)
@@ -340,6 +352,7 @@ def study_to_dict(study: Study) -> dict:
     values = asdict(study)
     values["replica_sweep"]["values"] = list(values["replica_sweep"]["values"])
     values["network"]["unet_channel_mults"] = list(values["network"]["unet_channel_mults"])
+    values["network"]["conv_channels"] = list(values["network"]["conv_channels"])
     values["evaluation"]["inpaint_masks"] = list(values["evaluation"]["inpaint_masks"])
     return values
 
@@ -468,6 +481,12 @@ def _check_hidden_learning(study: Study, where) -> None:
     keys act only on learned hidden units under the local rule (feedback_scale on a B of its own,
     feedback_decay under kolen_pollack), and are refused where they would be ignored."""
     net, defaults = study.network, NetworkConfig()
+    if net.conv_channels:
+        _check_pathway(study, where)
+    elif net.conv_input_gain:
+        raise StudyError(f"{where('network.conv_input_gain')}network.conv_input_gain scales the input of a "
+                         "convolutional pathway, but network.conv_channels is []; set network.conv_channels (e.g. "
+                         "[16, 32, 64]) or drop network.conv_input_gain")
     if net.hidden_learning == "learned":
         shown = f"{where('network.hidden_learning')}network.hidden_learning = learned "
         if net.kind != "recurrent":
@@ -495,10 +514,11 @@ def _check_hidden_learning(study: Study, where) -> None:
                              "network.hidden_receptive_field: 0")
     if net.feedback != defaults.feedback:
         shown = f"{where('network.feedback')}network.feedback = {net.feedback} "
-        if net.hidden_learning != "learned":
+        if net.hidden_learning != "learned" and not net.conv_channels:
             raise StudyError(f"{shown}carries the visible errors to learned hidden units, but "
-                             "network.hidden_learning is fixed; set network.hidden_learning: learned (with "
-                             "network.hidden_units: fast) or network.feedback: transpose")
+                             "network.hidden_learning is fixed and there is no network.conv_channels pathway; set "
+                             "network.hidden_learning: learned (with network.hidden_units: fast), or "
+                             "network.feedback: transpose")
         if study.training.learning != "local":
             raise StudyError(f"{shown}is a choice of the local rule; training.learning: autograd follows the exact "
                              "gradient (B = W_vh^T); set training.learning: local or network.feedback: transpose")
@@ -514,6 +534,32 @@ def _check_hidden_learning(study: Study, where) -> None:
         raise StudyError(f"{where('network.feedback_decay')}network.feedback_decay = {net.feedback_decay:g} acts "
                          f"under network.feedback: kolen_pollack only, got network.feedback: {net.feedback}; set "
                          "network.feedback: kolen_pollack or drop network.feedback_decay")
+
+
+def _check_pathway(study: Study, where) -> None:
+    """network.conv_channels: positive integer counts, a recurrent network over images whose chain state is
+    the visible units, one run (no replicas), the Adam optimiser, no score anchor."""
+    net = study.network
+    shown = f"{where('network.conv_channels')}network.conv_channels = {list(net.conv_channels)} "
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in net.conv_channels):
+        raise StudyError(f"{shown}must list positive integers, one channel count per level (e.g. [16, 32, 64])")
+    wrong = [f"{name} is {value}" for name, value, ok in (
+        ("network.kind", net.kind, net.kind == "recurrent"),
+        ("data.name", study.data.name, study.data.name in ("mnist", "cifar10", "svhn", "celeba64")),
+        ("network.hidden_units", net.hidden_units, net.hidden_units == "fast" or not net.n_hidden),
+        ("replicas", study.replicas, study.replicas == 1),
+        ("training.optimizer", study.training.optimizer, study.training.optimizer == "adam"),
+        ("anchor.weight", study.anchor.weight, not study.anchor.weight)) if not ok]
+    if net.conv_input_gain and study.walkback.heating_kernel != "noise":
+        raise StudyError(f"{where('network.conv_input_gain')}network.conv_input_gain scales the pathway's input by "
+                         "the spread of a noise-heated state, but walkback.heating_kernel is model, whose states "
+                         "spread as the model makes them; set walkback.heating_kernel: noise or "
+                         "network.conv_input_gain: false")
+    if wrong:
+        raise StudyError(f"{shown}adds a convolutional pathway to the visible drive of a recurrent network over "
+                         "images and needs network.kind: recurrent, an image dataset, network.hidden_units: fast "
+                         "(or network.n_hidden: 0), replicas: 1, training.optimizer: adam and anchor.weight: 0, but "
+                         f"{', '.join(wrong)}; set those or network.conv_channels: []")
 
 
 def _check_least_squares(study: Study, where) -> None:

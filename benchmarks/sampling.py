@@ -110,7 +110,7 @@ def brian_rate(n: int, chains: int, target: str, seconds: float) -> float:
 def step_parts(n: int, chains: int, seconds: float) -> dict:
     """Microseconds per step of each part of a float32 sampler step with (chains, n) states: the normals
     (torch's ``normal_``), torch's ``tanh``, asymnet's tanh (2 sigmoid(2u) - 1) and the GEMM alone."""
-    from asymnet.networks.recurrent import tanh
+    from asymnet.networks.activations import tanh
 
     gen = torch.Generator().manual_seed(0)
     s, out = torch.randn(chains, n, generator=gen), torch.empty(chains, n)

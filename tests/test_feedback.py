@@ -66,7 +66,7 @@ def test_transpose_feedback_rule_equals_the_autograd_gradient_of_every_weight(po
         hidden = getattr(update, "grad_" + name)[3:]
         assert hidden.abs().max() > 1e-3 and _relative_error(hidden, grads[name][3:]) < 1e-10, name
     assert (update.grad_W[3:, 3:] == 0).all()  # W_hh takes no part
-    cosine = plasticity.rule_gradient_cosine(net, operator, states, TEMPERATURES, update, power)
+    cosine = plasticity.rule_gradient_cosines(net, operator, states, TEMPERATURES, update, power)["rule_gradient_cosine"]
     assert cosine == pytest.approx(1.0, abs=1e-12)
 
 

@@ -75,7 +75,7 @@ def test_unsupported_inputs_are_refused():
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 3e-7), (torch.float64, 1e-15)])
 def test_tanh_by_sigmoid_is_tanh_to_a_few_ulp(dtype, tolerance):
-    from asymnet.networks.recurrent import TANH_BY_SIGMOID_MIN_SIZE, tanh
+    from asymnet.networks.activations import TANH_BY_SIGMOID_MIN_SIZE, tanh
 
     u = torch.linspace(-12.0, 12.0, 2 * TANH_BY_SIGMOID_MIN_SIZE + 1, dtype=dtype)
     assert (tanh(u) - torch.tanh(u)).abs().max() <= tolerance  # absolute: a few ulp of 1

@@ -340,8 +340,8 @@ FAST_LEARNED = "network: {hidden_units: fast, hidden_learning: learned"
          "fits the visible units' readout only); set training.optimizer: adam or network.hidden_learning: fixed"),
         ("network: {hidden_units: fast, feedback: random}\ntraining: {learning: local}\n",
          "spiral.yaml:1: network.feedback = random carries the visible errors to learned hidden units, but "
-         "network.hidden_learning is fixed; set network.hidden_learning: learned (with network.hidden_units: fast) "
-         "or network.feedback: transpose"),
+         "network.hidden_learning is fixed and there is no network.conv_channels pathway; set "
+         "network.hidden_learning: learned (with network.hidden_units: fast), or network.feedback: transpose"),
         (FAST_LEARNED + ", feedback: kolen_pollack}\n",
          "spiral.yaml:1: network.feedback = kolen_pollack is a choice of the local rule; training.learning: "
          "autograd follows the exact gradient (B = W_vh^T); set training.learning: local or network.feedback: "

@@ -15,54 +15,10 @@ import math
 import torch
 from torch import nn
 
+from asymnet.networks.activations import ACTIVATIONS, RATE_SLOPES, rate_into
+from asymnet.networks.pathway import ConvPathway
 from asymnet.networks.temperature import posterior_leak
 from asymnet.operators import Drive
-
-TANH_BY_SIGMOID_MIN_SIZE = 4096
-
-
-def tanh(u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """tanh(u), computed as 2 sigmoid(2 u) - 1 for CPU tensors of at least 4,096 elements that carry no
-    gradient: torch's CPU tanh costs twice as much (467 against 223 us for 256 x 1,000 float32 elements,
-    ``python benchmarks/sampling.py --parts`` on this project's machine), a large share of a chain step. The two differ by a few
-    ulp of 1 in absolute terms (the rates enter W phi(s) linearly, so the absolute error is what counts).
-    Elsewhere (GPU, small tensors, autograd) torch.tanh. ``out``: write into this tensor."""
-    if u.device.type != "cpu" or u.numel() < TANH_BY_SIGMOID_MIN_SIZE or (torch.is_grad_enabled() and u.requires_grad):
-        return torch.tanh(u, out=out) if out is not None else torch.tanh(u)
-    result = torch.mul(u, 2.0, out=out) if out is not None else u * 2.0
-    return result.sigmoid_().mul_(2.0).sub_(1.0)
-
-
-ACTIVATIONS = {
-    "tanh": tanh,
-    "sigmoid": torch.sigmoid,
-    "relu": torch.relu,
-    "softplus": nn.functional.softplus,
-    "identity": lambda u: u,
-}
-
-
-RATE_SLOPES = {  # phi'(a) written through the rate r = phi(a): what a unit holds without its input a
-    "tanh": lambda r: 1.0 - r * r,
-    "sigmoid": lambda r: r * (1.0 - r),
-    "relu": lambda r: (r > 0).to(r.dtype),
-    "softplus": lambda r: -torch.expm1(-r),  # sigmoid(a) = 1 - exp(-softplus(a))
-    "identity": lambda r: torch.ones_like(r),
-}
-
-
-_IN_PLACE = {"tanh": tanh, "sigmoid": torch.sigmoid, "relu": lambda u, out: torch.clamp(u, min=0.0, out=out)}
-
-
-def _rate_into(name: str, u: torch.Tensor, out: torch.Tensor) -> None:
-    """out <- ACTIVATIONS[name](u), in place where torch has an ``out=`` form of it."""
-    if name in _IN_PLACE:
-        _IN_PLACE[name](u, out=out)
-    elif name == "identity":
-        out.copy_(u)
-    else:
-        out.copy_(ACTIVATIONS[name](u))
-
 
 def inverse_softplus(y: float) -> float:
     """x with softplus(x) = y, for y > 0."""
@@ -151,6 +107,7 @@ class RecurrentNetwork(nn.Module):
         n = n_visible + n_hidden
         self.n_visible, self.n_hidden, self.n_neurons = n_visible, n_hidden, n
         self.n_units = n if hidden_units == "slow" else n_visible  # the width of the chain's state
+        self.pathway: ConvPathway | None = None  # attach_pathway
         self.phi_name, self.phi_visible_name = phi, phi_visible or phi
         self._phi_hidden, self._phi_visible = ACTIVATIONS[phi], ACTIVATIONS[phi_visible or phi]
         self.W = nn.Parameter(torch.randn(*lead, n, n, generator=generator) * (init_scale / math.sqrt(n)))
@@ -191,6 +148,19 @@ class RecurrentNetwork(nn.Module):
             self.register_buffer("feedback_weights", start)
             if mask is not None:
                 self.feedback_weights.mul_(mask)
+
+    def attach_pathway(self, pathway: ConvPathway) -> None:
+        """Add a convolutional pathway of fast hidden layers (networks.pathway) to the visible drive. Attached
+        after the network's own weights are drawn, so they are those of the same network without it."""
+        if self.n_units != self.n_visible:
+            raise ValueError("a convolutional pathway drives the visible units of a chain whose state they are: "
+                             "use fast hidden units (hidden_units='fast') or n_hidden=0")
+        if self.replicas is not None:
+            raise ValueError("a convolutional pathway runs in one network; set replicas=None")
+        if math.prod(pathway.image_shape) != self.n_visible:
+            raise ValueError(f"the pathway's image {pathway.image_shape} has {math.prod(pathway.image_shape)} "
+                             f"pixels, but there are {self.n_visible} visible units")
+        self.pathway = pathway
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
@@ -240,6 +210,12 @@ class RecurrentNetwork(nn.Module):
         weights (one batched GEMM); T a float or a tensor broadcastable to s[..., :1] ((R, 1, 1): one
         temperature per replica); mu shaped like s (less the skipped units), sigma (R, 1, n_units - first_unit).
 
+        With a convolutional ``pathway`` (networks.pathway.ConvPathway, the visible units its image) mu adds its
+    output D(phi_v(v), T) before the leak.
+
+        With a convolutional ``pathway`` (networks.pathway.ConvPathway, over the visible units as an image)
+        mu adds its output D(phi_v(v), T) before the leak.
+
         ``first_unit`` skips the postsynaptic units before it: settling holds the visible units clamped
         and needs only the hidden units' drive (``first_unit=n_visible``), a quarter of the GEMM on MNIST.
         """
@@ -252,6 +228,8 @@ class RecurrentNetwork(nn.Module):
             mu = torch.matmul(self.rates(s, T), self.W[:, rows].transpose(1, 2)) + self.b[:, None, rows]
         if self.w_T is not None:
             mu = mu + self.for_states(self.w_T, rows) * _log(T)
+        if self.pathway is not None and first_unit == 0:
+            mu = mu + self.pathway(self._phi_visible(s), T)
         if self.posterior_leak is not None:
             keep = self.leak(T)
             mu = keep * s[..., rows] + (1.0 - keep) * mu
@@ -309,7 +287,7 @@ class RecurrentNetwork(nn.Module):
             parts = [(slice(None), self.phi_name)] if same else \
                 [(slice(None, v), self.phi_visible_name), (slice(v, None), self.phi_name)]
             for part, name in parts:
-                _rate_into(name, s[..., part], out[..., part])
+                rate_into(name, s[..., part], out[..., part])
             return out
         if self.phi_visible_name == self.phi_name:
             return self._phi_hidden(s)

@@ -69,6 +69,57 @@ class Denoiser(nn.Module):
         return self.skip(x) + self.readout(h)
 
 
+class ConvDenoiser(nn.Module):
+    """g(s, T) = W_vv s + b + D(s, T): a linear skip and a plain convolutional encoder-decoder of tanh units
+    (28 -> 14 -> 7 and back, additive lateral skips, a log T input to every channel), no normalisation and
+    no residual blocks: the shape a layer-by-layer local rule can train. ``channels`` (C1, C2, C3); ``gain``:
+    the encoder reads s / sqrt(var_data + V), the skip s itself."""
+
+    def __init__(self, channels: tuple[int, int, int], skip: bool = True, gain: bool = False):
+        super().__init__()
+        self.gain = gain
+        c1, c2, c3 = channels
+        conv, up = nn.Conv2d, nn.ConvTranspose2d
+        self.skip = nn.Linear(784, 784) if skip else None
+        self.e1, self.e2, self.e3 = conv(1, c1, 3, padding=1), conv(c1, c2, 4, 2, 1), conv(c2, c3, 4, 2, 1)
+        self.d2, self.l2 = up(c3, c2, 4, 2, 1), conv(c2, c2, 3, padding=1)
+        self.d1, self.l1 = up(c2, c1, 4, 2, 1), conv(c1, c1, 3, padding=1)
+        self.out = conv(c1, 1, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.temperature = nn.ParameterList(nn.Parameter(torch.randn(c) * 0.2) for c in (c1, c2, c3, c2, c1))
+        self.precond = None
+        self.mask = None
+
+    def forward(self, s, V):
+        logT = torch.log(V / SIGMA0**2).clamp_min(0).reshape(-1, 1, 1, 1)
+        w = [t.view(1, -1, 1, 1) * logT for t in self.temperature]
+        x = (s / torch.sqrt(0.095 + V) if self.gain else s).reshape(-1, 1, 28, 28)
+        h1 = torch.tanh(self.e1(x) + w[0])
+        h2 = torch.tanh(self.e2(h1) + w[1])
+        h3 = torch.tanh(self.e3(h2) + w[2])
+        g2 = torch.tanh(self.d2(h3) + self.l2(h2) + w[3])
+        g1 = torch.tanh(self.d1(g2) + self.l1(h1) + w[4])
+        out = self.out(g1).reshape(-1, 784)
+        return out + (self.skip(s) if self.skip is not None else s)
+
+
+class UNetDenoiser(nn.Module):
+    """g(s, T) = s + G(s, T), G the package's U-Net (studies/mnist_unet_leak.yaml's: 8 channels, [1, 2, 4]),
+    T = 1 + V / sigma_0^2: the reference the plain networks are measured against."""
+
+    def __init__(self):
+        super().__init__()
+        from asymnet.networks.unet import UNetNetwork
+
+        self.net = UNetNetwork((1, 28, 28), 8, (1, 2, 4), 1, generator=torch.Generator().manual_seed(0))
+        self.mask = None
+
+    def forward(self, s, V):
+        T = (1.0 + V / SIGMA0**2).reshape(-1).expand(len(s)) if torch.is_tensor(V) else 1.0 + V / SIGMA0**2
+        return self.net(s, T).mu
+
+
 def schedule(factor: float) -> torch.Tensor:
     """V_0 = 0, V_1 .. V_K: the cumulative variance of a heating with T_k = factor^(k-1), tau_k = sigma0^2 T_k,
     up to T_max (the package's schedule with no extra T = 1 steps)."""
@@ -97,6 +148,11 @@ def main() -> None:
     parser.add_argument("--hidden", default="1024", help="hidden layer sizes, comma separated; the first layer's "
                         "dense units (the local ones of --field come beside them)")
     parser.add_argument("--gain", action="store_true")
+    parser.add_argument("--conv", default="", help="channels C1,C2,C3 of a convolutional encoder-decoder in place "
+                        "of the dense hidden layers")
+    parser.add_argument("--unet", action="store_true", help="the package's U-Net (mnist_unet_leak's) in place of "
+                        "the dense hidden layers")
+    parser.add_argument("--no-skip", action="store_true", help="with --conv: the identity in place of the linear skip")
     parser.add_argument("--field", type=int, default=0, help="local receptive field of the first hidden layer")
     parser.add_argument("--channels", type=int, default=1, help="local units per pixel")
     parser.add_argument("--discrete", type=float, default=0.0,
@@ -121,7 +177,12 @@ def main() -> None:
     test, _ = load_mnist(folder, "test")
     test = torch.from_numpy(test).reshape(-1, 784).float() / 255.0
     data_mean, data_var = x.mean(0), x.var(0).mean()
-    model = Denoiser([int(h) for h in args.hidden.split(",") if h], args.gain, args.field, args.channels)
+    if args.unet:
+        model = UNetDenoiser()
+    elif args.conv:
+        model = ConvDenoiser(tuple(int(c) for c in args.conv.split(",")), not args.no_skip, args.gain)
+    else:
+        model = Denoiser([int(h) for h in args.hidden.split(",") if h], args.gain, args.field, args.channels)
     if args.precond:
         model.precond = (x.mean(0), x.var(0).mean())
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -182,7 +243,7 @@ def main() -> None:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
             grid = samples[:100].reshape(10, 10, 28, 28).permute(0, 2, 1, 3).reshape(280, 280)
-            plt.imsave(f"{args.grids}/ceiling_{args.hidden.replace(',', '-')}_{factor}_{noise}.png", grid.numpy(), cmap="gray")
+            plt.imsave(f"{args.grids}/ceiling_{(args.conv or args.hidden).replace(',', '-')}_{factor}_{noise}.png", grid.numpy(), cmap="gray")
 
 
 if __name__ == "__main__":

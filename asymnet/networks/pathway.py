@@ -1,0 +1,247 @@
+"""A convolutional pathway of fast hidden layers for the recurrent network, and its local rule.
+
+For image data (C, H, W) the pathway adds D(v, T) to the visible units' drive F(s) = W phi(s) + b + w_T log T.
+Its units are fast: they hold no state of the chain and relax within each step to their input. With
+``channels`` (c_0, ..., c_{L-1}) they form an encoder and a decoder (the 28 -> 14 -> 7 -> 14 -> 28 shape of a
+U-Net, without normalisation or residual blocks):
+
+    h_0 = phi(E_0 * r_v + b + w_T log T)                       c_0 channels at H x W (3 x 3 kernel)
+    h_l = phi(E_l *_2 h_{l-1} + b + w_T log T),  l = 1..L-1      c_l channels at H / 2^l (4 x 4, stride 2)
+    g_{L-1} = h_{L-1};  g_l = phi(U_l *^2 g_{l+1} + S_l * h_l + b + w_T log T),  l = L-2..0
+    D = O * g_0                                                   C channels at H x W (3 x 3, starts at 0)
+
+(r_v = phi_v(v), the visible rates, times the input gain k(T) when one is given; *_2 a stride-2 convolution, *^2 a stride-2 transposed one, S_l a 3 x 3
+lateral connection; b and w_T one per channel of each layer.)
+
+**The input gain.** A noise-heated state at step T is the data plus noise of variance V(T) = sigma_0^2 f^q
+(T^q - 1) / (f^q - 1) (the heating's steps up to T_t = f^t, tau_k = sigma_0^2 T_k^q), so its pixels spread
+over sqrt(var + V) with var the data's per-pixel variance: 0.3 at T = 1, 20 on MNIST at T = 400. Tanh units
+with one set of weights cannot read both. With ``input_gain=(var, sigma_0, f, q)`` the pathway reads
+k(T) r_v, k(T) = 1 / sqrt(var + V(T)): a divisive gain the temperature broadcast sets, as the U-Net's
+normalisation does for it (studies/mnist_stdp_experiments.md, "A convolutional pathway").
+
+**The local rule.** The visible units' postsynaptic factor e_v (plasticity.trajectory_update: the walk
+back's error over the operator's variance, times 1 - c(T) under the posterior leak) reaches the pathway's
+units through feedback synapses. Each connection c from layer j to layer i has forward kernel K_c and a
+feedback kernel B_c of the same shape that carries layer i's error signal back to layer j. A unit of
+layer j sums the errors its feedback synapses bring, and gates the sum by its own slope:
+
+    delta_j = phi'(a_j) * sum_{c: j -> i} B_c^T delta_i,         delta_v = e_v
+
+and each synapse of connection c moves by the product of its presynaptic rate and its postsynaptic signal,
+
+    dK_c = sum over positions and rows of delta_i (x) r_j,   db_i = sum delta_i,   dw_T,i = sum delta_i log T
+
+(B_c^T: the adjoint of the convolution with B_c, a convolution running the other way.) Three factors per
+synapse: the presynaptic rate r_j, the postsynaptic slope phi'(a_i) read from the unit's own rate, and the
+error B^T delta that arrives at unit i. With B_c = K_c (``feedback="transpose"``) this is the exact gradient
+of the walkback loss (tests prove it in float64). ``"kolen_pollack"`` keeps B_c in a buffer, moved by the
+change of K_c, both decaying (Akrout et al. 2019; :meth:`ConvPathway.kolen_pollack_step`); started at K_c
+(``feedback_scale=0``) it stays K_c while the decay is 0. ``"random"``: B_c fixed at its draw (feedback
+alignment). A shared kernel sums the updates of the synapses it stands for, one per image position, which
+is what a convolution is; each position's update is local.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from asymnet.networks.activations import ACTIVATIONS, RATE_SLOPES
+
+FEEDBACK_KINDS = ("transpose", "random", "kolen_pollack")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One kernel of the pathway: from layer ``pre`` to layer ``post`` ("v" is the visible layer), a
+    convolution (``transposed`` False) or a transposed one, with its kernel size and stride."""
+
+    name: str
+    pre: str
+    post: str
+    size: int
+    stride: int
+    transposed: bool = False
+
+    @property
+    def padding(self) -> int:
+        return 1
+
+
+class ConvPathway(nn.Module):
+    """D(v, T) of the module docstring over images (C, H, W) flattened channel-major to C H W visible units.
+
+    Kernels are parameters ``kernel_<name>`` (forward kernels drawn N(0, gain^2 / fan_in), the output kernel
+    O at 0), biases ``bias_<layer>`` at 0, temperature weights ``temperature_<layer>`` N(0,
+    temperature_gain^2); the feedback kernels are the buffers ``feedback_<name>`` for ``feedback`` random
+    or kolen_pollack (N(0, feedback_scale^2 / fan_in), or the forward kernel itself for feedback_scale 0).
+    ``input_gain`` (var, sigma_0, f, q): the input gain k(T) of the module docstring; None: 1.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...], phi: str = "tanh",
+                 gain: float = 1.0, temperature_gain: float = 0.2, feedback: str = "transpose",
+                 feedback_scale: float = 0.0, generator: torch.Generator | None = None,
+                 input_gain: tuple[float, float, float, float] | None = None):
+        super().__init__()
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError(f"the pathway's channels are positive counts, one per level, got {list(channels)}")
+        if feedback not in FEEDBACK_KINDS:
+            raise ValueError(f"feedback must be one of {', '.join(FEEDBACK_KINDS)}, got {feedback!r}")
+        C, H, W = image_shape
+        halvings = len(channels) - 1
+        if H % 2**halvings or W % 2**halvings:
+            raise ValueError(f"{len(channels)} levels halve the image {halvings} times, so its height and width "
+                             f"must be divisible by {2**halvings}; got {H} x {W}")
+        self.image_shape, self.channels, self.feedback = (C, H, W), tuple(channels), feedback
+        self.input_gain = input_gain
+        self._phi, self._slope = ACTIVATIONS[phi], RATE_SLOPES[phi]
+        L = len(channels)
+        self.layers = [f"h{l}" for l in range(L)] + [f"g{l}" for l in range(L - 2, -1, -1)]
+        sizes = {"v": C, **{f"h{l}": c for l, c in enumerate(channels)},
+                 **{f"g{l}": channels[l] for l in range(L - 1)}}
+        top = lambda l: f"h{l}" if l == L - 1 else f"g{l}"  # noqa: E731  the decoder's layer at level l
+        connections = [Connection("E0", "v", "h0", 3, 1)]
+        connections += [Connection(f"E{l}", f"h{l - 1}", f"h{l}", 4, 2) for l in range(1, L)]
+        for l in range(L - 2, -1, -1):
+            connections += [Connection(f"U{l}", top(l + 1), f"g{l}", 4, 2, transposed=True),
+                            Connection(f"S{l}", f"h{l}", f"g{l}", 3, 1)]
+        connections.append(Connection("O", top(0), "v", 3, 1))
+        self.connections = connections
+        for c in connections:
+            shape = (sizes[c.pre], sizes[c.post]) if c.transposed else (sizes[c.post], sizes[c.pre])
+            shape = (*shape, c.size, c.size)
+            fan_in = sizes[c.pre] * c.size * c.size // (c.stride**2 if c.transposed else 1)
+            kernel = torch.zeros(shape)
+            if c.name != "O":
+                kernel.normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
+            self.register_parameter(f"kernel_{c.name}", nn.Parameter(kernel))
+        for layer in self.layers:
+            self.register_parameter(f"bias_{layer}", nn.Parameter(torch.zeros(sizes[layer])))
+            weights = torch.randn(sizes[layer], generator=generator) * temperature_gain
+            self.register_parameter(f"temperature_{layer}", nn.Parameter(weights))
+        if feedback != "transpose":
+            for c in connections:
+                K = getattr(self, f"kernel_{c.name}").detach()
+                if feedback_scale:
+                    fan_in = K.shape[1 if not c.transposed else 0] * c.size * c.size
+                    start = torch.randn(K.shape, generator=generator) * (feedback_scale / math.sqrt(fan_in))
+                else:
+                    start = K.clone()
+                self.register_buffer(f"feedback_{c.name}", start)
+
+    def kernel(self, name: str) -> torch.Tensor:
+        return getattr(self, f"kernel_{name}")
+
+    def feedback_kernel(self, name: str) -> torch.Tensor:
+        """B_c: the forward kernel itself (detached) for feedback="transpose", else its buffer."""
+        if self.feedback == "transpose":
+            return self.kernel(name).detach()
+        return getattr(self, f"feedback_{name}")
+
+    def _conv(self, c: Connection, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        if c.transposed:
+            return nnf.conv_transpose2d(x, kernel, stride=c.stride, padding=c.padding)
+        return nnf.conv2d(x, kernel, stride=c.stride, padding=c.padding)
+
+    def rates(self, visible_rates: torch.Tensor, T: float | torch.Tensor = 1.0) -> dict[str, torch.Tensor]:
+        """Every layer's rates at visible rates (..., C H W) and temperatures T (a float, or a tensor
+        broadcastable to visible_rates[..., :1]): a dict from layer name ("v", "h0", ..., "g0") to
+        (rows, channels, height, width), rows = the product of the leading axes; "logT" (rows, 1, 1, 1)."""
+        C, H, W = self.image_shape
+        lead = visible_rates.shape[:-1]
+        rows = visible_rates.reshape(-1, C, H, W)
+        if torch.is_tensor(T):
+            T = T.to(dtype=visible_rates.dtype, device=visible_rates.device)
+            log_T = torch.log(T.expand(*lead, 1)).reshape(-1, 1, 1, 1)
+        else:
+            log_T = visible_rates.new_full((1, 1, 1, 1), math.log(T))
+        if self.input_gain is not None:
+            rows = rows * self.gain(log_T.exp() if torch.is_tensor(T) else T)
+        out = {"v": rows, "logT": log_T}
+        by_post: dict[str, list[Connection]] = {}
+        for c in self.connections:
+            by_post.setdefault(c.post, []).append(c)
+        for layer in self.layers:
+            potential = sum(self._conv(c, out[c.pre], self.kernel(c.name)) for c in by_post[layer])
+            shift = getattr(self, f"bias_{layer}") + getattr(self, f"temperature_{layer}") * log_T.reshape(-1, 1)
+            out[layer] = self._phi(potential + shift[:, :, None, None])
+        return out
+
+    def gain(self, T: float | torch.Tensor) -> float | torch.Tensor:
+        """k(T) = 1 / sqrt(var + V(T)) of ``input_gain`` (module docstring); a float for a float T."""
+        var, sigma0, f, q = self.input_gain
+        added = sigma0**2 * f**q * (T**q - 1.0) / (f**q - 1.0)
+        if torch.is_tensor(T):
+            return (var + added.clamp_min(0.0)).rsqrt()
+        return 1.0 / math.sqrt(var + max(added, 0.0))
+
+    def drive(self, cache: dict[str, torch.Tensor], lead: torch.Size) -> torch.Tensor:
+        """D, the output O * g_0 of :meth:`rates`' layers, as (*lead, C H W)."""
+        c = self.connections[-1]
+        return self._conv(c, cache[c.pre], self.kernel(c.name)).reshape(*lead, -1)
+
+    def forward(self, visible_rates: torch.Tensor, T: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """D(v, T), (..., C H W), for visible rates (..., C H W)."""
+        return self.drive(self.rates(visible_rates, T), visible_rates.shape[:-1])
+
+    @torch.no_grad()
+    def local_gradients(self, cache: dict[str, torch.Tensor], post: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+        """The local rule's gradients (the negatives of the updates) of every parameter, by name, for the
+        visible postsynaptic factor ``post`` (..., C H W) at the layers' rates ``cache`` (:meth:`rates` of
+        the same rows); summed over the rows and divided by ``batch``, as the walkback loss is a batch mean."""
+        C, H, W = self.image_shape
+        delta = {"v": post.reshape(-1, C, H, W)}
+        log_T = cache["logT"]
+        if log_T.shape[0] != delta["v"].shape[0]:
+            log_T = log_T.expand(delta["v"].shape[0], 1, 1, 1)
+        grads: dict[str, torch.Tensor] = {}
+        by_pre: dict[str, list[Connection]] = {}
+        for c in self.connections:
+            by_pre.setdefault(c.pre, []).append(c)
+        for layer in reversed(self.layers):  # every layer after all the layers it projects to
+            arriving = sum(self._carry_back(c, delta[c.post], cache[c.pre].shape) for c in by_pre[layer])
+            delta[layer] = arriving * self._slope(cache[layer])
+            grads[f"bias_{layer}"] = -delta[layer].sum((0, 2, 3)) / batch
+            grads[f"temperature_{layer}"] = -(delta[layer] * log_T).sum((0, 2, 3)) / batch
+        for c in self.connections:
+            K = self.kernel(c.name)
+            if c.transposed:  # y = K^T-conv of x: the kernel's correlation of the post signal with the pre rates
+                grad = conv2d_weight(delta[c.post], K.shape, cache[c.pre], stride=c.stride, padding=c.padding)
+            else:
+                grad = conv2d_weight(cache[c.pre], K.shape, delta[c.post], stride=c.stride, padding=c.padding)
+            grads[f"kernel_{c.name}"] = -grad / batch
+        return grads
+
+    def _carry_back(self, c: Connection, delta_post: torch.Tensor, pre_shape: torch.Size) -> torch.Tensor:
+        """B_c^T delta_post: the error the feedback synapses of connection c bring to its presynaptic layer."""
+        B = self.feedback_kernel(c.name)
+        if c.transposed:
+            return nnf.conv2d(delta_post, B, stride=c.stride, padding=c.padding)
+        return conv2d_input(pre_shape, B, delta_post, stride=c.stride, padding=c.padding)
+
+    @torch.no_grad()
+    def kolen_pollack_step(self, before: dict[str, torch.Tensor], decay: float) -> None:
+        """After the optimiser moved each kernel K_c by u_c (``before``: the kernels before the step, by
+        connection name): K_c <- K_c_before + u_c - decay K_c_before, B_c <- B_c + u_c - decay B_c, so
+        B_c - K_c shrinks by (1 - decay) per step whatever u is."""
+        for c in self.connections:
+            K, start = self.kernel(c.name), before[c.name]
+            change = K - start
+            K.sub_(start * decay)
+            getattr(self, f"feedback_{c.name}").mul_(1.0 - decay).add_(change)
+
+    def kernels_before(self) -> dict[str, torch.Tensor]:
+        return {c.name: self.kernel(c.name).detach().clone() for c in self.connections}
+
+    def feedback_alignment(self) -> float:
+        """cos(B, K) over all the pathway's kernels at once (1 for transpose feedback)."""
+        with torch.no_grad():
+            K = torch.cat([self.kernel(c.name).reshape(-1) for c in self.connections]).double()
+            B = torch.cat([self.feedback_kernel(c.name).reshape(-1) for c in self.connections]).double()
+            return (K @ B / (K.norm() * B.norm())).item()
