@@ -441,7 +441,8 @@ def _run(args, shard: Shard, device: torch.device) -> Path:
     for r in range(study.replicas if study.replicas > 1 else 0):  # over the data's histogram: a density grid costs 10 s
         plots.plot_all(run_dir / LOG_NAME, run_dir / f"replica_{r}", replica=r)
     if study.evaluation.long_run_steps:
-        measure_long_run(run_dir, study.evaluation.long_run_steps, None, args.data, args.device, study.seed, args.quiet)
+        measure_long_run(run_dir, study.evaluation.long_run_steps, study.evaluation.long_run_chains or None, args.data,
+                         args.device, study.seed, args.quiet)
     if study.evaluation.inpaint_masks:
         for mask in study.evaluation.inpaint_masks:
             measure_inpainting(run_dir, mask, study.evaluation.inpaint_images, args.data, args.device, study.seed,

@@ -78,7 +78,8 @@ class NetworkConfig:
     its feedback kernels as they set B (feedback_scale 0: each starts at its forward kernel). conv_input_gain
     (noise heating): the pathway reads the visible rates times 1 / sqrt(var + V(T)), var the training images'
     per-pixel variance and V(T) the variance the heating added by T, so its units see states of one spread
-    at every temperature (networks.pathway)."""
+    at every temperature (networks.pathway). conv_middle: that many 3 x 3 layers at the pathway's lowest
+    level, each widening its deepest units' field."""
 
     kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -104,6 +105,7 @@ class NetworkConfig:
     conv_channels: tuple = ()
     conv_gain: float = _check("positive", 1.0)
     conv_input_gain: bool = False
+    conv_middle: int = _check("non_negative", 0)
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ class EvaluationConfig:
     """Final figures: generated samples and held-out bound. At every evaluation (logging.eval_every) the
     detailed-balance violation of the T = 1 chain: ep_chains chains, ep_burn_in unrecorded then ep_steps
     recorded steps (0 chains: off). long_run_steps > 0 runs ``asymnet.sample`` for that many T = 1 steps
-    after training. final_mean: generated (and inpainted) images are the mean of the last cooling
+    after training, on long_run_chains chains (0: n_samples). final_mean: generated (and inpainted) images are the mean of the last cooling
     step's operator (the denoised estimate) rather than a draw from it, which adds the T = 1 noise.
     extra_cooling_steps: that many more T = 1 steps at the end of generation (and inpainting), after the
     walkback.n_extra_max ones the training schedule has; the held-out bound keeps the training schedule.
@@ -239,6 +241,7 @@ class EvaluationConfig:
     ep_steps: int = _check("positive", 400)
     ep_burn_in: int = _check("non_negative", 100)
     long_run_steps: int = _check("non_negative", 0)
+    long_run_chains: int = _check("non_negative", 0)
     final_mean: bool = False
     extra_cooling_steps: int = _check("non_negative", 0)
     inpaint_masks: tuple = ()
@@ -461,6 +464,10 @@ def _check_joined_keys(study: Study, where) -> None:
     if study.training.optimizer == "least_squares":
         _check_least_squares(study, where)
     _check_hidden_learning(study, where)
+    if study.evaluation.long_run_chains == 1:
+        raise StudyError(f"{where('evaluation.long_run_chains')}evaluation.long_run_chains = 1 gives the long run's "
+                         "quality figures one sample to compare with the test set; give at least 2 chains (e.g. "
+                         "200), or 0 for evaluation.n_samples")
     if study.replicas == 1:
         return
     if study.network.kind != "recurrent":
@@ -483,6 +490,10 @@ def _check_hidden_learning(study: Study, where) -> None:
     net, defaults = study.network, NetworkConfig()
     if net.conv_channels:
         _check_pathway(study, where)
+    elif net.conv_middle:
+        raise StudyError(f"{where('network.conv_middle')}network.conv_middle = {net.conv_middle} adds layers to a "
+                         "convolutional pathway, but network.conv_channels is []; set network.conv_channels (e.g. "
+                         "[16, 32, 64]) or drop network.conv_middle")
     elif net.conv_input_gain:
         raise StudyError(f"{where('network.conv_input_gain')}network.conv_input_gain scales the input of a "
                          "convolutional pathway, but network.conv_channels is []; set network.conv_channels (e.g. "

@@ -428,3 +428,16 @@ def test_the_analysis_notebook_runs_on_a_fresh_run(toy_run):
     assert "finished" in text and "final EP" in text
     images = sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
     assert images >= 3  # symmetry drift, EP over training, samples, long run
+
+
+def test_the_studys_long_run_runs_on_long_run_chains_chains(tiny_study, tmp_path, capsys):
+    result = run_main(capsys, tiny_study, "--out", tmp_path / "run", "--quiet", "--set", "training.steps=10",
+                      "--set", "evaluation.long_run_steps=20", "--set", "evaluation.long_run_chains=30")
+    assert result.returncode == 0, result.stderr
+    with open_log(tmp_path / "run") as log:
+        assert log.attrs["long_run"].startswith("30 chains, 20 T = 1 steps")
+        assert log["samples/long_run/step_0000020"].shape == (30, 2)
+    result = run_main(capsys, tiny_study, "--out", tmp_path / "other", "--set", "evaluation.long_run_chains=1")
+    assert result.returncode == 2 and "evaluation.long_run_chains = 1 gives the long run's quality figures one " \
+                                      "sample" in result.stderr
+    assert not (tmp_path / "other").exists()

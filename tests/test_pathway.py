@@ -24,7 +24,7 @@ TEMPERATURES = [1.1, 1.21, 1.331, 1.4641]
 
 
 def _network(image_shape=(1, 8, 8), channels=(3, 4, 5), feedback="transpose", n_hidden=0, leak=(1.1, 1.0),
-             seed=0, phi="tanh", phi_visible="identity"):
+             seed=0, phi="tanh", phi_visible="identity", middle=0):
     """A float64 recurrent network with a pathway, moved off its zero output kernel and zero biases."""
     gen = torch.Generator().manual_seed(seed)
     n_visible = int(np.prod(image_shape))
@@ -33,7 +33,7 @@ def _network(image_shape=(1, 8, 8), channels=(3, 4, 5), feedback="transpose", n_
                            temperature_input=True, phi_visible=phi_visible, hidden_units="fast",
                            posterior_leak=leak, **learned)
     net.attach_pathway(ConvPathway(image_shape, channels, phi, feedback=feedback,
-                                   feedback_scale=1.0 if feedback == "random" else 0.0, generator=gen))
+                                   feedback_scale=1.0 if feedback == "random" else 0.0, generator=gen, middle=middle))
     net = net.double()
     with torch.no_grad():
         for name, p in net.pathway.named_parameters():
@@ -61,12 +61,12 @@ def _trajectory(net, gen, batch=5):
     return walkback.heating_trajectory(net, GaussianOperator(1.0), x, TEMPERATURES, gen, heating), heating
 
 
-@pytest.mark.parametrize("image_shape, channels, n_hidden", [((1, 8, 8), (3, 4, 5), 0), ((3, 4, 4), (2, 3), 0),
-                                                              ((1, 8, 8), (4,), 6), ((1, 8, 8), (2, 3, 2), 6)])
+@pytest.mark.parametrize("image_shape, channels, n_hidden, middle", [
+    ((1, 8, 8), (3, 4, 5), 0, 0), ((3, 4, 4), (2, 3), 0, 2), ((1, 8, 8), (4,), 6, 1), ((1, 8, 8), (2, 3, 2), 6, 2)])
 @pytest.mark.parametrize("power", [0.0, 0.5])
 def test_the_pathway_rule_under_transpose_feedback_equals_autograd_for_every_parameter(image_shape, channels,
-                                                                                      n_hidden, power):
-    net, gen = _network(image_shape, channels, n_hidden=n_hidden)
+                                                                                      n_hidden, middle, power):
+    net, gen = _network(image_shape, channels, n_hidden=n_hidden, middle=middle)
     operator = GaussianOperator(1.0)
     states, heating = _trajectory(net, gen)
     targets = walkback.posterior_targets(operator, heating, states, TEMPERATURES)
@@ -125,7 +125,7 @@ def _feedback_surrogate(net):
 
 
 def test_the_rule_under_random_feedback_is_its_equation_and_not_the_gradient():
-    net, gen = _network(feedback="random")
+    net, gen = _network(feedback="random", middle=1)
     operator = GaussianOperator(1.0)
     states, heating = _trajectory(net, gen)
     targets = walkback.posterior_targets(operator, heating, states, TEMPERATURES)
@@ -247,6 +247,8 @@ def test_a_new_pathway_adds_nothing_until_it_learns():
 def test_a_pathway_that_cannot_be_built_says_why(channels, image_shape, message):
     with pytest.raises(ValueError, match=message):
         ConvPathway(image_shape, channels)
+    with pytest.raises(ValueError, match="middle layers are a count, got -1"):
+        ConvPathway((1, 8, 8), (2,), middle=-1)
 
 
 def test_the_pathway_is_attached_only_where_it_can_drive_the_visible_units():
@@ -282,6 +284,8 @@ def test_brian_export_refuses_a_pathway_in_one_line():
     ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_gain: 0}\n", r"network.conv_gain = 0"),
     ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_input_gain: true}\n",
      r"network.conv_input_gain .* but walkback.heating_kernel is model"),
+    ("data: {name: mnist}\nnetwork: {conv_middle: 2}\n", r"network.conv_middle = 2 adds layers .*conv_channels is \[\]"),
+    ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_middle: -1}\n", r"network.conv_middle = -1"),
     ("data: {name: mnist}\nnetwork: {conv_input_gain: true}\nwalkback: {heating_kernel: noise}\n",
      r"but network.conv_channels is \[\]"),
     ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_input_gain: 1}\n",

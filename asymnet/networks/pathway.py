@@ -7,11 +7,13 @@ U-Net, without normalisation or residual blocks):
 
     h_0 = phi(E_0 * r_v + b + w_T log T)                       c_0 channels at H x W (3 x 3 kernel)
     h_l = phi(E_l *_2 h_{l-1} + b + w_T log T),  l = 1..L-1      c_l channels at H / 2^l (4 x 4, stride 2)
-    g_{L-1} = h_{L-1};  g_l = phi(U_l *^2 g_{l+1} + S_l * h_l + b + w_T log T),  l = L-2..0
+    m_k = phi(M_k * m_{k-1} + b + w_T log T),  k = 1..n, m_0 = h_{L-1}   (3 x 3, at the lowest level)
+    g_{L-1} = m_n;  g_l = phi(U_l *^2 g_{l+1} + S_l * h_l + b + w_T log T),  l = L-2..0
     D = O * g_0                                                   C channels at H x W (3 x 3, starts at 0)
 
 (r_v = phi_v(v), the visible rates, times the input gain k(T) when one is given; *_2 a stride-2 convolution, *^2 a stride-2 transposed one, S_l a 3 x 3
-lateral connection; b and w_T one per channel of each layer.)
+lateral connection; the n = ``middle`` layers m_k widen the field of the deepest units, 8 pixels of
+the image each at 28 -> 7; b and w_T one per channel of each layer.)
 
 **The input gain.** A noise-heated state at step T is the data plus noise of variance V(T) = sigma_0^2 f^q
 (T^q - 1) / (f^q - 1) (the heating's steps up to T_t = f^t, tau_k = sigma_0^2 T_k^q), so its pixels spread
@@ -81,13 +83,13 @@ class ConvPathway(nn.Module):
     O at 0), biases ``bias_<layer>`` at 0, temperature weights ``temperature_<layer>`` N(0,
     temperature_gain^2); the feedback kernels are the buffers ``feedback_<name>`` for ``feedback`` random
     or kolen_pollack (N(0, feedback_scale^2 / fan_in), or the forward kernel itself for feedback_scale 0).
-    ``input_gain`` (var, sigma_0, f, q): the input gain k(T) of the module docstring; None: 1.
+    ``input_gain`` (var, sigma_0, f, q): the input gain k(T) of the module docstring; None: 1. ``middle``: n.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...], phi: str = "tanh",
                  gain: float = 1.0, temperature_gain: float = 0.2, feedback: str = "transpose",
                  feedback_scale: float = 0.0, generator: torch.Generator | None = None,
-                 input_gain: tuple[float, float, float, float] | None = None):
+                 input_gain: tuple[float, float, float, float] | None = None, middle: int = 0):
         super().__init__()
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"the pathway's channels are positive counts, one per level, got {list(channels)}")
@@ -101,13 +103,19 @@ class ConvPathway(nn.Module):
         self.image_shape, self.channels, self.feedback = (C, H, W), tuple(channels), feedback
         self.input_gain = input_gain
         self._phi, self._slope = ACTIVATIONS[phi], RATE_SLOPES[phi]
+        if middle < 0:
+            raise ValueError(f"the pathway's middle layers are a count, got {middle}")
         L = len(channels)
-        self.layers = [f"h{l}" for l in range(L)] + [f"g{l}" for l in range(L - 2, -1, -1)]
+        middles = [f"m{k}" for k in range(1, middle + 1)]
+        self.layers = [f"h{l}" for l in range(L)] + middles + [f"g{l}" for l in range(L - 2, -1, -1)]
         sizes = {"v": C, **{f"h{l}": c for l, c in enumerate(channels)},
-                 **{f"g{l}": channels[l] for l in range(L - 1)}}
-        top = lambda l: f"h{l}" if l == L - 1 else f"g{l}"  # noqa: E731  the decoder's layer at level l
+                 **{f"g{l}": channels[l] for l in range(L - 1)}, **{name: channels[-1] for name in middles}}
+        bottom = middles[-1] if middles else f"h{L - 1}"
+        top = lambda l: bottom if l == L - 1 else f"g{l}"  # noqa: E731  the decoder's layer at level l
         connections = [Connection("E0", "v", "h0", 3, 1)]
         connections += [Connection(f"E{l}", f"h{l - 1}", f"h{l}", 4, 2) for l in range(1, L)]
+        connections += [Connection(f"M{k}", f"m{k - 1}" if k > 1 else f"h{L - 1}", f"m{k}", 3, 1)
+                        for k in range(1, middle + 1)]
         for l in range(L - 2, -1, -1):
             connections += [Connection(f"U{l}", top(l + 1), f"g{l}", 4, 2, transposed=True),
                             Connection(f"S{l}", f"h{l}", f"g{l}", 3, 1)]

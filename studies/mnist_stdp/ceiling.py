@@ -75,7 +75,7 @@ class ConvDenoiser(nn.Module):
     no residual blocks: the shape a layer-by-layer local rule can train. ``channels`` (C1, C2, C3); ``gain``:
     the encoder reads s / sqrt(var_data + V), the skip s itself."""
 
-    def __init__(self, channels: tuple[int, int, int], skip: bool = True, gain: bool = False):
+    def __init__(self, channels: tuple[int, int, int], skip: bool = True, gain: bool = False, mid: int = 0):
         super().__init__()
         self.gain = gain
         c1, c2, c3 = channels
@@ -84,6 +84,8 @@ class ConvDenoiser(nn.Module):
         self.e1, self.e2, self.e3 = conv(1, c1, 3, padding=1), conv(c1, c2, 4, 2, 1), conv(c2, c3, 4, 2, 1)
         self.d2, self.l2 = up(c3, c2, 4, 2, 1), conv(c2, c2, 3, padding=1)
         self.d1, self.l1 = up(c2, c1, 4, 2, 1), conv(c1, c1, 3, padding=1)
+        self.mid = nn.ModuleList(conv(c3, c3, 3, padding=1) for _ in range(mid))
+        self.mid_temperature = nn.ParameterList(nn.Parameter(torch.randn(c3) * 0.2) for _ in range(mid))
         self.out = conv(c1, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -98,6 +100,8 @@ class ConvDenoiser(nn.Module):
         h1 = torch.tanh(self.e1(x) + w[0])
         h2 = torch.tanh(self.e2(h1) + w[1])
         h3 = torch.tanh(self.e3(h2) + w[2])
+        for layer, t in zip(self.mid, self.mid_temperature):
+            h3 = torch.tanh(layer(h3) + t.view(1, -1, 1, 1) * logT)
         g2 = torch.tanh(self.d2(h3) + self.l2(h2) + w[3])
         g1 = torch.tanh(self.d1(g2) + self.l1(h1) + w[4])
         out = self.out(g1).reshape(-1, 784)
@@ -152,6 +156,7 @@ def main() -> None:
                         "of the dense hidden layers")
     parser.add_argument("--unet", action="store_true", help="the package's U-Net (mnist_unet_leak's) in place of "
                         "the dense hidden layers")
+    parser.add_argument("--mid", type=int, default=0, help="with --conv: 3 x 3 layers at the lowest resolution")
     parser.add_argument("--no-skip", action="store_true", help="with --conv: the identity in place of the linear skip")
     parser.add_argument("--field", type=int, default=0, help="local receptive field of the first hidden layer")
     parser.add_argument("--channels", type=int, default=1, help="local units per pixel")
@@ -180,7 +185,7 @@ def main() -> None:
     if args.unet:
         model = UNetDenoiser()
     elif args.conv:
-        model = ConvDenoiser(tuple(int(c) for c in args.conv.split(",")), not args.no_skip, args.gain)
+        model = ConvDenoiser(tuple(int(c) for c in args.conv.split(",")), not args.no_skip, args.gain, args.mid)
     else:
         model = Denoiser([int(h) for h in args.hidden.split(",") if h], args.gain, args.field, args.channels)
     if args.precond:
