@@ -162,6 +162,12 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1, help="local units per pixel")
     parser.add_argument("--discrete", type=float, default=0.0,
                         help="train on the steps of the package's schedule T_t = f^t to T_max, with its loss weights")
+    parser.add_argument("--discrete-scale", type=float, default=1 / 4000,
+                        help="with --discrete: the loss weights times this (Adam's eps makes the scale matter)")
+    parser.add_argument("--first-weight", type=float, default=1.0,
+                        help="with --discrete: the first step's loss weight times this")
+    parser.add_argument("--v-max", type=float, default=0.0,
+                        help="without --discrete: the largest noise variance trained (0: the factor-2 schedule's)")
     parser.add_argument("--precond", action="store_true")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=128)
@@ -192,7 +198,7 @@ def main() -> None:
         model.precond = (x.mean(0), x.var(0).mean())
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     lr = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.steps)
-    V_lo, V_hi = math.log(SIGMA0**2), math.log(float(schedule(2.0)[-1]))
+    V_lo, V_hi = math.log(SIGMA0**2), math.log(args.v_max or float(schedule(2.0)[-1]))
     start = time.time()
     if args.load:
         model.load_state_dict(torch.load(args.load))
@@ -208,6 +214,7 @@ def main() -> None:
             tau = SIGMA0**2 * f**t
             V = (SIGMA0**2 * f * (f**t - 1) / (f - 1))
             discrete_w = ((tau / V) ** 2 / (2 * tau)).float()
+            discrete_w = torch.where(t == 1, discrete_w * args.first_weight, discrete_w)
             V = V.float()
         s = x0 + V.sqrt() * torch.randn_like(x0)
         err = (model(s, V) - x0).pow(2).sum(1, keepdim=True)
@@ -216,7 +223,7 @@ def main() -> None:
         w = {"elbo": 0.25 / V, "edm": (V + data_var) / (V * data_var) / 4, "x0": torch.ones_like(V),
              "half": 0.25 / V.sqrt()}[args.weight]
         if args.discrete:
-            w = discrete_w / 4000
+            w = discrete_w * args.discrete_scale
         loss = (w * err).mean() / 784
         optimizer.zero_grad()
         loss.backward()
