@@ -47,7 +47,7 @@ import torch.nn.functional as nnf
 from asymnet.errors import AsymnetError
 from asymnet.networks.recurrent import RecurrentNetwork
 from asymnet.operators import LOG_2PI, BernoulliOperator, Drive, GaussianOperator, Operator
-from asymnet.walkback import ReplicaSchedule, Targets, walkback_losses
+from asymnet.walkback import ReplicaSchedule, Targets, drift_gain, walkback_losses
 
 
 class PlasticityError(AsymnetError):
@@ -87,6 +87,7 @@ def trajectory_update(
     with_terms: bool = True,
     weight_power: float = 0.0,
     targets: Targets | None = None,
+    continuous_q: float = 0.0,
 ) -> LocalUpdate:
     """The local rule summed over a heating trajectory [s_0, ..., s_K] (each (batch, n)). ``temperatures``
     [T_1, ..., T_K], or a (K, batch, 1) tensor of each row's own (walkback.sample_steps).
@@ -99,7 +100,8 @@ def trajectory_update(
     ``weight_power`` (``walkback.step_weight_power``): step t's postsynaptic factor of W, b and w_T is
     multiplied by T_t ** weight_power, a plasticity gain set by the temperature broadcast; the noise
     levels' update and the loss are those of the plain rule (autograd of walkback.walkback_losses with the
-    same ``weight_power``).
+    same ``weight_power``). ``continuous_q`` (``walkback.step_weighting: continuous``): the gain is also times
+    1 - T_t^-q (walkback.drift_gain), as autograd of walkback.walkback_losses with the same ``continuous_q``.
 
     ``drives``, if given, are F(s_t) for t = 0..K-1 as the heating computed them; the rule reuses
     those at s_1..s_{K-1} and computes only F(s_K). ``with_terms=False`` skips the norms of the
@@ -196,8 +198,8 @@ def trajectory_update(
             temporal_scale = alpha / T
         else:
             raise PlasticityError(f"no local rule for operator {type(operator).__name__}")
-        if weight_power:
-            gain = T.pow(weight_power)
+        if weight_power or continuous_q:
+            gain = drift_gain(T, weight_power, continuous_q)
             post, temporal_scale = post * gain, temporal_scale * gain
         if leaking:  # each synapse moves (1 - c) of mu
             post, temporal_scale = post * (1.0 - keep), temporal_scale * (1.0 - keep)
@@ -262,7 +264,8 @@ def feedback_alignment(network: RecurrentNetwork) -> float | torch.Tensor:
 
 def rule_gradient_cosines(network: RecurrentNetwork, operator: Operator, states: list[torch.Tensor],
                           temperatures: list[float] | ReplicaSchedule, update: LocalUpdate,
-                          weight_power: float = 0.0, targets: Targets | None = None) -> dict[str, float | torch.Tensor]:
+                          weight_power: float = 0.0, targets: Targets | None = None,
+                          continuous_q: float = 0.0) -> dict[str, float | torch.Tensor]:
     """How far the local update is from the exact gradient of the same walkback loss on one trajectory
     (walkback.walkback_losses with ``weight_power``), 1 for transpose feedback to round-off:
     ``rule_gradient_cosine``, cos(rule's grad W_hv, autograd's) of learned fast hidden units (with replicas an
@@ -272,7 +275,7 @@ def rule_gradient_cosines(network: RecurrentNetwork, operator: Operator, states:
     inputs = ([network.W] if learned else []) + ([] if network.pathway is None else list(network.pathway.parameters()))
     with torch.enable_grad():
         exact = torch.autograd.grad(walkback_losses(network, operator, states, temperatures, weight_power,
-                                                    targets).sum(), inputs)
+                                                    targets, continuous_q).sum(), inputs)
     cosines = {}
     if learned:
         cosines["rule_gradient_cosine"] = matrix_cosine(update.grad_W[..., v:, :v], exact[0][..., v:, :v])

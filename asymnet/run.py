@@ -107,6 +107,14 @@ def learns_pathway_locally(study: Study) -> bool:
     return bool(study.network.conv_channels) and study.training.learning == "local"
 
 
+def continuous_weighting(study: Study) -> float:
+    """q of walkback.step_weighting: continuous (1 for noise_scaling sqrt_T, 2 for T; walkback.drift_gain), 0
+    for the walk back's own (elbo) weighting."""
+    if study.walkback.step_weighting != "continuous":
+        return 0.0
+    return 1.0 if study.operator.noise_scaling == "sqrt_T" else 2.0
+
+
 def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, with_terms: bool = True,
                gradient_check: bool = False) -> dict[str, float] | list[dict[str, float]]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
@@ -118,6 +126,7 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     ``rule_gradient_cosine``, the rule's W_hv update against autograd's on this minibatch (this process's
     rows), and under network.feedback: kolen_pollack B follows W_vh's update (plasticity.kolen_pollack_step)."""
     net, operator, shard, power = model.network, model.operator, model.shard, study.walkback.step_weight_power
+    q = continuous_weighting(study)
     replicated = isinstance(model, ReplicaModel)
     x, pairs, temperatures = draw_step(model, study, data, device, dtype)
     noise = model.heating_noise() if replicated else model.noise_generator
@@ -153,9 +162,9 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     check = None  # rule_gradient_cosine, on the steps that ask for it
     if study.training.learning == "local":
         update = plasticity.trajectory_update(net, operator, states, temperatures, drives, with_terms, power,
-                                              targets)
+                                              targets, q)
         if gradient_check and (learns_hidden_locally(study) or learns_pathway_locally(study)):
-            check = plasticity.rule_gradient_cosines(net, operator, states, temperatures, update, power, targets)
+            check = plasticity.rule_gradient_cosines(net, operator, states, temperatures, update, power, targets, q)
         if pairs:
             update = anchor.add_anchor(update, anchor.local_update(net, operator, pairs), study.anchor.weight)
         if unit is not None:
@@ -166,7 +175,7 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
     else:
         with autocast:
-            loss = walkback.walkback_losses(net, operator, states, temperatures, power, targets).sum(0)
+            loss = walkback.walkback_losses(net, operator, states, temperatures, power, targets, q).sum(0)
             if unit is not None:
                 loss = loss + weight * walkback.walkback_losses(net, operator, unit, [1.0]).sum(0)
             total = loss + study.anchor.weight * anchor.score_anchor_loss(net, operator, *pairs) if pairs else loss

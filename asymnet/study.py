@@ -139,7 +139,9 @@ class WalkbackConfig:
     heating): each image also takes one T = 1 step of the heating, s_0 + sigma_0 eps, walked back at T = 1, its
     loss and update times w: the T = 1 operator, which the schedule's steps (from T = heating_factor up) never
     run, learns to denoise its own noise level, which is what the T = 1 chain does (Proposition 1; 0: no
-    such step)."""
+    such step). step_weighting (noise heating, walkback.n_extra_max 0): elbo (each step's drift gradient as the
+    loss weighs it) or continuous (times 1 - T_t^-q, so each step weighs what the continuous-time limit weighs
+    its noise level, 1 / V_t, and the schedule's coarse first steps no more; walkback.drift_gain)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -148,6 +150,7 @@ class WalkbackConfig:
     p_star_momentum: float = _check("unit_open_closed", 0.05)
     sigma_max: float = _check("non_negative", 0.0)
     step_weight_power: float = _check("non_negative", 0.0)
+    step_weighting: str = _check(("elbo", "continuous"), "elbo")
     heating_kernel: str = _check(("model", "noise"), "model")
     model_heating_fraction: float = _check("unit_closed_open", 0.0)
     target: str = _check(("sample", "posterior"), "sample")
@@ -415,6 +418,17 @@ def _check_joined_keys(study: Study, where) -> None:
                              f"heating's schedule and needs network.kind: recurrent or unet, walkback.heating_kernel: noise, "
                              f"operator.alpha: 1 and walkback.n_extra_max: 0, but {', '.join(wrong)}; set those or "
                              "drop network.posterior_leak")
+    if study.walkback.step_weighting == "continuous":
+        wrong = [f"{name} is {value}" for name, value, ok in (
+            ("walkback.heating_kernel", study.walkback.heating_kernel, study.walkback.heating_kernel == "noise"),
+            ("walkback.n_extra_max", study.walkback.n_extra_max, study.walkback.n_extra_max == 0),
+            ("training.optimizer", study.training.optimizer, study.training.optimizer == "adam")) if not ok]
+        if wrong:
+            raise StudyError(f"{where('walkback.step_weighting')}walkback.step_weighting = continuous weighs each "
+                             "step by the noise the heating added before it, which needs walkback.heating_kernel: "
+                             "noise, walkback.n_extra_max: 0 (a T = 1 step would get weight 0) and "
+                             f"training.optimizer: adam, but {', '.join(wrong)}; set those or "
+                             "walkback.step_weighting: elbo")
     if study.walkback.target == "posterior" and study.walkback.heating_kernel != "noise":
         raise StudyError(f"{where('walkback.target')}walkback.target = posterior scores each step against the law "
                          "of s_{t-1} given s_t and the data, known in closed form for noise heating only; set "

@@ -300,22 +300,42 @@ def heating_trajectory_with_drives(
     return states, drives if heating is None else None
 
 
-def drift_weighted(drive: Drive, T, power: float) -> Drive:
-    """The drive with the gradient reaching its mu multiplied by T ** power (``walkback.step_weight_power``),
-    its values and its sigma untouched: mu' + T^p (mu - mu'), mu' detached. A log-probability of it has the
-    plain value, the drift's gradient weighted by T^p and the noise level's gradient unweighted. ``T``: a
-    number, or a tensor that broadcasts against mu (as the operators take it). power 0: the drive itself.
+def drift_gain(T, power: float, continuous_q: float = 0.0):
+    """The factor on the drift's gradient at temperature T: T^p (``walkback.step_weight_power``), times
+    1 - T^-q with ``continuous_q`` = q > 0 (``walkback.step_weighting: continuous``).
+
+    Why 1 - T^-q: along noise heating's schedule T_t = f^t (tau_t = sigma_0^2 T_t^q, V_t the variance added
+    by step t), the posterior-target loss of step t weighs the error of the data estimate F by (tau_t /
+    V_t)^2 / (2 tau_t) = tau_t / (2 V_t^2). The schedule's relative steps tau / V are (f^q - 1) / f^q at the
+    hot end but 1 at its first step, 1 / (1 + f^q) at its second: the cold steps are coarse, and each weighs
+    what a finer schedule would spread over many. Times (1 - T^-q) = ((f^q - 1) / f^q) V / tau, every step
+    weighs (f^q - 1) / (2 f^q V_t), the continuous-time limit's weight of its noise level V_t (the first step's
+    drift gradient a factor f^q / (f^q - 1), 11 at f = 1.1, lower; the hot ones untouched). A number for a
+    number T, else a tensor shaped like T."""
+    gain = T**power if power else 1.0
+    if continuous_q:
+        gain = gain * (1.0 - T ** (-continuous_q))
+    return gain
+
+
+def drift_weighted(drive: Drive, T, power: float, continuous_q: float = 0.0) -> Drive:
+    """The drive with the gradient reaching its mu multiplied by :func:`drift_gain` (T ** power, with
+    ``continuous_q`` also 1 - T^-q), its values and its sigma untouched: mu' + gain (mu - mu'), mu' detached.
+    A log-probability of it has the plain value, the drift's gradient weighted and the noise level's
+    gradient unweighted. ``T``: a number, or a tensor that broadcasts against mu (as the operators take it).
+    power 0 and no continuous_q: the drive itself.
     """
-    if not power:
+    if not power and not continuous_q:
         return drive
     fixed = drive.mu.detach()
-    return Drive(fixed + T**power * (drive.mu - fixed), drive.sigma)
+    return Drive(fixed + drift_gain(T, power, continuous_q) * (drive.mu - fixed), drive.sigma)
 
 
 def walkback_losses(
     network: nn.Module, operator: Operator, states: list[torch.Tensor], temperatures: list[float] | ReplicaSchedule,
     weight_power: float = 0.0,
     targets: Targets | None = None,
+    continuous_q: float = 0.0,
 ) -> torch.Tensor:
     """loss_t = -log p_{T_t}(s_{t-1} | s_t), averaged over the batch, for t = 1..K: shape (K,), nats; for
     replicas (states (R, batch, n_units), a ReplicaSchedule) (K, R), 0 on each replica's padded steps.
@@ -327,7 +347,8 @@ def walkback_losses(
     Gradient flows into the network's parameters only, never through the sampled states (one step of
     credit assignment, Algorithm 1 line 7). ``weight_power`` (``walkback.step_weight_power``): the
     gradient through the drift mu of step t is multiplied by T_t ** weight_power, the one through the noise
-    level is not, and the values are unchanged (:func:`drift_weighted`). A network whose ``temperature_rows``
+    level is not, and the values are unchanged (:func:`drift_weighted`); ``continuous_q`` (``walkback.step_weighting:
+    continuous``) multiplies it by 1 - T_t^-q as well (:func:`drift_gain`). A network whose ``temperature_rows``
     is true (it takes a (batch,) tensor of temperatures, and its rows do not interact) scores all K steps in
     one call on the (K * batch) stacked states: the same losses, in larger and faster convolutions.
     """
@@ -337,7 +358,7 @@ def walkback_losses(
             torch.tensor(temperatures, dtype=states[0].dtype, device=states[0].device).repeat_interleave(batch)
         after = torch.cat(states[1:])
         before = torch.cat(states[:-1] if targets is None else targets.means)
-        drive = drift_weighted(network(after, T), T[:, None], weight_power)
+        drive = drift_weighted(network(after, T), T[:, None], weight_power, continuous_q)
         log_p = operator.log_prob(before, after, drive, T[:, None])
         if targets is not None:
             spread = targets.variances.expand(len(temperatures), batch, 1).reshape(-1, 1)
@@ -345,7 +366,7 @@ def walkback_losses(
         return -log_p.view(len(temperatures), batch).mean(1)
     losses = []
     for t, (T, _) in enumerate(schedule_steps(temperatures), start=1):
-        drive = drift_weighted(network(states[t], T), T, weight_power)
+        drive = drift_weighted(network(states[t], T), T, weight_power, continuous_q)
         if targets is None:
             losses.append(-operator.log_prob(states[t - 1], states[t], drive, T).mean(-1))
             continue

@@ -495,3 +495,56 @@ def test_local_rule_with_the_unit_step_trains_as_autograd():
         finals[learning] = {k: v.clone() for k, v in model.network.state_dict().items()}
     for name, value in finals["autograd"].items():
         torch.testing.assert_close(finals["local"][name], value, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("scaling, q", [("sqrt_T", 1.0), ("T", 2.0)])
+def test_continuous_weighting_gives_each_step_the_weight_one_over_its_added_variance(scaling, q):
+    """drift_gain's 1 - T^-q times the posterior-target loss's weight of the data estimate's error, (1 - c)^2 /
+    (2 tau) with c the posterior mean's share of s_t, is (f^q - 1) / (2 f^q V_t) at every step of the schedule
+    (V_t the variance the heating added by step t): the continuous-time weight of that noise level."""
+    factor, sigma0 = 1.3, 0.2
+    op, heating = GaussianOperator(1.0, scaling), walkback.NoiseHeating(sigma0)
+    temperatures = schedule.heating_temperatures(0, 12, factor)
+    T = torch.tensor(temperatures, dtype=torch.float64)
+    tau = heating.step_variances(op, T)
+    added = torch.cumsum(tau, 0)
+    x = torch.zeros(1, 3, dtype=torch.float64)
+    states = walkback.heating_trajectory(_network("none", 0)[0], op, x, temperatures, torch.Generator().manual_seed(1),
+                                         heating)
+    targets = walkback.posterior_targets(op, heating, states, temperatures)
+    for t in range(len(temperatures)):
+        keep = ((targets.means[t] - x) / (states[t + 1] - x))[0, 0].item()
+        weight = walkback.drift_gain(temperatures[t], 0.0, q) * (1 - keep) ** 2 / (2 * tau[t].item())
+        assert weight == pytest.approx((factor**q - 1) / (2 * factor**q * added[t].item()), rel=1e-10), t
+    assert walkback.drift_gain(factor, 0.0, q) == pytest.approx(1 - factor**-q)
+    assert walkback.drift_gain(4.0, 0.5, q) == pytest.approx(2.0 * (1 - 4.0**-q))
+
+
+def test_local_rule_with_continuous_weighting_equals_autograd():
+    net, gen = _leaking_network("learned")
+    op, heating, temperatures = GaussianOperator(1.0), walkback.NoiseHeating(0.2), [2.0, 4.0, 8.0, 16.0, 32.0]
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64)
+    sampled = walkback.sample_steps(op, heating, x, temperatures, 3, gen, walkback.ChainNoise(gen))
+    plain = plasticity.trajectory_update(net, op, sampled.states, sampled.temperatures, targets=sampled.targets)
+    update = plasticity.trajectory_update(net, op, sampled.states, sampled.temperatures, targets=sampled.targets,
+                                          continuous_q=1.0)
+    net.zero_grad()
+    walkback.walkback_losses(net, op, sampled.states, sampled.temperatures, 0.0, sampled.targets, 1.0).sum().backward()
+    for name, rule in (("W", update.grad_W), ("b", update.grad_b), ("w_T", update.grad_w_T),
+                       ("sigma_visible", update.grad_sigma_visible)):
+        exact = getattr(net, name).grad
+        assert (rule - exact).norm() <= 1e-10 * exact.norm(), name
+    assert torch.equal(update.loss, plain.loss)  # the values are the loss's; only the drift's gradient is weighted
+    assert torch.equal(update.grad_sigma_visible, plain.grad_sigma_visible)
+    assert (update.grad_W - plain.grad_W).norm() > 1e-3 * plain.grad_W.norm()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("walkback: {step_weighting: continuous}\n",
+     "walkback.step_weighting = continuous .* but walkback.heating_kernel is model, walkback.n_extra_max is 4;"),
+    ("walkback: {heating_kernel: noise, n_extra_max: 0, step_weighting: continuous}\n"
+     "training: {optimizer: least_squares}\n", "but training.optimizer is least_squares;"),
+    ("walkback: {step_weighting: snr}\n", "walkback.step_weighting = 'snr' is not one of: elbo, continuous"),
+])
+def test_bad_step_weighting_fails_in_one_line(tmp_path, text, message):
+    _refusal(tmp_path, text, message)

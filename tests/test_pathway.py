@@ -70,8 +70,13 @@ def test_the_pathway_rule_under_transpose_feedback_equals_autograd_for_every_par
     operator = GaussianOperator(1.0)
     states, heating = _trajectory(net, gen)
     targets = walkback.posterior_targets(operator, heating, states, TEMPERATURES)
-    loss, grads = _autograd(net, operator, states, TEMPERATURES, targets, power)
-    update = plasticity.trajectory_update(net, operator, states, TEMPERATURES, targets=targets, weight_power=power)
+    q = 1.0 if power else 0.0  # with the step weighting too (walkback.step_weighting: continuous)
+    net.zero_grad()
+    loss = walkback.walkback_losses(net, operator, states, TEMPERATURES, power, targets, q).sum()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    update = plasticity.trajectory_update(net, operator, states, TEMPERATURES, targets=targets, weight_power=power,
+                                          continuous_q=q)
     assert torch.allclose(update.loss, loss, rtol=1e-12)
     assert set(update.grad_pathway) == {name for name, _ in net.pathway.named_parameters()}
     for name, grad in update.grad_pathway.items():
@@ -79,7 +84,7 @@ def test_the_pathway_rule_under_transpose_feedback_equals_autograd_for_every_par
         assert _relative_error(grad, grads["pathway." + name]) < 1e-10, name
     for name in ("W", "b", "w_T", "sigma_visible"):  # the rest of the network as before
         assert _relative_error(getattr(update, "grad_" + name), grads[name]) < 1e-10, name
-    cosines = plasticity.rule_gradient_cosines(net, operator, states, TEMPERATURES, update, power, targets)
+    cosines = plasticity.rule_gradient_cosines(net, operator, states, TEMPERATURES, update, power, targets, q)
     assert cosines["pathway_gradient_cosine"] == pytest.approx(1.0, abs=1e-12)
     assert ("rule_gradient_cosine" in cosines) == bool(n_hidden)
 
