@@ -35,7 +35,8 @@ def measure(study_path: str, learning: str, updates: int, threads: int, device_n
 
     torch.set_num_threads(threads)
     study, _ = load_study(study_path)
-    if learning == "autograd" and study.network.hidden_learning == "learned" and study.network.feedback != "transpose":
+    learned = study.network.hidden_learning == "learned" or study.network.conv_channels
+    if learning == "autograd" and learned and study.network.feedback != "transpose":
         # autograd's gradient is the transpose feedback's, the feedback keys of the local rule back at their defaults
         defaults = NetworkConfig()
         study = replace_in(study, "network", {"feedback": "transpose", "feedback_scale": defaults.feedback_scale,
@@ -43,7 +44,7 @@ def measure(study_path: str, learning: str, updates: int, threads: int, device_n
     study = replace_in(study, "training.learning", learning)
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (2000, 784), generator=gen, dtype=torch.uint8)
-    data = Dataset("synthetic", pixels, pixels[:200], rescaling=DEQUANTIZED)
+    data = Dataset("synthetic", pixels, pixels[:200], rescaling=DEQUANTIZED, image_shape=(1, 28, 28))
     device = torch.device(device_name)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     model = build_model(study, data, device, torch.float32)
