@@ -121,13 +121,13 @@ class ConvPathway(nn.Module):
                             Connection(f"S{l}", f"h{l}", f"g{l}", 3, 1)]
         connections.append(Connection("O", top(0), "v", 3, 1))
         self.connections = connections
+        # the presynaptic units each postsynaptic unit reads (a transposed stride-2 kernel reads 1 / stride^2 of its taps)
+        fan_in = {c.name: sizes[c.pre] * c.size * c.size // (c.stride**2 if c.transposed else 1) for c in connections}
         for c in connections:
             shape = (sizes[c.pre], sizes[c.post]) if c.transposed else (sizes[c.post], sizes[c.pre])
-            shape = (*shape, c.size, c.size)
-            fan_in = sizes[c.pre] * c.size * c.size // (c.stride**2 if c.transposed else 1)
-            kernel = torch.zeros(shape)
+            kernel = torch.zeros(*shape, c.size, c.size)
             if c.name != "O":
-                kernel.normal_(0.0, gain / math.sqrt(fan_in), generator=generator)
+                kernel.normal_(0.0, gain / math.sqrt(fan_in[c.name]), generator=generator)
             self.register_parameter(f"kernel_{c.name}", nn.Parameter(kernel))
         for layer in self.layers:
             self.register_parameter(f"bias_{layer}", nn.Parameter(torch.zeros(sizes[layer])))
@@ -137,8 +137,7 @@ class ConvPathway(nn.Module):
             for c in connections:
                 K = getattr(self, f"kernel_{c.name}").detach()
                 if feedback_scale:
-                    fan_in = K.shape[1 if not c.transposed else 0] * c.size * c.size
-                    start = torch.randn(K.shape, generator=generator) * (feedback_scale / math.sqrt(fan_in))
+                    start = torch.randn(K.shape, generator=generator) * (feedback_scale / math.sqrt(fan_in[c.name]))
                 else:
                     start = K.clone()
                 self.register_buffer(f"feedback_{c.name}", start)
@@ -153,6 +152,7 @@ class ConvPathway(nn.Module):
         return getattr(self, f"feedback_{name}")
 
     def _conv(self, c: Connection, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """Connection c's drive from presynaptic rates x (rows, channels, height, width) through ``kernel``."""
         if c.transposed:
             return nnf.conv_transpose2d(x, kernel, stride=c.stride, padding=c.padding)
         return nnf.conv2d(x, kernel, stride=c.stride, padding=c.padding)
@@ -160,7 +160,8 @@ class ConvPathway(nn.Module):
     def rates(self, visible_rates: torch.Tensor, T: float | torch.Tensor = 1.0) -> dict[str, torch.Tensor]:
         """Every layer's rates at visible rates (..., C H W) and temperatures T (a float, or a tensor
         broadcastable to visible_rates[..., :1]): a dict from layer name ("v", "h0", ..., "g0") to
-        (rows, channels, height, width), rows = the product of the leading axes; "logT" (rows, 1, 1, 1)."""
+        (rows, channels, height, width), rows = the product of the leading axes ("v": the input the encoder
+        reads, the visible rates times the input gain); "logT" (rows, or 1 for a float T, 1, 1, 1)."""
         C, H, W = self.image_shape
         lead = visible_rates.shape[:-1]
         rows = visible_rates.reshape(-1, C, H, W)
