@@ -54,11 +54,16 @@ class Model:
             self.noise_generator = self.generator
 
 
+def noise_exponent(study: Study) -> float:
+    """q of the heating's step variances tau = sigma_0^2 T^q: 1 for operator.noise_scaling sqrt_T, 2 for T."""
+    return 1.0 if study.operator.noise_scaling == "sqrt_T" else 2.0
+
+
 def build_network(study: Study, data: Dataset, generator: torch.Generator) -> torch.nn.Module:
     """The study's network F, its weights drawn from ``generator`` (a random feedback matrix B of learned fast
     hidden units last, so the other weights are those the same study with fixed hidden units draws)."""
     net_cfg, op_cfg = study.network, study.operator
-    leak = ((study.walkback.heating_factor, 1.0 if op_cfg.noise_scaling == "sqrt_T" else 2.0)
+    leak = ((study.walkback.heating_factor, noise_exponent(study))
             if net_cfg.posterior_leak else None)  # c(T) of noise heating's schedule (networks.temperature)
     if net_cfg.kind == "recurrent":
         network = RecurrentNetwork(data.n_visible, net_cfg.n_hidden, net_cfg.phi, op_cfg.sigma, op_cfg.learn_sigma,
@@ -102,8 +107,7 @@ def pathway_input_gain(study: Study, data: Dataset) -> tuple[float, float, float
     images, dequantised by a stream of its own (the study's generator draws the weights), averaged over
     pixels; sigma_0 operator.sigma; f the heating factor; q 1 for noise_scaling sqrt_T, 2 for T."""
     images = data.batch(data.train[:10000], torch.Generator().manual_seed(0), torch.float64)
-    q = 1.0 if study.operator.noise_scaling == "sqrt_T" else 2.0
-    return images.var(0).mean().item(), study.operator.sigma, study.walkback.heating_factor, q
+    return images.var(0).mean().item(), study.operator.sigma, study.walkback.heating_factor, noise_exponent(study)
 
 
 def build_model(study: Study, data: Dataset, device: torch.device, dtype: torch.dtype,

@@ -281,9 +281,9 @@ def rule_gradient_cosines(network: RecurrentNetwork, operator: Operator, states:
         cosines["rule_gradient_cosine"] = matrix_cosine(update.grad_W[..., v:, :v], exact[0][..., v:, :v])
     if network.pathway is not None:
         names = [name for name, _ in network.pathway.named_parameters()]
-        rule = torch.cat([update.grad_pathway[name].reshape(-1) for name in names]).double()
-        autograd = torch.cat([g.reshape(-1) for g in exact[int(learned):]]).double()
-        cosines["pathway_gradient_cosine"] = (rule @ autograd / (rule.norm() * autograd.norm())).item()
+        rule = torch.cat([update.grad_pathway[name].reshape(-1) for name in names])
+        autograd = torch.cat([g.reshape(-1) for g in exact[int(learned):]])
+        cosines["pathway_gradient_cosine"] = matrix_cosine(rule[None], autograd[None])
     return cosines
 
 

@@ -28,7 +28,7 @@ from asymnet.evaluate import (IMAGE_FIGURES, ImageScorer, detailed_balance_figur
 from asymnet.inpainting import check_mask, measure_inpainting
 from asymnet.long_run import measure_long_run
 from asymnet.model import (CHECKPOINT_NAME, Model, ReplicaModel, build_model, build_replica_model, check_finite,
-                           load_checkpoint, load_data, pick_device, save_checkpoint, single_models)
+                           load_checkpoint, load_data, noise_exponent, pick_device, save_checkpoint, single_models)
 from asymnet.networks import RecurrentNetwork
 from asymnet.operators import Drive
 from asymnet.runlog import LOG_NAME, LogLayout, RunLog, open_log
@@ -110,9 +110,7 @@ def learns_pathway_locally(study: Study) -> bool:
 def continuous_weighting(study: Study) -> float:
     """q of walkback.step_weighting: continuous (1 for noise_scaling sqrt_T, 2 for T; walkback.drift_gain), 0
     for the walk back's own (elbo) weighting."""
-    if study.walkback.step_weighting != "continuous":
-        return 0.0
-    return 1.0 if study.operator.noise_scaling == "sqrt_T" else 2.0
+    return noise_exponent(study) if study.walkback.step_weighting == "continuous" else 0.0
 
 
 def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, with_terms: bool = True,
