@@ -151,9 +151,6 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     unit, weight = None, study.walkback.unit_step_weight / scale  # the trajectory's update is times K / m below
     if heating is not None and weight:  # walkback.unit_step_weight: one T = 1 step of the heating, walked back
         unit = walkback.heating_trajectory_with_drives(net, operator, s0, [1.0], noise, shard, heating)[0]
-        if study.walkback.unit_step_chain:  # then the model's own T = 1 chain, walked back to s_0 in one step
-            unit[1] = walkback.chain_from(net, operator, unit[1], study.walkback.unit_step_chain,
-                                          walkback.noise_source(noise, shard))
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
         terms = [readout.regression(net, operator, states, temperatures, power)]

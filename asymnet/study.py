@@ -139,10 +139,7 @@ class WalkbackConfig:
     heating): each image also takes one T = 1 step of the heating, s_0 + sigma_0 eps, walked back at T = 1, its
     loss and update times w: the T = 1 operator, which the schedule's steps (from T = heating_factor up) never
     run, learns to denoise its own noise level, which is what the T = 1 chain does (Proposition 1; 0: no
-    such step). unit_step_chain n (with unit_step_weight): that step's state then takes n steps of the model's
-    own T = 1 chain before it is walked back to s_0, so the T = 1 operator learns to return to the data from
-    where its own chain drifts (the walkback training of generalized denoising auto-encoders, Bengio et al.
-    2013; 0: the heating's step alone). step_weighting (noise heating, walkback.n_extra_max 0): elbo (each step's drift gradient as the
+    such step). step_weighting (noise heating, walkback.n_extra_max 0): elbo (each step's drift gradient as the
     loss weighs it) or continuous (times 1 - T_t^-q, so each step weighs what the continuous-time limit weighs
     its noise level, 1 / V_t, and the schedule's coarse first steps no more; walkback.drift_gain)."""
 
@@ -159,7 +156,6 @@ class WalkbackConfig:
     target: str = _check(("sample", "posterior"), "sample")
     sampled_steps: int = _check("non_negative", 0)
     unit_step_weight: float = _check("non_negative", 0.0)
-    unit_step_chain: int = _check("non_negative", 0)
 
 
 @dataclass(frozen=True)
@@ -461,11 +457,6 @@ def _check_joined_keys(study: Study, where) -> None:
                              f"walkback.heating_kernel: noise (with the model's heating walkback.n_extra_max gives "
                              f"T = 1 steps), replicas: 1 and training.optimizer: adam, but {', '.join(wrong)}; set "
                              "those or walkback.unit_step_weight: 0")
-    if study.walkback.unit_step_chain and not study.walkback.unit_step_weight:
-        raise StudyError(f"{where('walkback.unit_step_chain')}walkback.unit_step_chain = "
-                         f"{study.walkback.unit_step_chain} runs the model's T = 1 chain from the T = 1 step that "
-                         "walkback.unit_step_weight adds, which is 0; set walkback.unit_step_weight above 0 or "
-                         "walkback.unit_step_chain: 0")
     if study.walkback.model_heating_fraction and study.replicas > 1:
         raise StudyError(f"{where('walkback.model_heating_fraction')}walkback.model_heating_fraction draws each "
                          "step's heating kernel, which replicas (one batched program) cannot draw apart; set "

@@ -485,16 +485,8 @@ def run_chain(
     """
     if fused and ChainSampler.supports(network, operator):
         return ChainSampler(network, operator, s, generator).run(n_steps, T)
-    return chain_from(network, operator, s, n_steps, ChainNoise(generator), T)
-
-
-@torch.no_grad()
-def chain_from(network: nn.Module, operator: Operator, s: torch.Tensor, n_steps: int,
-               noise: ChainNoise | ReplicaNoise, T: float = 1.0) -> torch.Tensor:
-    """s after ``n_steps`` steps s_{t+1} ~ p_T(. | s_t) of the model's own kernel, each drawn by ``noise``
-    (:func:`noise_source`: a training step's heating noise, this process's rows of it in a data-parallel run)."""
     for _ in range(n_steps):
-        s = noise.sample(operator, s, network(s, T), T)
+        s = operator.sample(s, network(s, T), T, generator)
     return s
 
 

@@ -211,11 +211,6 @@ def test_local_rule_with_posterior_targets_equals_autograd(hidden):
      "unit_step_weight .* but training.optimizer is least_squares;"),
     ("walkback: {heating_kernel: noise, unit_step_weight: -1}\n", "walkback.unit_step_weight"),
     ("walkback: {heating_kernel: noise, unit_step_weight: yes}\n", "walkback.unit_step_weight"),
-    ("walkback: {heating_kernel: noise, unit_step_chain: 2}\n",
-     "walkback.unit_step_chain = 2 runs the model's T = 1 chain from the T = 1 step that walkback.unit_step_weight "
-     "adds, which is 0; set walkback.unit_step_weight above 0 or walkback.unit_step_chain: 0"),
-    ("walkback: {heating_kernel: noise, unit_step_weight: 1, unit_step_chain: -1}\n", "walkback.unit_step_chain"),
-    ("walkback: {heating_kernel: noise, unit_step_weight: 1, unit_step_chain: 1.5}\n", "walkback.unit_step_chain"),
 ])
 def test_bad_heating_keys_fail_in_one_line(tmp_path, text, message):
     _refusal(tmp_path, text, message)
@@ -439,17 +434,16 @@ def test_local_rule_on_sampled_steps_equals_autograd():
 UNIT_STEP_STUDY = ("seed: 5\ndata: {name: spiral, n_train: 300, n_test: 50}\n"
                    "network: {kind: recurrent, n_hidden: 0}\noperator: {alpha: 1.0, sigma: 0.2}\n"
                    "walkback: {heating_kernel: noise, target: posterior, n_extra_max: 0, sampled_steps: 2, "
-                   "unit_step_weight: WEIGHT, unit_step_chain: CHAIN}\n"
+                   "unit_step_weight: WEIGHT}\n"
                    "training: {steps: 6, batch_size: 16, learning_rate: 1.0e-2, learning: LEARNING, dtype: float64}\n")
 
 
-def _unit_step_model(weight, learning, chain=0):
+def _unit_step_model(weight, learning):
     from asymnet.data import load_dataset
     from asymnet.model import build_model
     from asymnet.study import parse_study
 
-    study = parse_study(UNIT_STEP_STUDY.replace("WEIGHT", str(weight)).replace("LEARNING", learning)
-                        .replace("CHAIN", str(chain)))
+    study = parse_study(UNIT_STEP_STUDY.replace("WEIGHT", str(weight)).replace("LEARNING", learning))
     data = load_dataset("spiral", 300, 50, None, torch.Generator().manual_seed(0))
     return study, data, build_model(study, data, torch.device("cpu"), torch.float64)
 
@@ -490,70 +484,12 @@ def test_unit_step_adds_the_weighted_walk_back_of_a_t1_noise_step(monkeypatch):
     assert before.W.grad.abs().max() > 1e-3  # the term is not empty
 
 
-def test_unit_step_chain_walks_back_from_the_models_own_t1_chain(monkeypatch):
-    """walkback.unit_step_chain n: the T = 1 step's state s_1 = s_0 + sigma_0 eps then takes n steps of the model's
-    own T = 1 kernel (walkback.chain_from, on the training step's heating noise), and the update gains w times
-    the gradient of -log p_1(s_0 | s_(n)), the chain's end walked back to the data in one step; the chain
-    carries no gradient."""
-    import copy
-
-    from asymnet import run as run_module
-
-    original, chains = walkback.chain_from, []
-    heated, starts = walkback.heating_trajectory_with_drives, []
-
-    def spy(network, operator, s, n_steps, noise, T=1.0):
-        result = original(network, operator, s, n_steps, noise, T)
-        chains.append((s.clone(), n_steps, result))
-        return result
-
-    def heating_spy(*args, **kwargs):
-        result = heated(*args, **kwargs)
-        if list(args[3]) == [1.0]:
-            starts.append(result[0][0])
-        return result
-
-    monkeypatch.setattr(walkback, "chain_from", spy)
-    monkeypatch.setattr(walkback, "heating_trajectory_with_drives", heating_spy)
-    grads = {}
-    for weight in (1.0, 3.0):
-        study, data, model = _unit_step_model(weight, "local", chain=3)
-        before = copy.deepcopy(model.network)
-        run_module.train_step(model, study, data, torch.device("cpu"), torch.float64)
-        grads[weight] = {name: p.grad.clone() for name, p in model.network.named_parameters() if p.grad is not None}
-    (start, n_steps, end), (start_again, _, end_again) = chains
-    assert n_steps == 3 and torch.equal(start, start_again) and torch.equal(end, end_again)
-    s0 = starts[0]
-    assert torch.equal(s0, starts[1]) and (start - s0).abs().max() > 0  # the chain starts from the heated step
-    assert not end.requires_grad and (end - start).abs().max() > 1e-3  # and moves it
-    t1_loss = walkback.walkback_losses(before, model.operator, [s0, end], [1.0]).sum(0)
-    t1_loss.backward()
-    for name, p in before.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(grads[3.0][name] - grads[1.0][name], 2.0 * p.grad, rtol=1e-9, atol=1e-12)
-
-
-def test_chain_from_steps_the_models_own_kernel():
-    """chain_from: n draws s_{t+1} ~ p_T(. | s_t), the operator's own sample from the noise source's generator."""
-    net, op = _network("none", 0)[0], GaussianOperator(1.0, "sqrt_T")
-    s = torch.randn(5, net.n_units, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    generator = torch.Generator().manual_seed(7)
-    expected = s
-    with torch.no_grad():
-        for _ in range(4):
-            expected = op.sample(expected, net(expected, 1.5), 1.5, generator)
-    got = walkback.chain_from(net, op, s, 4, walkback.ChainNoise(torch.Generator().manual_seed(7)), 1.5)
-    assert torch.equal(got, expected) and not torch.equal(got, s)
-    assert torch.equal(walkback.chain_from(net, op, s, 0, walkback.ChainNoise(generator)), s)
-
-
-@pytest.mark.parametrize("chain", [0, 2])
-def test_local_rule_with_the_unit_step_trains_as_autograd(chain):
+def test_local_rule_with_the_unit_step_trains_as_autograd():
     from asymnet import run as run_module
 
     finals = {}
     for learning in ("local", "autograd"):
-        study, data, model = _unit_step_model(2.0, learning, chain)
+        study, data, model = _unit_step_model(2.0, learning)
         for _ in range(study.training.steps):
             run_module.train_step(model, study, data, torch.device("cpu"), torch.float64)
         finals[learning] = {k: v.clone() for k, v in model.network.state_dict().items()}
