@@ -44,9 +44,9 @@ def _network(image_shape=(1, 8, 8), channels=(3, 4, 5), feedback="transpose", n_
     return net, gen
 
 
-def _autograd(net, operator, states, temperatures, targets=None, power=0.0):
+def _autograd(net, operator, states, temperatures, targets=None, power=0.0, continuous_q=0.0):
     net.zero_grad()
-    loss = walkback.walkback_losses(net, operator, states, temperatures, power, targets).sum()
+    loss = walkback.walkback_losses(net, operator, states, temperatures, power, targets, continuous_q).sum()
     loss.backward()
     return loss.detach(), {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
 
@@ -71,10 +71,7 @@ def test_the_pathway_rule_under_transpose_feedback_equals_autograd_for_every_par
     states, heating = _trajectory(net, gen)
     targets = walkback.posterior_targets(operator, heating, states, TEMPERATURES)
     q = 1.0 if power else 0.0  # with the step weighting too (walkback.step_weighting: continuous)
-    net.zero_grad()
-    loss = walkback.walkback_losses(net, operator, states, TEMPERATURES, power, targets, q).sum()
-    loss.backward()
-    grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    loss, grads = _autograd(net, operator, states, TEMPERATURES, targets, power, q)
     update = plasticity.trajectory_update(net, operator, states, TEMPERATURES, targets=targets, weight_power=power,
                                           continuous_q=q)
     assert torch.allclose(update.loss, loss, rtol=1e-12)
