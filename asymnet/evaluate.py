@@ -21,20 +21,37 @@ from asymnet.data.mnist import load_mnist
 from asymnet.dequantization import bits_per_dim
 from asymnet.metrics import balance, quality
 from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
-from asymnet.model import Model, eval_temperatures, generation_temperatures, sampling_generator
+from asymnet.model import Model, cooling_corrector, eval_temperatures, generation_temperatures, sampling_generator
 from asymnet.networks import RecurrentNetwork
 from asymnet.runlog import RunLog
 from asymnet.study import Study
 
 
+CPU_CHUNK = 250
+"""Rows per network call of the evaluation's coolings and bounds on a CPU: a 1,000-row batch of the
+convolutional pathway's 28 x 28 layers outgrows the caches and costs more per row than 250-row chunks
+(studies/mnist_stdp_experiments.md, "Corrector steps"); a GPU takes each batch whole."""
+
+
+def chunks(n: int, device) -> list[int]:
+    """The row counts, in order, that an evaluation of n rows runs in on ``device``."""
+    size = n if torch.device(device).type == "cuda" else CPU_CHUNK
+    return [min(size, n - start) for start in range(0, n, size)]
+
+
 def held_out_bound(model: Model, study: Study, data: Dataset, device, dtype, step: int) -> float:
-    """Mean eq. 5 bound on the first n_bound held-out examples, nats per example (fresh RNG per step)."""
+    """Mean eq. 5 bound on the first n_bound held-out examples, nats per example (fresh RNG per step), in
+    :func:`chunks` drawn one after the other from that RNG."""
     gen = torch.Generator().manual_seed(study.seed * 1_000_003 + step)
     x = data.batch(data.test[: study.evaluation.n_bound], gen, dtype).to(device)
-    s0 = walkback.settle_hidden(model.network, model.operator, x, study.walkback.settle_steps, sampling_generator(gen, device))
-    bound = walkback.variational_bound(model.network, model.operator, model.p_star, s0,
-                                       eval_temperatures(model, study), sampling_generator(gen, device), model.heating)
-    return bound.mean().item()
+    bounds = []
+    for rows in x.split(chunks(len(x), device)):
+        s0 = walkback.settle_hidden(model.network, model.operator, rows, study.walkback.settle_steps,
+                                    sampling_generator(gen, device))
+        bounds.append(walkback.variational_bound(model.network, model.operator, model.p_star, s0,
+                                                 eval_temperatures(model, study), sampling_generator(gen, device),
+                                                 model.heating))
+    return torch.cat(bounds).mean().item()
 
 
 def detailed_balance(model, study, data, device, n_chains: int, n_steps: int, burn_in: int,
@@ -44,7 +61,7 @@ def detailed_balance(model, study, data, device, n_chains: int, n_steps: int, bu
     on = sampling_generator(generator, device)
     with torch.no_grad():
         s0 = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
-                               n_chains, on)
+                               n_chains, on, corrector=cooling_corrector(model, study))
     offset = data.n_visible * math.log(1.0 / data.rescaling.scale) if data.rescaling is not None else 0.0
     estimate = balance.entropy_production(model.network, model.operator, s0, n_steps, burn_in,
                                           n_batches=min(n_batches, n_steps), generator=on, entropy_offset=offset)
@@ -139,11 +156,14 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
 
 
 def generate_visible(model: Model, study: Study, data: Dataset, device) -> torch.Tensor:
-    """n_samples generated visible states (n, n_visible) by cooling from p*, from a fixed evaluation seed."""
+    """n_samples generated visible states (n, n_visible) by cooling from p*, from a fixed evaluation seed, in
+    :func:`chunks` drawn one after the other."""
     gen = torch.Generator().manual_seed(study.seed + 7919)
-    states = walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, study),
-                               study.evaluation.n_samples, sampling_generator(gen, device), final_mean=study.evaluation.final_mean)
-    return states[:, : data.n_visible].cpu()
+    states = [walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, study),
+                                rows, sampling_generator(gen, device), final_mean=study.evaluation.final_mean,
+                                corrector=cooling_corrector(model, study))[:, : data.n_visible].cpu()
+              for rows in chunks(study.evaluation.n_samples, device)]
+    return torch.cat(states)
 
 
 @dataclass(frozen=True)

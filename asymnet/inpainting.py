@@ -20,7 +20,7 @@ import torch
 from asymnet import plots, walkback
 from asymnet.errors import RunError
 from asymnet.evaluate import has_classifier, mnist_classifier
-from asymnet.model import TrainedRun, generation_temperatures, load_run, sampling_generator
+from asymnet.model import TrainedRun, cooling_corrector, generation_temperatures, load_run, sampling_generator
 from asymnet.runlog import add_results
 
 
@@ -62,7 +62,8 @@ def inpaint(trained: TrainedRun, unknown: torch.Tensor, images: torch.Tensor, ge
     on = sampling_generator(generator, trained.device)
     states = walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, trained.study),
                                len(images), on, known=known, values=values,
-                               final_mean=trained.study.evaluation.final_mean)
+                               final_mean=trained.study.evaluation.final_mean,
+                               corrector=cooling_corrector(model, trained.study))
     return states[:, :n_visible].cpu()
 
 

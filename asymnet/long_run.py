@@ -31,7 +31,7 @@ from asymnet import plots, walkback
 from asymnet.errors import RunError
 from asymnet.evaluate import ImageScorer, has_classifier, mnist_classifier, toy_mmd_figures
 from asymnet.metrics import quality, stationary
-from asymnet.model import TrainedRun, eval_temperatures, load_run, sampling_generator
+from asymnet.model import TrainedRun, cooling_corrector, eval_temperatures, load_run, sampling_generator
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import add_results, open_log
 
@@ -83,7 +83,7 @@ def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.
     stops = log_spaced_steps(n_steps)
     with torch.no_grad():
         s = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
-                              n_chains, on)
+                              n_chains, on, corrector=cooling_corrector(model, study))
     samples, curves, done = {}, {}, 0
     bar = tqdm(total=n_steps, disable=quiet, unit="step", dynamic_ncols=True, desc="T = 1 chain")
     for stop in stops:

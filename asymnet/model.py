@@ -266,6 +266,12 @@ def generation_temperatures(model: Model, study: Study) -> list[float]:
     return [1.0] * study.evaluation.extra_cooling_steps + eval_temperatures(model, study)
 
 
+def cooling_corrector(model: Model, study: Study) -> walkback.Corrector | None:
+    """The coolings' corrector steps (evaluation.corrector_steps), None when there are none."""
+    steps = study.evaluation.corrector_steps
+    return walkback.Corrector(model.heating, steps) if steps and model.heating is not None else None
+
+
 def check_finite(model: Model | ReplicaModel) -> None:
     for value in model.network.state_dict().values():
         if not torch.isfinite(value).all():

@@ -236,7 +236,10 @@ class EvaluationConfig:
     step's operator (the denoised estimate) rather than a draw from it, which adds the T = 1 noise.
     extra_cooling_steps: that many more T = 1 steps at the end of generation (and inpainting), after the
     walkback.n_extra_max ones the training schedule has; the held-out bound keeps the training schedule.
-    inpaint_masks: after training, ``asymnet.inpaint`` with each of these masks on inpaint_images test images."""
+    inpaint_masks: after training, ``asymnet.inpaint`` with each of these masks on inpaint_images test images.
+    corrector_steps: that many corrector steps after each step of every cooling (generation, inpainting,
+    the starts of the long run and of the EP chains): heat by the noise heating's step at that level, walk
+    back again (walkback.Corrector; noise heating only); the held-out bound keeps the plain walk back."""
 
     n_samples: int = _check("positive", 2000)
     n_bound: int = _check("positive", 1000)
@@ -249,6 +252,7 @@ class EvaluationConfig:
     extra_cooling_steps: int = _check("non_negative", 0)
     inpaint_masks: tuple = ()
     inpaint_images: int = _check("positive", 1000)
+    corrector_steps: int = _check("non_negative", 0)
 
 
 # Keys whose value may differ between the replicas of one batched run: those that change a replica's seed,
@@ -429,6 +433,11 @@ def _check_joined_keys(study: Study, where) -> None:
                              "noise, walkback.n_extra_max: 0 (a T = 1 step would get weight 0) and "
                              f"training.optimizer: adam, but {', '.join(wrong)}; set those or "
                              "walkback.step_weighting: elbo")
+    if study.evaluation.corrector_steps and study.walkback.heating_kernel != "noise":
+        raise StudyError(f"{where('evaluation.corrector_steps')}evaluation.corrector_steps = "
+                         f"{study.evaluation.corrector_steps} heats each cooling step again with the noise heating's "
+                         "step, but walkback.heating_kernel is model; set walkback.heating_kernel: noise or "
+                         "evaluation.corrector_steps: 0")
     if study.walkback.target == "posterior" and study.walkback.heating_kernel != "noise":
         raise StudyError(f"{where('walkback.target')}walkback.target = posterior scores each step against the law "
                          "of s_{t-1} given s_t and the data, known in closed form for noise heating only; set "

@@ -440,6 +440,7 @@ def generate(
     values: torch.Tensor | None = None,
     final_mean: bool = False,
     fused: bool = True,
+    corrector: "Corrector | None" = None,
 ) -> torch.Tensor:
     """s_0 of a cooling chain: s_K ~ p*, then s_{t-1} ~ p_{T_t}(. | s_t) for t = K..1. Shape (n, n_units).
 
@@ -449,11 +450,17 @@ def generate(
     ``fused``: run it with :class:`asymnet.sampler.ChainSampler` where that applies (same chain, same
     random numbers, fewer passes over memory); False keeps the operator's own step.
 
+    ``corrector``: after each walk-back step at T_t, :class:`Corrector`'s steps at that level (the fused
+    sampler is then not used; with ``final_mean`` the last corrector step at T_1 returns the mean).
+
     Conditional generation (inpainting, paper sec. 6): with ``known`` (n_units,) bool and ``values``
     (n, n_units), the known units are held at ``values`` at every step of the chain, from s_K on.
     """
     s = p_star.sample(n, generator)
     clamp = known is not None
+    if corrector is not None and corrector.steps:
+        return corrector.cool(network, operator, s, temperatures, generator, final_mean,
+                              (known, values) if clamp else None)
     noisy = temperatures[1:] if final_mean else temperatures
     if fused and ChainSampler.supports(network, operator):
         s = ChainSampler(network, operator, s, generator, known, values).cool(noisy)
@@ -471,6 +478,49 @@ def generate(
         if clamp:
             s = torch.where(known, values, s)
     return s
+
+
+@dataclass(frozen=True)
+class Corrector:
+    """``evaluation.corrector_steps``: a cooling whose every walk-back step at T_t is followed by ``steps``
+    corrector steps at that level. A corrector step heats the state by the noise heating's own step at T_t
+    and walks it back at T_t again,
+
+        s <- s + sqrt(tau_t) eps,  then  s <- a draw of p_{T_t}(. | s),    tau_t = g(T_t)^2 sigma_0^2,
+
+    the corrupt-and-reconstruct chain of a denoiser (Bengio et al. 2013, "Generalized denoising
+    auto-encoders"). Where the walk back is the exact posterior of the heating, p_{T_t}(s_{t-1} | s_t) =
+    q(s_{t-1} | s_t), a corrector step leaves the law of s_{t-1} that the heated data has at that level
+    unchanged (it draws s_t from q(s_t | s_{t-1}), then s_{t-1} back from q(s_{t-1} | s_t): a Gibbs sweep
+    of the pair), so it can only pull a cooling that strayed from that law back towards it: the
+    corrector of the predictor-corrector samplers of score-based diffusion (Song et al. 2021, sec. 4.2),
+    here with the heating's own kernel and the walk back, which is all a noise-heated walk back learns.
+    It reads no data and changes no weight; it costs ``steps`` more network evaluations per level."""
+
+    heating: NoiseHeating
+    steps: int
+
+    def cool(self, network: nn.Module, operator: GaussianOperator, s: torch.Tensor, temperatures: list[float],
+             generator: torch.Generator | None, final_mean: bool,
+             clamp: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """:func:`generate`'s cooling from s_K = ``s`` with the corrector steps; ``clamp`` (known, values)."""
+
+        def held(state: torch.Tensor) -> torch.Tensor:
+            return state if clamp is None else torch.where(clamp[0], clamp[1], state)
+
+        s = held(s)
+        for level, T in enumerate(reversed(temperatures)):
+            tau = self.heating.step_variances(operator, T)
+            for k in range(1 + self.steps):
+                if k:
+                    s = held(s + tau**0.5 * torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device))
+                drive = network(s, T)
+                if final_mean and level == len(temperatures) - 1 and k == self.steps:
+                    s = operator.mean(s, drive)
+                else:
+                    s = operator.sample(s, drive, T, generator)
+                s = held(s)
+        return s
 
 
 @torch.no_grad()

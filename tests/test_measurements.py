@@ -18,7 +18,7 @@ from asymnet.operators import GaussianOperator
 from asymnet.runlog import LogError, add_results, open_log
 from tests.conftest import SHARED, copy_run, needs_shared, run_cli, run_main
 from asymnet.errors import RunError
-from asymnet.evaluate import generate_visible
+from asymnet.evaluate import chunks, generate_visible
 from asymnet.inpainting import mask_of, measure_inpainting
 from asymnet.long_run import log_spaced_steps, long_run, measure_long_run
 from asymnet.model import eval_temperatures, generation_temperatures, load_run
@@ -197,6 +197,13 @@ def test_long_run_is_the_cooling_chain_continued_at_T1(toy_run):
     assert torch.equal(samples[30], s[:, :2])
 
 
+def test_evaluation_rows_run_in_chunks_of_250_on_a_cpu_and_whole_on_a_gpu():
+    assert chunks(1000, "cpu") == [250, 250, 250, 250]
+    assert chunks(600, torch.device("cpu")) == [250, 250, 100]
+    assert chunks(40, "cpu") == [40]
+    assert chunks(600, "cuda") == [600]
+
+
 def test_generation_appends_extra_T1_steps_and_can_end_on_the_mean(toy_run):
     """evaluation.extra_cooling_steps puts that many T = 1 steps at the cold end of the generation schedule
     (the bound's schedule is unchanged); with evaluation.final_mean the image is the last step's mean."""
@@ -210,8 +217,9 @@ def test_generation_appends_extra_T1_steps_and_can_end_on_the_mean(toy_run):
     assert generation_temperatures(m, study) == eval_temperatures(m, study)
     got = generate_visible(m, changed, trained.data, trained.device)
     gen = torch.Generator().manual_seed(study.seed + 7919)
-    expected = walkback.generate(m.network, m.operator, m.p_star, temps, study.evaluation.n_samples, gen,
-                                 final_mean=True)[:, :2]
+    rows = chunks(study.evaluation.n_samples, trained.device)  # drawn one after the other from one generator
+    expected = torch.cat([walkback.generate(m.network, m.operator, m.p_star, temps, n, gen, final_mean=True)[:, :2]
+                          for n in rows])
     assert torch.equal(got, expected)
     assert not torch.equal(got, generate_visible(m, study, trained.data, trained.device))
 
