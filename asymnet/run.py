@@ -435,7 +435,9 @@ def _run(args, shard: Shard, device: torch.device) -> Path:
                 log.write_eval(name, value)
         if data.rescaling is not None and start == 0:
             for member, single in zip(members, single_models(model)):
-                untrained = generate_visible(single, member.study, member.data, device)
+                # the baseline of an untrained network: its plain cooling (corrector steps only cost time there)
+                plain = replace_in(member.study, "evaluation.corrector_steps", 0)
+                untrained = generate_visible(single, plain, member.data, device)
                 member.log.write_samples("untrained", untrained)
                 if scorer is not None:
                     for name, value in scorer.figures(untrained, "untrained_").items():

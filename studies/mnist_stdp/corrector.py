@@ -5,7 +5,9 @@ walkback.Corrector), no retraining, scored with the run's image figures.
 
 For each C: the run's final evaluation's generation (its n_samples, its seed, its final_mean) with C
 corrector steps after each walk-back step; C = 0 is the run's own cooling and repeats the figures its log
-holds. Prints the image figures and the seconds the cooling took. Used for studies/mnist_stdp_experiments.md.
+holds. C may also be "HOT/COLD@T": HOT steps at the levels with T_t > T, COLD at the others (a trial of
+where the steps pay, outside the package's key). Prints the image figures and the seconds the cooling
+took. Used for studies/mnist_stdp_experiments.md.
 """
 
 from __future__ import annotations
@@ -13,9 +15,30 @@ from __future__ import annotations
 import sys
 import time
 
-from asymnet.evaluate import ImageScorer, generate_visible, mnist_classifier
-from asymnet.model import load_run
+import torch
+
+from asymnet import walkback
+from asymnet.evaluate import ImageScorer, chunks, generate_visible, mnist_classifier
+from asymnet.model import generation_temperatures, load_run, sampling_generator
 from asymnet.study import replace_in
+
+
+@torch.no_grad()
+def split_cooling(run, hot: int, cold: int, split: float) -> torch.Tensor:
+    """generate_visible's samples with ``hot`` corrector steps at the levels above T = ``split`` and ``cold``
+    at the rest, one level at a time through walkback.Corrector (the same draws as the key's for hot = cold)."""
+    model, study, device = run.model, run.study, run.device
+    gen = sampling_generator(torch.Generator().manual_seed(study.seed + 7919), device)
+    temperatures = generation_temperatures(model, study)
+    out = []
+    for rows in chunks(study.evaluation.n_samples, device):
+        s = model.p_star.sample(rows, gen)
+        for level, T in enumerate(reversed(temperatures)):
+            corrector = walkback.Corrector(model.heating, hot if T > split else cold)
+            s = corrector.cool(model.network, model.operator, s, [T], gen,
+                               study.evaluation.final_mean and level == len(temperatures) - 1)
+        out.append(s[:, : run.data.n_visible].cpu())
+    return torch.cat(out)
 
 
 def main(argv=None) -> None:
@@ -23,9 +46,14 @@ def main(argv=None) -> None:
     run = load_run(argv[0])
     scorer = ImageScorer.build(mnist_classifier(None, True), run.data, run.study.evaluation.n_samples)
     for steps in argv[1:]:
-        study = replace_in(run.study, "evaluation.corrector_steps", int(steps))
         start = time.perf_counter()
-        images = generate_visible(run.model, study, run.data, run.device)
+        if "@" in steps:
+            counts, split = steps.split("@")
+            hot, cold = (int(c) for c in counts.split("/"))
+            images = split_cooling(run, hot, cold, float(split))
+        else:
+            study = replace_in(run.study, "evaluation.corrector_steps", int(steps))
+            images = generate_visible(run.model, study, run.data, run.device)
         seconds = time.perf_counter() - start
         f = scorer.figures(images)
         print(f"corrector_steps {steps:>2}: confident {f['confident_fraction']:.3f}  entropy {f['label_entropy']:.3f}  "
