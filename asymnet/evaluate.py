@@ -30,7 +30,7 @@ from asymnet.study import Study
 CPU_CHUNK = 250
 """Rows per network call of the evaluation's coolings and bounds on a CPU: a 1,000-row batch of the
 convolutional pathway's 28 x 28 layers outgrows the caches and costs more per row than 250-row chunks
-(studies/mnist_stdp_experiments.md, "Corrector steps"); a GPU takes each batch whole."""
+(studies/mnist_stdp_experiments.md, "Corrector steps, and the 20 minutes"); a GPU takes each batch whole."""
 
 
 def chunks(n: int, device) -> list[int]:
