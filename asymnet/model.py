@@ -267,9 +267,14 @@ def generation_temperatures(model: Model, study: Study) -> list[float]:
 
 
 def cooling_corrector(model: Model, study: Study) -> walkback.Corrector | None:
-    """The coolings' corrector steps (evaluation.corrector_steps), None when there are none."""
-    steps = study.evaluation.corrector_steps
-    return walkback.Corrector(model.heating, steps) if steps and model.heating is not None else None
+    """The coolings' corrector steps (evaluation.corrector_steps and corrector_bands), None when there are
+    none at any level of the generation schedule."""
+    if model.heating is None:
+        return None
+    corrector = walkback.Corrector(model.heating, study.evaluation.corrector_steps,
+                                   tuple((float(high), float(low), steps)
+                                         for high, low, steps in study.evaluation.corrector_bands))
+    return corrector if corrector.runs_at(generation_temperatures(model, study)) else None
 
 
 def check_finite(model: Model | ReplicaModel) -> None:

@@ -436,7 +436,8 @@ def _run(args, shard: Shard, device: torch.device) -> Path:
         if data.rescaling is not None and start == 0:
             for member, single in zip(members, single_models(model)):
                 # the baseline of an untrained network: its plain cooling (corrector steps only cost time there)
-                plain = replace_in(member.study, "evaluation.corrector_steps", 0)
+                plain = replace_in(replace_in(member.study, "evaluation.corrector_steps", 0),
+                                   "evaluation.corrector_bands", [])
                 untrained = generate_visible(single, plain, member.data, device)
                 member.log.write_samples("untrained", untrained)
                 if scorer is not None:

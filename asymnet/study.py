@@ -239,7 +239,9 @@ class EvaluationConfig:
     inpaint_masks: after training, ``asymnet.inpaint`` with each of these masks on inpaint_images test images.
     corrector_steps: that many corrector steps after each step of every cooling (generation, inpainting,
     the starts of the long run and of the EP chains): heat by the noise heating's step at that level, walk
-    back again (walkback.Corrector; noise heating only); the held-out bound keeps the plain walk back."""
+    back again (walkback.Corrector; noise heating only); the held-out bound keeps the plain walk back.
+    corrector_bands: [T_high, T_low, n] triplets: the levels with T_low < T_t <= T_high take n corrector
+    steps instead of corrector_steps (T_high may be .inf); the bands may not overlap."""
 
     n_samples: int = _check("positive", 2000)
     n_bound: int = _check("positive", 1000)
@@ -253,6 +255,7 @@ class EvaluationConfig:
     inpaint_masks: tuple = ()
     inpaint_images: int = _check("positive", 1000)
     corrector_steps: int = _check("non_negative", 0)
+    corrector_bands: tuple = ()
 
 
 # Keys whose value may differ between the replicas of one batched run: those that change a replica's seed,
@@ -364,6 +367,7 @@ def study_to_dict(study: Study) -> dict:
     values["network"]["unet_channel_mults"] = list(values["network"]["unet_channel_mults"])
     values["network"]["conv_channels"] = list(values["network"]["conv_channels"])
     values["evaluation"]["inpaint_masks"] = list(values["evaluation"]["inpaint_masks"])
+    values["evaluation"]["corrector_bands"] = [list(band) for band in values["evaluation"]["corrector_bands"]]
     return values
 
 
@@ -433,11 +437,17 @@ def _check_joined_keys(study: Study, where) -> None:
                              "noise, walkback.n_extra_max: 0 (a T = 1 step would get weight 0) and "
                              f"training.optimizer: adam, but {', '.join(wrong)}; set those or "
                              "walkback.step_weighting: elbo")
+    _check_corrector_bands(study.evaluation.corrector_bands, where)
     if study.evaluation.corrector_steps and study.walkback.heating_kernel != "noise":
         raise StudyError(f"{where('evaluation.corrector_steps')}evaluation.corrector_steps = "
                          f"{study.evaluation.corrector_steps} heats each cooling step again with the noise heating's "
                          "step, but walkback.heating_kernel is model; set walkback.heating_kernel: noise or "
                          "evaluation.corrector_steps: 0")
+    if any(band[2] for band in study.evaluation.corrector_bands) and study.walkback.heating_kernel != "noise":
+        raise StudyError(f"{where('evaluation.corrector_bands')}evaluation.corrector_bands gives corrector steps, "
+                         "which heat each cooling step again with the noise heating's step, but "
+                         "walkback.heating_kernel is model; set walkback.heating_kernel: noise or "
+                         "evaluation.corrector_bands: []")
     if study.walkback.target == "posterior" and study.walkback.heating_kernel != "noise":
         raise StudyError(f"{where('walkback.target')}walkback.target = posterior scores each step against the law "
                          "of s_{t-1} given s_t and the data, known in closed form for noise heating only; set "
@@ -729,6 +739,27 @@ def _unknown_key(cls, key, path) -> str:
     nearest = difflib.get_close_matches(str(key), names, n=1)
     hint = f"; did you mean '{nearest[0]}'?" if nearest else ""
     return f"unknown key '{path}'{hint} (valid keys: {', '.join(sorted(names))})"
+
+
+def _check_corrector_bands(bands: tuple, where) -> None:
+    """evaluation.corrector_bands: [T_high, T_low, n] triplets, T_high > T_low >= 0 (T_high may be .inf),
+    n a non-negative integer, no two bands sharing a temperature."""
+    form = "write each band as [T_high, T_low, steps] with T_high > T_low >= 0 and steps a non-negative integer"
+    for index, band in enumerate(bands):
+        shown = f"{where('evaluation.corrector_bands')}evaluation.corrector_bands[{index}] = {band!r}"
+        if not isinstance(band, (list, tuple)) or len(band) != 3:
+            raise StudyError(f"{shown} is not a [T_high, T_low, steps] triplet; {form}")
+        high, low, steps = (_as_float(band[0]), _as_float(band[1]), band[2])
+        if high is None or low is None or math.isnan(high) or not math.isfinite(low) or not high > low >= 0:
+            raise StudyError(f"{shown} does not give T_high > T_low >= 0; {form}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise StudyError(f"{shown} has steps {steps!r}; {form}")
+    spans = sorted((_as_float(band[0]), _as_float(band[1]), index) for index, band in enumerate(bands))
+    for (high, _, first), (_, low, second) in zip(spans, spans[1:]):
+        if low < high:
+            raise StudyError(f"{where('evaluation.corrector_bands')}evaluation.corrector_bands[{first}] and "
+                             f"[{second}] overlap (a level would take two counts); make each band's T_low at least "
+                             "the next colder band's T_high")
 
 
 def _check_value(kind, rule, value, path, where):

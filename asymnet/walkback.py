@@ -458,7 +458,7 @@ def generate(
     """
     s = p_star.sample(n, generator)
     clamp = known is not None
-    if corrector is not None and corrector.steps:
+    if corrector is not None and corrector.runs_at(temperatures):
         return corrector.cool(network, operator, s, temperatures, generator, final_mean,
                               (known, values) if clamp else None)
     noisy = temperatures[1:] if final_mean else temperatures
@@ -495,10 +495,22 @@ class Corrector:
     of the pair), so it can only pull a cooling that strayed from that law back towards it: the
     corrector of the predictor-corrector samplers of score-based diffusion (Song et al. 2021, sec. 4.2),
     here with the heating's own kernel and the walk back, which is all a noise-heated walk back learns.
-    It reads no data and changes no weight; it costs ``steps`` more network evaluations per level."""
+    It reads no data and changes no weight; it costs ``steps`` more network evaluations per level.
+
+    ``bands`` (``evaluation.corrector_bands``): triplets (T_high, T_low, n) that give the levels with
+    T_low < T_t <= T_high n steps in place of ``steps``; the levels no band covers keep ``steps``."""
 
     heating: NoiseHeating
     steps: int
+    bands: tuple[tuple[float, float, int], ...] = ()
+
+    def steps_at(self, T: float) -> int:
+        """The corrector steps after the walk-back step at T."""
+        return next((n for high, low, n in self.bands if low < T <= high), self.steps)
+
+    def runs_at(self, temperatures: list[float]) -> bool:
+        """Whether any level of ``temperatures`` takes a corrector step."""
+        return any(self.steps_at(T) for T in temperatures)
 
     def cool(self, network: nn.Module, operator: GaussianOperator, s: torch.Tensor, temperatures: list[float],
              generator: torch.Generator | None, final_mean: bool,
@@ -510,12 +522,12 @@ class Corrector:
 
         s = held(s)
         for level, T in enumerate(reversed(temperatures)):
-            tau = self.heating.step_variances(operator, T)
-            for k in range(1 + self.steps):
+            tau, steps = self.heating.step_variances(operator, T), self.steps_at(T)
+            for k in range(1 + steps):
                 if k:
                     s = held(s + tau**0.5 * torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device))
                 drive = network(s, T)
-                if final_mean and level == len(temperatures) - 1 and k == self.steps:
+                if final_mean and level == len(temperatures) - 1 and k == steps:
                     s = operator.mean(s, drive)
                 else:
                     s = operator.sample(s, drive, T, generator)

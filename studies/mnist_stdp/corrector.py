@@ -5,9 +5,10 @@ walkback.Corrector), no retraining, scored with the run's image figures.
 
 For each C: the run's final evaluation's generation (its n_samples, its seed, its final_mean) with C
 corrector steps after each walk-back step; C = 0 is the run's own cooling and repeats the figures its log
-holds. C may also be "HOT/COLD@T": HOT steps at the levels with T_t > T, COLD at the others (a trial of
-where the steps pay, outside the package's key). Prints the image figures and the seconds the cooling
-took. Used for studies/mnist_stdp_experiments.md.
+holds. C may also be "N1/N2/.../Nk@T1/.../Tk-1" (T1 > T2 > ...): N1 steps at the levels with T_t > T1, N2 at
+those with T1 >= T_t > T2, ..., Nk at the rest (a trial of where the steps pay, outside the package's key);
+"HOT/COLD@T" is the two-band case. Prints the image figures, the label histogram and the seconds the
+cooling took. Used for studies/mnist_stdp_experiments.md.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import time
 import torch
 
 from asymnet import walkback
+from asymnet.metrics import quality
 from asymnet.evaluate import ImageScorer, chunks, generate_visible, mnist_classifier
 from asymnet.model import generation_temperatures, load_run, sampling_generator
 from asymnet.study import replace_in
 
 
 @torch.no_grad()
-def split_cooling(run, hot: int, cold: int, split: float) -> torch.Tensor:
-    """generate_visible's samples with ``hot`` corrector steps at the levels above T = ``split`` and ``cold``
-    at the rest, one level at a time through walkback.Corrector (the same draws as the key's for hot = cold)."""
+def split_cooling(run, counts: list[int], splits: list[float]) -> torch.Tensor:
+    """generate_visible's samples with counts[0] corrector steps at the levels above T = splits[0], counts[1]
+    at those from there down to splits[1], ..., one level at a time through walkback.Corrector (the same
+    draws as the key's when every count is the same)."""
     model, study, device = run.model, run.study, run.device
     gen = sampling_generator(torch.Generator().manual_seed(study.seed + 7919), device)
     temperatures = generation_temperatures(model, study)
@@ -34,7 +37,8 @@ def split_cooling(run, hot: int, cold: int, split: float) -> torch.Tensor:
     for rows in chunks(study.evaluation.n_samples, device):
         s = model.p_star.sample(rows, gen)
         for level, T in enumerate(reversed(temperatures)):
-            corrector = walkback.Corrector(model.heating, hot if T > split else cold)
+            band = sum(T <= split for split in splits)
+            corrector = walkback.Corrector(model.heating, counts[band])
             s = corrector.cool(model.network, model.operator, s, [T], gen,
                                study.evaluation.final_mean and level == len(temperatures) - 1)
         out.append(s[:, : run.data.n_visible].cpu())
@@ -48,17 +52,17 @@ def main(argv=None) -> None:
     for steps in argv[1:]:
         start = time.perf_counter()
         if "@" in steps:
-            counts, split = steps.split("@")
-            hot, cold = (int(c) for c in counts.split("/"))
-            images = split_cooling(run, hot, cold, float(split))
+            counts, splits = steps.split("@")
+            images = split_cooling(run, [int(c) for c in counts.split("/")], [float(T) for T in splits.split("/")])
         else:
             study = replace_in(run.study, "evaluation.corrector_steps", int(steps))
             images = generate_visible(run.model, study, run.data, run.device)
         seconds = time.perf_counter() - start
         f = scorer.figures(images)
+        histogram = quality.classifier_scores(scorer.classifier, images.clamp(0, 1).float())["label_histogram"]
         print(f"corrector_steps {steps:>2}: confident {f['confident_fraction']:.3f}  entropy {f['label_entropy']:.3f}  "
               f"Fréchet {f['frechet_distance']:.1f}  precision / recall {f['precision']:.3f} / {f['recall']:.3f}  "
-              f"nearest {f['nearest_train_distance']:.2f}  ({seconds:.0f} s)", flush=True)
+              f"nearest {f['nearest_train_distance']:.2f}  labels {histogram}  ({seconds:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
