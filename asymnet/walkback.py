@@ -457,26 +457,49 @@ def generate(
     (n, n_units), the known units are held at ``values`` at every step of the chain, from s_K on.
     """
     s = p_star.sample(n, generator)
-    clamp = known is not None
-    if corrector is not None and corrector.runs_at(temperatures):
-        return corrector.cool(network, operator, s, temperatures, generator, final_mean,
-                              (known, values) if clamp else None)
-    noisy = temperatures[1:] if final_mean else temperatures
-    if fused and ChainSampler.supports(network, operator):
-        s = ChainSampler(network, operator, s, generator, known, values).cool(noisy)
-    else:
-        if clamp:
-            s = torch.where(known, values, s)
-        for T in reversed(noisy):
-            s = operator.sample(s, network(s, T), T, generator)
-            if clamp:
-                s = torch.where(known, values, s)
+    corrected = corrector is not None and corrector.runs_at(temperatures)
+    if corrected or not (fused and ChainSampler.supports(network, operator)):
+        return cool_levels(network, operator, s, temperatures, generator, final_mean,
+                           None if known is None else (known, values), corrector if corrected else None)
+    s = ChainSampler(network, operator, s, generator, known, values).cool(temperatures[1:] if final_mean
+                                                                          else temperatures)
     if final_mean and temperatures:
-        T = temperatures[0]
-        drive = network(s, T)
-        s = operator.mean(s, drive, T) if isinstance(operator, BernoulliOperator) else operator.mean(s, drive)
-        if clamp:
+        s = operator_mean(operator, s, network(s, temperatures[0]), temperatures[0])
+        if known is not None:
             s = torch.where(known, values, s)
+    return s
+
+
+def operator_mean(operator: Operator, s: torch.Tensor, drive: Drive, T: float) -> torch.Tensor:
+    """The mean of p_T(. | s) under ``drive``: the Bernoulli operator's firing probabilities at T, the
+    Gaussian one's (1 - alpha) s + alpha mu."""
+    return operator.mean(s, drive, T) if isinstance(operator, BernoulliOperator) else operator.mean(s, drive)
+
+
+def cool_levels(network: nn.Module, operator: Operator, s: torch.Tensor, temperatures: list[float],
+                generator: torch.Generator | None, final_mean: bool,
+                clamp: tuple[torch.Tensor, torch.Tensor] | None = None,
+                corrector: "Corrector | None" = None) -> torch.Tensor:
+    """:func:`generate`'s cooling from s_K = ``s``, one level at a time with the operator's own step: at T_t
+    the walk-back step, then ``corrector``'s steps at that level (none without one); with ``final_mean`` the
+    last step at T_1 returns the mean; ``clamp`` (known, values) holds the known units at every step."""
+
+    def held(state: torch.Tensor) -> torch.Tensor:
+        return state if clamp is None else torch.where(clamp[0], clamp[1], state)
+
+    s = held(s)
+    for level, T in enumerate(reversed(temperatures)):
+        steps = 0 if corrector is None else corrector.steps_at(T)
+        for k in range(1 + steps):
+            if k:
+                tau = corrector.heating.step_variances(operator, T)
+                s = held(s + tau**0.5 * torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device))
+            drive = network(s, T)
+            if final_mean and level == len(temperatures) - 1 and k == steps:
+                s = operator_mean(operator, s, drive, T)
+            else:
+                s = operator.sample(s, drive, T, generator)
+            s = held(s)
     return s
 
 
@@ -515,24 +538,8 @@ class Corrector:
     def cool(self, network: nn.Module, operator: GaussianOperator, s: torch.Tensor, temperatures: list[float],
              generator: torch.Generator | None, final_mean: bool,
              clamp: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """:func:`generate`'s cooling from s_K = ``s`` with the corrector steps; ``clamp`` (known, values)."""
-
-        def held(state: torch.Tensor) -> torch.Tensor:
-            return state if clamp is None else torch.where(clamp[0], clamp[1], state)
-
-        s = held(s)
-        for level, T in enumerate(reversed(temperatures)):
-            tau, steps = self.heating.step_variances(operator, T), self.steps_at(T)
-            for k in range(1 + steps):
-                if k:
-                    s = held(s + tau**0.5 * torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device))
-                drive = network(s, T)
-                if final_mean and level == len(temperatures) - 1 and k == steps:
-                    s = operator.mean(s, drive)
-                else:
-                    s = operator.sample(s, drive, T, generator)
-                s = held(s)
-        return s
+        """:func:`generate`'s cooling from s_K = ``s`` with the corrector steps (:func:`cool_levels`)."""
+        return cool_levels(network, operator, s, temperatures, generator, final_mean, clamp, self)
 
 
 @torch.no_grad()
