@@ -1,0 +1,70 @@
+"""Where a finished noise-heated MNIST run's cooling loses the class balance: heat test images to a level,
+cool them back with the run's own cooling (its corrector steps and bands), and read the classes.
+
+    python -m studies.mnist_stdp.class_balance RUN_DIR T [T ...]
+
+For each T: the first n_samples test images, heated by the noise heating to the level of the schedule at or
+just above T (s = x + sqrt(V) eps, V the variance the heating has added there: a draw of the heated data's
+law at that level), then cooled from that level down with the run's cooling. Prints the label histogram,
+the label entropy and the confident fraction of the cooled images, and the fraction whose label is the test
+image's own ("kept"). T above the schedule's top starts from p*, as generation does. Used for
+studies/mnist_stdp_experiments.md, "Where the ones come from".
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from asymnet import walkback
+from asymnet.evaluate import chunks, mnist_classifier
+from asymnet.metrics import quality
+from asymnet.model import cooling_corrector, generation_temperatures, load_run, sampling_generator
+
+
+@torch.no_grad()
+def heat_and_cool(run, T_start: float) -> torch.Tensor:
+    """The first n_samples test images heated to the level at or above T_start, cooled back (n, 784)."""
+    model, study, device = run.model, run.study, run.device
+    gen = sampling_generator(torch.Generator().manual_seed(study.seed + 7919), device)
+    temperatures = generation_temperatures(model, study)
+    below = [T for T in temperatures if T <= T_start]
+    top = min((T for T in temperatures if T >= T_start), default=None)
+    levels = below if top is None or top in below else below + [top]
+    corrector = cooling_corrector(model, study)
+    x = run.data.batch(run.data.test[: study.evaluation.n_samples], torch.Generator().manual_seed(study.seed),
+                       model.p_star.mean.dtype).to(device)
+    out = []
+    for rows in x.split(chunks(len(x), device)):
+        if top is None:
+            s = model.p_star.sample(len(rows), gen)
+            levels = temperatures
+        else:
+            V = sum(model.heating.step_variances(model.operator, T) for T in levels)
+            s = rows + V**0.5 * torch.randn(rows.shape, generator=gen, dtype=rows.dtype, device=rows.device)
+        s = walkback.cool_levels(model.network, model.operator, s, levels, gen, study.evaluation.final_mean,
+                                 corrector=corrector)
+        out.append(s[:, : run.data.n_visible].cpu())
+    return torch.cat(out)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    run = load_run(argv[0])
+    classifier = mnist_classifier(None, True)
+    labels = run.data.labels_test[: run.study.evaluation.n_samples]
+    print(f"test images: labels {torch.bincount(labels, minlength=10).tolist()}", flush=True)
+    for T in argv[1:]:
+        start = time.perf_counter()
+        images = heat_and_cool(run, float(T)).clamp(0, 1).float()
+        scores = quality.classifier_scores(classifier, images)
+        kept = (classifier(images).argmax(1) == labels).double().mean().item()
+        print(f"from T = {T:>5}: labels {scores['label_histogram']}  entropy {scores['label_entropy']:.3f}  "
+              f"confident {scores['confident_fraction']:.3f}  kept {kept:.3f}  "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
