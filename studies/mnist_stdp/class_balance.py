@@ -32,7 +32,7 @@ def heat_and_cool(run, T_start: float) -> torch.Tensor:
     temperatures = generation_temperatures(model, study)
     below = [T for T in temperatures if T <= T_start]
     top = min((T for T in temperatures if T >= T_start), default=None)
-    levels = below if top is None or top in below else below + [top]
+    levels = temperatures if top is None else below if top in below else below + [top]
     corrector = cooling_corrector(model, study)
     x = run.data.batch(run.data.test[: study.evaluation.n_samples], torch.Generator().manual_seed(study.seed),
                        model.p_star.mean.dtype).to(device)
@@ -40,7 +40,6 @@ def heat_and_cool(run, T_start: float) -> torch.Tensor:
     for rows in x.split(chunks(len(x), device)):
         if top is None:
             s = model.p_star.sample(len(rows), gen)
-            levels = temperatures
         else:
             V = sum(model.heating.step_variances(model.operator, T) for T in levels)
             s = rows + V**0.5 * torch.randn(rows.shape, generator=gen, dtype=rows.dtype, device=rows.device)
