@@ -110,6 +110,27 @@ def test_the_pathway_rule_takes_each_rows_temperatures_and_the_bernoulli_operato
         assert _relative_error(grad, grads["pathway." + name]) < 1e-10, name
 
 
+def test_the_main_studys_update_equals_autograd_with_sampled_steps_and_the_drift_weighting():
+    """The main study's combination: each row's own sampled steps, the posterior leak, the drift weighted by
+    T^0.25 (walkback.step_weight_power) and by the continuous step weighting, every parameter as autograd."""
+    net, gen = _network(middle=1)
+    operator = GaussianOperator(1.0)
+    x = torch.rand(4, 64, generator=gen, dtype=torch.float64)
+    heating = walkback.NoiseHeating(0.2)
+    sampled = walkback.sample_steps(operator, heating, x, TEMPERATURES, 3, gen, walkback.noise_source(gen))
+    loss, grads = _autograd(net, operator, sampled.states, sampled.temperatures, sampled.targets, 0.25, 1.0)
+    update = plasticity.trajectory_update(net, operator, sampled.states, sampled.temperatures,
+                                          targets=sampled.targets, weight_power=0.25, continuous_q=1.0)
+    assert torch.allclose(update.loss, loss, rtol=1e-12)
+    for name, grad in update.grad_pathway.items():
+        assert _relative_error(grad, grads["pathway." + name]) < 1e-10, name
+    for name in ("W", "b", "w_T", "sigma_visible"):
+        assert _relative_error(getattr(update, "grad_" + name), grads[name]) < 1e-10, name
+    plain = plasticity.trajectory_update(net, operator, sampled.states, sampled.temperatures,
+                                         targets=sampled.targets, continuous_q=1.0)
+    assert _relative_error(plain.grad_W, update.grad_W) > 1e-3  # the weighting moves the update
+
+
 def _feedback_surrogate(net):
     """The same network, each convolution written y = conv(x.detach(), K) + conv(x, B) - conv(x, B).detach():
     its value is conv(x, K), its gradient to x runs through B, to K as the forward pass's. Autograd of it
