@@ -13,7 +13,10 @@ figures of ``null_draws`` exact draws of as many points from the data's law (sto
 ``/samples/long_run/<figure>`` (one value per stored step, steps in ``/samples/long_run/steps``), the
 last step's figures to ``/eval/long_run_<figure>``, and a figure to ``RUN_DIR/long_run.png``.
 Proposition 1 of the paper says a converged T = 1 chain keeps the data distribution: the curve shows
-whether it does. For a 2-D toy whose chain state is its two coordinates, the chain's stationary law is also
+whether it does. A noise-heated run never scores its operator at T = 1; with ``evaluation.long_run_chain:
+heated`` its long run is the chain that walk back was trained for instead (walkback.heated_chain: heat by the
+coldest level's step, walk back at that level), whose stationary law is the data's where the walk back is
+exact. For a 2-D toy whose chain state is its two coordinates, the chain's stationary law is also
 computed outright on a grid (asymnet.metrics.stationary): ``/eval/stationary_occupancy_tv`` (where the law
 puts its mass against the data, with no chain noise and no waiting for crossings), ``stationary_log_density``
 and ``stationary_leak``; the law itself under ``/samples/stationary/``. Memory does not grow with the number
@@ -22,6 +25,7 @@ of steps (only the current states are held).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -34,6 +38,7 @@ from asymnet.metrics import quality, stationary
 from asymnet.model import TrainedRun, cooling_corrector, eval_temperatures, load_run, sampling_generator
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import add_results, open_log
+from asymnet.study import replace_in
 
 
 def log_spaced_steps(n_steps: int) -> list[int]:
@@ -74,9 +79,26 @@ def image_scorer(trained: TrainedRun, data_dir: str | None, quiet: bool, n_refer
     return ImageScorer.build(mnist_classifier(data_dir, quiet), trained.data, n_reference_skip)
 
 
+def chain_level(trained: TrainedRun) -> float | None:
+    """The level T_1 of the heated chain (``evaluation.long_run_chain: heated``, walkback.heated_chain): the
+    coldest level of the schedule, at which the walk back's target is the data; None for the T = 1
+    operator's own chain."""
+    if trained.study.evaluation.long_run_chain != "heated":
+        return None
+    return eval_temperatures(trained.model, trained.study)[0]
+
+
+def chain_description(trained: TrainedRun, n_chains: int, n_steps: int) -> str:
+    """How many chains ran which steps, for the log's ``long_run`` attribute."""
+    level = chain_level(trained)
+    steps = "T = 1 steps" if level is None else f"heated steps at T_1 = {level:g}"
+    return f"{n_chains} chains, {n_steps} {steps} after cooling from p*"
+
+
 def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.Generator, scorer=None,
              quiet: bool = True):
-    """Cool n_chains samples from p*, then run n_steps T = 1 steps; returns (steps, samples, curves):
+    """Cool n_chains samples from p*, then run n_steps T = 1 steps (with ``evaluation.long_run_chain: heated``
+    steps of the heated chain at the coldest level, :func:`chain_level`); returns (steps, samples, curves):
     the stored steps, {step: visible states (n_chains, n_visible)} and {figure: [value per step]}."""
     model, study, data = trained.model, trained.study, trained.data
     on = sampling_generator(generator, trained.device)
@@ -85,9 +107,14 @@ def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.
         s = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
                               n_chains, on, corrector=cooling_corrector(model, study))
     samples, curves, done = {}, {}, 0
-    bar = tqdm(total=n_steps, disable=quiet, unit="step", dynamic_ncols=True, desc="T = 1 chain")
+    heated = chain_level(trained)
+    bar = tqdm(total=n_steps, disable=quiet, unit="step", dynamic_ncols=True,
+               desc="T = 1 chain" if heated is None else f"heated chain at T = {heated:g}")
     for stop in stops:
-        s = walkback.run_chain(model.network, model.operator, s, stop - done, on)
+        if heated is None:
+            s = walkback.run_chain(model.network, model.operator, s, stop - done, on)
+        else:
+            s = walkback.heated_chain(model.network, model.operator, model.heating, s, stop - done, heated, on)
         bar.update(stop - done)
         done = stop
         if not torch.isfinite(s).all():
@@ -104,21 +131,24 @@ def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.
 
 def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_dir: str | None = None,
                      device: str = "cpu", seed: int = 0, quiet: bool = True,
-                     null_draws: int = quality.NULL_DRAWS) -> dict[str, list[float]]:
+                     null_draws: int = quality.NULL_DRAWS, chain: str | None = None) -> dict[str, list[float]]:
     """Run the long chain of the finished run in ``run_dir`` and write its results into the run's log.
     For toys the MMD^2 baseline and the occupancy baseline are the means over ``null_draws`` exact draws
-    (``quality.toy_null``), whose MMD^2 figures also give each stop a Monte-Carlo p-value (``mmd_p_value``)."""
+    (``quality.toy_null``), whose MMD^2 figures also give each stop a Monte-Carlo p-value (``mmd_p_value``).
+    ``chain`` (operator or heated) overrides the study's ``evaluation.long_run_chain``."""
     if n_steps < 1:
         raise RunError(f"--steps must be a positive number of T = 1 steps, got {n_steps}")
     _check_null_draws(null_draws)
     if n_chains is not None and n_chains < 2:
         raise RunError(f"--chains must be at least 2 (the quality figures compare distributions), got {n_chains}")
     trained = load_run(run_dir, data_dir, device)
+    if chain is not None:
+        trained = dataclasses.replace(trained, study=replace_in(trained.study, "evaluation.long_run_chain", chain))
     n_chains = n_chains or trained.study.evaluation.n_samples
     scorer = image_scorer(trained, data_dir, quiet, n_chains)
     clock = time.perf_counter()
     stops, samples, curves = long_run(trained, n_steps, n_chains, torch.Generator().manual_seed(seed), scorer, quiet)
-    description = (f"{n_chains} chains, {n_steps} T = 1 steps after cooling from p*, seed {seed}, "
+    description = (f"{chain_description(trained, n_chains, n_steps)}, seed {seed}, "
                    f"{time.perf_counter() - clock:.1f} s on {trained.device}")
     return _store_long_run(trained, stops, samples, curves, description, seed, null_draws)
 

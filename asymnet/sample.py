@@ -1,7 +1,8 @@
 """``python -m asymnet.sample RUN_DIR --steps 100000``: long-run stability of a trained operator.
 
-Generate by cooling from p* (as at the end of training), then keep applying the T = 1 operator, and score
-the chains at log-spaced steps (:mod:`asymnet.long_run` says what is stored and scored).
+Generate by cooling from p* (as at the end of training), then keep applying the T = 1 operator (or, with
+``--chain heated``, the heated chain at the coldest level: walkback.heated_chain), and score the chains at
+log-spaced steps (:mod:`asymnet.long_run` says what is stored and scored).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def parse_args(argv):
     add_common_arguments(parser)
     parser.add_argument("--steps", type=int, default=100000, help="T = 1 steps after generation (default 100000)")
     parser.add_argument("--chains", type=int, help="parallel chains (default: the study's evaluation.n_samples)")
+    parser.add_argument("--chain", choices=("operator", "heated"),
+                        help="operator: the T = 1 operator's own chain; heated: heat by the coldest level's noise "
+                             "and walk back there (noise heating only; default: the study's "
+                             "evaluation.long_run_chain)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the long run stored in the log again with this version's figures, without "
                              "running the chain (--steps and --chains are then those stored)")
@@ -35,7 +40,8 @@ def main(argv=None) -> int:
             args.run_dir, args.data, args.device, args.seed, args.quiet, args.null_draws)
     else:
         measurement = lambda: measure_long_run(  # noqa: E731
-            args.run_dir, args.steps, args.chains, args.data, args.device, args.seed, args.quiet, args.null_draws)
+            args.run_dir, args.steps, args.chains, args.data, args.device, args.seed, args.quiet, args.null_draws,
+            args.chain)
     return run_command("asymnet.sample", lambda: printed_figures(args.run_dir, measurement()))
 
 

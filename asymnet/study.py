@@ -232,7 +232,9 @@ class EvaluationConfig:
     """Final figures: generated samples and held-out bound. At every evaluation (logging.eval_every) the
     detailed-balance violation of the T = 1 chain: ep_chains chains, ep_burn_in unrecorded then ep_steps
     recorded steps (0 chains: off). long_run_steps > 0 runs ``asymnet.sample`` for that many T = 1 steps
-    after training, on long_run_chains chains (0: n_samples). final_mean: generated (and inpainted) images are the mean of the last cooling
+    after training, on long_run_chains chains (0: n_samples); long_run_chain: operator (the T = 1 operator's
+    own chain) or heated (noise heating only: each step heats by the coldest level's noise and walks back at
+    that level, walkback.heated_chain). final_mean: generated (and inpainted) images are the mean of the last cooling
     step's operator (the denoised estimate) rather than a draw from it, which adds the T = 1 noise.
     extra_cooling_steps: that many more T = 1 steps at the end of generation (and inpainting), after the
     walkback.n_extra_max ones the training schedule has; the held-out bound keeps the training schedule.
@@ -250,6 +252,7 @@ class EvaluationConfig:
     ep_burn_in: int = _check("non_negative", 100)
     long_run_steps: int = _check("non_negative", 0)
     long_run_chains: int = _check("non_negative", 0)
+    long_run_chain: str = _check(("operator", "heated"), "operator")
     final_mean: bool = False
     extra_cooling_steps: int = _check("non_negative", 0)
     inpaint_masks: tuple = ()
@@ -438,6 +441,10 @@ def _check_joined_keys(study: Study, where) -> None:
                              f"training.optimizer: adam, but {', '.join(wrong)}; set those or "
                              "walkback.step_weighting: elbo")
     _check_corrector_bands(study.evaluation.corrector_bands, where)
+    if study.evaluation.long_run_chain == "heated" and study.walkback.heating_kernel != "noise":
+        raise StudyError(f"{where('evaluation.long_run_chain')}evaluation.long_run_chain: heated heats by the noise "
+                         f"heating's step, but walkback.heating_kernel is {study.walkback.heating_kernel}; set "
+                         "walkback.heating_kernel: noise or evaluation.long_run_chain: operator")
     if study.evaluation.corrector_steps and study.walkback.heating_kernel != "noise":
         raise StudyError(f"{where('evaluation.corrector_steps')}evaluation.corrector_steps = "
                          f"{study.evaluation.corrector_steps} heats each cooling step again with the noise heating's "

@@ -177,6 +177,12 @@ class NoiseHeating:
         """tau = g(T)^2 sigma_0^2, the variance a heating step at each temperature of ``T`` adds."""
         return operator.temperature_factor(T) ** 2 * self.sigma**2
 
+    def heat(self, operator: GaussianOperator, s: torch.Tensor, T: float, generator: torch.Generator | None
+             ) -> torch.Tensor:
+        """One heating step at T from s: s + sqrt(tau) eps."""
+        tau = self.step_variances(operator, T)
+        return s + tau**0.5 * torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device)
+
 
 class Targets(NamedTuple):
     """What each walk-back step t = 1..K is scored against in place of the sampled s_{t-1}: ``means`` K
@@ -492,8 +498,7 @@ def cool_levels(network: nn.Module, operator: Operator, s: torch.Tensor, tempera
         steps = 0 if corrector is None else corrector.steps_at(T)
         for k in range(1 + steps):
             if k:
-                tau = corrector.heating.step_variances(operator, T)
-                s = held(s + tau**0.5 * torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device))
+                s = held(corrector.heating.heat(operator, s, T, generator))
             drive = network(s, T)
             if final_mean and level == len(temperatures) - 1 and k == steps:
                 s = operator_mean(operator, s, drive, T)
@@ -556,6 +561,27 @@ def run_chain(
         return ChainSampler(network, operator, s, generator).run(n_steps, T)
     for _ in range(n_steps):
         s = operator.sample(s, network(s, T), T, generator)
+    return s
+
+
+@torch.no_grad()
+def heated_chain(network: nn.Module, operator: GaussianOperator, heating: NoiseHeating, s: torch.Tensor,
+                 n_steps: int, T: float, generator: torch.Generator | None) -> torch.Tensor:
+    """s after ``n_steps`` steps of the heated chain at T (``evaluation.long_run_chain: heated``): each step
+    heats by the noise heating's own step at T and draws the walk back at T,
+
+        s <- s + sqrt(tau_T) eps,  then  s <- a draw of p_T(. | s),
+
+    :class:`Corrector`'s step, repeated. Where p_T is the heating's exact posterior the chain is a Gibbs
+    sweep of the pair (s_{t-1}, s_t) and keeps the law of s_{t-1}; at the schedule's first level (T_1 = f,
+    s_0 the data) that law is the data's. The T = 1 operator's own chain (:func:`run_chain`) has no such
+    guarantee under noise heating, which never scores T = 1, and it never re-adds the noise its mean takes
+    out: for Gaussian data of variance v and the exact posterior at tau (mean a s, a = v / (v + tau), variance
+    a tau) it settles at variance v (v + tau) / (2 v + tau), half the data's where v >> tau, while this chain
+    keeps v (tests/test_heated_chain.py). One network evaluation per step, as the T = 1 chain; memory O(batch)."""
+    for _ in range(n_steps):
+        heated = heating.heat(operator, s, T, generator)
+        s = operator.sample(heated, network(heated, T), T, generator)
     return s
 
 
