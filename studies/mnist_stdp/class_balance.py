@@ -24,15 +24,25 @@ from asymnet.metrics import quality
 from asymnet.model import cooling_corrector, generation_temperatures, load_run, sampling_generator
 
 
+def levels_up_to(temperatures: list[float], T_start: float) -> tuple[list[float], float | None]:
+    """The cooling's levels from the one at or just above T_start down, and that level (None above the top)."""
+    below = [T for T in temperatures if T <= T_start]
+    top = min((T for T in temperatures if T >= T_start), default=None)
+    return (temperatures if top is None else below if top in below else below + [top]), top
+
+
+def heat_to(run, x: torch.Tensor, levels: list[float], gen) -> torch.Tensor:
+    """x heated by the noise heating through levels: x + sqrt(V) eps, V the variance added there."""
+    V = sum(run.model.heating.step_variances(run.model.operator, T) for T in levels)
+    return x + V**0.5 * torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+
+
 @torch.no_grad()
 def heat_and_cool(run, T_start: float) -> torch.Tensor:
     """The first n_samples test images heated to the level at or above T_start, cooled back (n, 784)."""
     model, study, device = run.model, run.study, run.device
     gen = sampling_generator(torch.Generator().manual_seed(study.seed + 7919), device)
-    temperatures = generation_temperatures(model, study)
-    below = [T for T in temperatures if T <= T_start]
-    top = min((T for T in temperatures if T >= T_start), default=None)
-    levels = temperatures if top is None else below if top in below else below + [top]
+    levels, top = levels_up_to(generation_temperatures(model, study), T_start)
     corrector = cooling_corrector(model, study)
     x = run.data.batch(run.data.test[: study.evaluation.n_samples], torch.Generator().manual_seed(study.seed),
                        model.p_star.mean.dtype).to(device)
@@ -41,8 +51,7 @@ def heat_and_cool(run, T_start: float) -> torch.Tensor:
         if top is None:
             s = model.p_star.sample(len(rows), gen)
         else:
-            V = sum(model.heating.step_variances(model.operator, T) for T in levels)
-            s = rows + V**0.5 * torch.randn(rows.shape, generator=gen, dtype=rows.dtype, device=rows.device)
+            s = heat_to(run, rows, levels, gen)
         s = walkback.cool_levels(model.network, model.operator, s, levels, gen, study.evaluation.final_mean,
                                  corrector=corrector)
         out.append(s[:, : run.data.n_visible].cpu())

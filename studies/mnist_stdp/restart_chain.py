@@ -1,0 +1,63 @@
+"""A long chain of a finished noise-heated MNIST run that re-cools from a level above T_1 at every round:
+s <- the run's own cooling (its corrector steps and bands) from the level at T, started at s heated to that
+level (s + sqrt(V) eps, studies.mnist_stdp.class_balance's heating). Where the walk back is exact this is a
+Gibbs sweep of the pair (s_0, s_T) and keeps the data's law, as walkback.heated_chain does at T_1; the
+difference is how far the model's errors carry, one level's denoiser applied again and again (the heated
+chain) against several levels' cooling each round.
+
+    python -m studies.mnist_stdp.restart_chain RUN_DIR T [ROUNDS [CHAINS]]
+
+Starts from CHAINS (default 50) cooled samples, those of studies.mnist_stdp.heated_chain (seed 0), and prints
+the image figures (evaluate.ImageScorer) after 1, 3, 10, ..., ROUNDS (default 100) rounds with the network
+evaluations spent so far (a T = 1 chain's step is one). Used for studies/mnist_stdp_experiments.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+
+from asymnet import walkback
+from asymnet.long_run import image_scorer, log_spaced_steps
+from asymnet.model import cooling_corrector, eval_temperatures, generation_temperatures, load_run
+
+from studies.mnist_stdp.class_balance import heat_to, levels_up_to
+from studies.mnist_stdp.heated_chain import row
+
+
+@torch.no_grad()
+def main(argv: list[str]) -> int:
+    run_dir, T_start = argv[0], float(argv[1])
+    n_rounds = int(argv[2]) if len(argv) > 2 else 100
+    n_chains = int(argv[3]) if len(argv) > 3 else 50
+    trained = load_run(run_dir)
+    model, study = trained.model, trained.study
+    if model.heating is None:
+        raise SystemExit(f"{run_dir}: the restart chain needs a noise-heated run (walkback.heating_kernel: noise)")
+    levels, top = levels_up_to(generation_temperatures(model, study), T_start)
+    if top is None:
+        raise SystemExit(f"{run_dir}: T = {T_start:g} is above the schedule's top level")
+    corrector = cooling_corrector(model, study)
+    per_round = sum(1 + (corrector.steps_at(T) if corrector is not None else 0) for T in levels)
+    scorer = image_scorer(trained, None, True, n_chains)
+    s = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study), n_chains,
+                          torch.Generator().manual_seed(0), corrector=corrector)
+    visible = slice(0, trained.data.n_visible)
+    print(f"{run_dir}: {n_chains} chains, each round heated to T = {top:g} and cooled over {len(levels)} levels "
+          f"({per_round} network evaluations); figures of the rounds' images")
+    print(f"start | {row(scorer.figures(s[:, visible]))}")
+    gen, done, clock = torch.Generator().manual_seed(3), 0, time.perf_counter()
+    for stop in sorted({r for r in (1, 3) if r < n_rounds} | set(log_spaced_steps(n_rounds))):
+        for _ in range(stop - done):
+            s = walkback.cool_levels(model.network, model.operator, heat_to(trained, s, levels, gen), levels, gen,
+                                     study.evaluation.final_mean, corrector=corrector)
+        done = stop
+        print(f"{stop} rounds ({stop * per_round} evaluations) | {row(scorer.figures(s[:, visible]))} | "
+              f"{time.perf_counter() - clock:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
