@@ -49,17 +49,26 @@ def row(figures: dict[str, float]) -> str:
 
 
 @torch.no_grad()
+def cooled_starts(run_dir: str, n_chains: int, chain: str):
+    """A finished noise-heated run, its image scorer and n_chains cooled draws (its cooling, seed 0): the start
+    of the long chains of this study and of studies.mnist_stdp.restart_chain."""
+    trained = load_run(run_dir)
+    model, study = trained.model, trained.study
+    if model.heating is None:
+        raise SystemExit(f"{run_dir}: the {chain} needs a noise-heated run (walkback.heating_kernel: noise)")
+    scorer = image_scorer(trained, None, True, n_chains)
+    start = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study), n_chains,
+                              torch.Generator().manual_seed(0), corrector=cooling_corrector(model, study))
+    return trained, scorer, start
+
+
+@torch.no_grad()
 def main(argv: list[str]) -> int:
     run_dir = argv[0]
     n_steps = int(argv[1]) if len(argv) > 1 else 10_000
     n_chains = int(argv[2]) if len(argv) > 2 else 50
-    trained = load_run(run_dir)
+    trained, scorer, start = cooled_starts(run_dir, n_chains, "heated chain")
     model, study = trained.model, trained.study
-    if model.heating is None:
-        raise SystemExit(f"{run_dir}: the heated chain needs a noise-heated run (walkback.heating_kernel: noise)")
-    scorer = image_scorer(trained, None, True, n_chains)
-    start = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study), n_chains,
-                              torch.Generator().manual_seed(0), corrector=cooling_corrector(model, study))
     first = eval_temperatures(model, study)[0]
     visible = slice(0, trained.data.n_visible)
     print(f"{run_dir}: {n_chains} chains, T = 1 chain and heated chain at T_1 = {first:g}; figures {', '.join(FIGURES)}")

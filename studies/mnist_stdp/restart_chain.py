@@ -20,11 +20,11 @@ import time
 import torch
 
 from asymnet import walkback
-from asymnet.long_run import image_scorer, log_spaced_steps
-from asymnet.model import cooling_corrector, eval_temperatures, generation_temperatures, load_run
+from asymnet.long_run import log_spaced_steps
+from asymnet.model import cooling_corrector, generation_temperatures
 
 from studies.mnist_stdp.class_balance import heat_to, levels_up_to
-from studies.mnist_stdp.heated_chain import row
+from studies.mnist_stdp.heated_chain import cooled_starts, row
 
 
 @torch.no_grad()
@@ -32,18 +32,13 @@ def main(argv: list[str]) -> int:
     run_dir, T_start = argv[0], float(argv[1])
     n_rounds = int(argv[2]) if len(argv) > 2 else 100
     n_chains = int(argv[3]) if len(argv) > 3 else 50
-    trained = load_run(run_dir)
+    trained, scorer, s = cooled_starts(run_dir, n_chains, "restart chain")
     model, study = trained.model, trained.study
-    if model.heating is None:
-        raise SystemExit(f"{run_dir}: the restart chain needs a noise-heated run (walkback.heating_kernel: noise)")
     levels, top = levels_up_to(generation_temperatures(model, study), T_start)
     if top is None:
         raise SystemExit(f"{run_dir}: T = {T_start:g} is above the schedule's top level")
     corrector = cooling_corrector(model, study)
     per_round = sum(1 + (corrector.steps_at(T) if corrector is not None else 0) for T in levels)
-    scorer = image_scorer(trained, None, True, n_chains)
-    s = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study), n_chains,
-                          torch.Generator().manual_seed(0), corrector=corrector)
     visible = slice(0, trained.data.n_visible)
     print(f"{run_dir}: {n_chains} chains, each round heated to T = {top:g} and cooled over {len(levels)} levels "
           f"({per_round} network evaluations); figures of the rounds' images")
