@@ -1,7 +1,8 @@
 """The long run of a trained operator: Proposition 1 of the paper, measured.
 
 Generate by cooling from p* (as at the end of training), then keep applying the T = 1 operator.
-At log-spaced steps (10, 30, 100, ..., ``n_steps``) the visible states are stored under
+At log-spaced steps (10, 30, 100, ..., ``n_steps``) the visible states (with ``evaluation.final_mean``
+the mean of each chain's last step instead, the image the cooling's last step gives) are stored under
 ``/samples/long_run/step_<n>`` and scored with the run's quality figures: MMD^2 to the test data for
 toys and ``occupancy_tv``, the total-variation distance between where the chains sit (nearest mixture
 mode, or tenth of the curve) and where the data sits; for MNIST the scorer's figures (evaluate.IMAGE_FIGURES:
@@ -99,7 +100,10 @@ def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.
              quiet: bool = True):
     """Cool n_chains samples from p*, then run n_steps T = 1 steps (with ``evaluation.long_run_chain: heated``
     steps of the heated chain at the coldest level, :func:`chain_level`); returns (steps, samples, curves):
-    the stored steps, {step: visible states (n_chains, n_visible)} and {figure: [value per step]}."""
+    the stored steps, {step: visible states (n_chains, n_visible)} and {figure: [value per step]}. With
+    ``evaluation.final_mean`` the samples are each chain's last step's mean, the chain's random numbers
+    unchanged (its draws too, up to the fused sampler's rounding): the curve then reads the chain as the cooled
+    samples are read."""
     model, study, data = trained.model, trained.study, trained.data
     on = sampling_generator(generator, trained.device)
     stops = log_spaced_steps(n_steps)
@@ -108,25 +112,43 @@ def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.
                               n_chains, on, corrector=cooling_corrector(model, study))
     samples, curves, done = {}, {}, 0
     heated = chain_level(trained)
+    readout = study.evaluation.final_mean
     bar = tqdm(total=n_steps, disable=quiet, unit="step", dynamic_ncols=True,
                desc="T = 1 chain" if heated is None else f"heated chain at T = {heated:g}")
     for stop in stops:
+        n = stop - done - (1 if readout else 0)  # with the readout, the stop's last step runs below
         if heated is None:
-            s = walkback.run_chain(model.network, model.operator, s, stop - done, on)
+            s = walkback.run_chain(model.network, model.operator, s, n, on)
         else:
-            s = walkback.heated_chain(model.network, model.operator, model.heating, s, stop - done, heated, on)
+            s = walkback.heated_chain(model.network, model.operator, model.heating, s, n, heated, on)
+        image = s
+        if readout:
+            s, image = _step_with_mean(trained, s, heated, on)
         bar.update(stop - done)
         done = stop
         if not torch.isfinite(s).all():
             raise RunError(f"the T = 1 chain left the finite numbers by step {stop}; the operator is unstable "
                            "over long runs (a finding: report it with the run directory)")
-        visible = s[:, : data.n_visible].cpu()
+        visible = image[:, : data.n_visible].cpu()
         samples[stop] = visible
         for name, value in quality_figures(trained, visible, scorer).items():
             curves.setdefault(name, []).append(value)
         bar.set_postfix({name: f"{values[-1]:.4g}" for name, values in curves.items()})
     bar.close()
     return stops, samples, curves
+
+
+@torch.no_grad()
+def _step_with_mean(trained: TrainedRun, s: torch.Tensor, heated: float | None, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the long run's chain from s, as walkback.run_chain (``heated`` None) or walkback.heated_chain
+    at T = ``heated`` takes it, drawing the same random numbers: (the draw, the mean of its step), the
+    mean being the image ``evaluation.final_mean`` reads, as the cooling's last step does."""
+    model = trained.model
+    T = 1.0 if heated is None else heated
+    if heated is not None:
+        s = model.heating.heat(model.operator, s, T, generator)
+    drive = model.network(s, T)
+    return model.operator.sample(s, drive, T, generator), walkback.operator_mean(model.operator, s, drive, T)
 
 
 def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_dir: str | None = None,
@@ -150,6 +172,8 @@ def measure_long_run(run_dir, n_steps: int, n_chains: int | None = None, data_di
     stops, samples, curves = long_run(trained, n_steps, n_chains, torch.Generator().manual_seed(seed), scorer, quiet)
     description = (f"{chain_description(trained, n_chains, n_steps)}, seed {seed}, "
                    f"{time.perf_counter() - clock:.1f} s on {trained.device}")
+    if trained.study.evaluation.final_mean:
+        description += "; images: each chain's last step's mean (evaluation.final_mean)"
     return _store_long_run(trained, stops, samples, curves, description, seed, null_draws)
 
 

@@ -197,6 +197,29 @@ def test_long_run_is_the_cooling_chain_continued_at_T1(toy_run):
     assert torch.equal(samples[30], s[:, :2])
 
 
+def test_with_final_mean_the_long_run_reads_each_chains_last_mean_and_runs_the_same_chain(toy_run):
+    """evaluation.final_mean: each stop stores the mean of the chain's last step, as the cooling's last step
+    reads its image, and the chain's draws are those of the plain long run (the same random numbers)."""
+    import dataclasses
+
+    from asymnet.study import replace_in
+
+    trained = load_run(toy_run)
+    m = trained.model
+    reading = dataclasses.replace(trained, study=replace_in(trained.study, "evaluation.final_mean", True))
+    _, means, _ = long_run(reading, 30, 8, torch.Generator().manual_seed(11))
+    gen = torch.Generator().manual_seed(11)
+    s = walkback.generate(m.network, m.operator, m.p_star, eval_temperatures(m, trained.study), 8, gen)
+    for stop, steps in ((10, 9), (30, 19)):
+        s = walkback.run_chain(m.network, m.operator, s, steps, gen)
+        drive = m.network(s, 1.0)
+        assert torch.equal(means[stop], m.operator.mean(s, drive)[:, :2])
+        s = m.operator.sample(s, drive, 1.0, gen)
+    _, draws, _ = long_run(trained, 30, 8, torch.Generator().manual_seed(11))  # the fused sampler: float rounding
+    assert torch.allclose(draws[30], s[:, :2], rtol=0, atol=1e-5)
+    assert (draws[30] - means[30]).abs().max() > 1e-3  # a draw is not its step's mean
+
+
 def test_evaluation_rows_run_in_chunks_of_250_on_a_cpu_and_whole_on_a_gpu():
     assert chunks(1000, "cpu") == [250, 250, 250, 250]
     assert chunks(600, torch.device("cpu")) == [250, 250, 100]
