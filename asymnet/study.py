@@ -79,7 +79,8 @@ class NetworkConfig:
     (noise heating): the pathway reads the visible rates times 1 / sqrt(var + V(T)), var the training images'
     per-pixel variance and V(T) the variance the heating added by T, so its units see states of one spread
     at every temperature (networks.pathway). conv_middle: that many 3 x 3 layers at the pathway's lowest
-    level, each widening its deepest units' field."""
+    level, each widening its deepest units' field. conv_residual: each middle layer adds its output to its
+    input through fixed one-to-one synapses (a residual skip; networks.pathway)."""
 
     kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -106,6 +107,7 @@ class NetworkConfig:
     conv_gain: float = _check("positive", 1.0)
     conv_input_gain: bool = False
     conv_middle: int = _check("non_negative", 0)
+    conv_residual: bool = False
 
 
 @dataclass(frozen=True)
@@ -534,6 +536,10 @@ def _check_hidden_learning(study: Study, where) -> None:
         raise StudyError(f"{where('network.conv_middle')}network.conv_middle = {net.conv_middle} adds layers to a "
                          "convolutional pathway, but network.conv_channels is []; set network.conv_channels (e.g. "
                          "[16, 32, 64]) or drop network.conv_middle")
+    elif net.conv_residual:
+        raise StudyError(f"{where('network.conv_residual')}network.conv_residual adds skips past a convolutional "
+                         "pathway's middle layers, but network.conv_channels is []; set network.conv_channels and "
+                         "network.conv_middle, or drop network.conv_residual")
     elif net.conv_input_gain:
         raise StudyError(f"{where('network.conv_input_gain')}network.conv_input_gain scales the input of a "
                          "convolutional pathway, but network.conv_channels is []; set network.conv_channels (e.g. "
@@ -606,6 +612,10 @@ def _check_pathway(study: Study, where) -> None:
                          "the spread of a noise-heated state, but walkback.heating_kernel is model, whose states "
                          "spread as the model makes them; set walkback.heating_kernel: noise or "
                          "network.conv_input_gain: false")
+    if net.conv_residual and not net.conv_middle:
+        raise StudyError(f"{where('network.conv_residual')}network.conv_residual adds skips past the pathway's "
+                         "middle layers, but network.conv_middle is 0; set network.conv_middle (e.g. 4) or drop "
+                         "network.conv_residual")
     if wrong:
         raise StudyError(f"{shown}adds a convolutional pathway to the visible drive of a recurrent network over "
                          "images and needs network.kind: recurrent, an image dataset, network.hidden_units: fast "

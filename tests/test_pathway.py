@@ -24,7 +24,7 @@ TEMPERATURES = [1.1, 1.21, 1.331, 1.4641]
 
 
 def _network(image_shape=(1, 8, 8), channels=(3, 4, 5), feedback="transpose", n_hidden=0, leak=(1.1, 1.0),
-             seed=0, phi="tanh", phi_visible="identity", middle=0):
+             seed=0, phi="tanh", phi_visible="identity", middle=0, residual=False):
     """A float64 recurrent network with a pathway, moved off its zero output kernel and zero biases."""
     gen = torch.Generator().manual_seed(seed)
     n_visible = int(np.prod(image_shape))
@@ -33,7 +33,8 @@ def _network(image_shape=(1, 8, 8), channels=(3, 4, 5), feedback="transpose", n_
                            temperature_input=True, phi_visible=phi_visible, hidden_units="fast",
                            posterior_leak=leak, **learned)
     net.attach_pathway(ConvPathway(image_shape, channels, phi, feedback=feedback,
-                                   feedback_scale=1.0 if feedback == "random" else 0.0, generator=gen, middle=middle))
+                                   feedback_scale=1.0 if feedback == "random" else 0.0, generator=gen, middle=middle,
+                                   residual=residual))
     net = net.double()
     with torch.no_grad():
         for name, p in net.pathway.named_parameters():
@@ -61,12 +62,14 @@ def _trajectory(net, gen, batch=5):
     return walkback.heating_trajectory(net, GaussianOperator(1.0), x, TEMPERATURES, gen, heating), heating
 
 
-@pytest.mark.parametrize("image_shape, channels, n_hidden, middle", [
-    ((1, 8, 8), (3, 4, 5), 0, 0), ((3, 4, 4), (2, 3), 0, 2), ((1, 8, 8), (4,), 6, 1), ((1, 8, 8), (2, 3, 2), 6, 2)])
+@pytest.mark.parametrize("image_shape, channels, n_hidden, middle, residual", [
+    ((1, 8, 8), (3, 4, 5), 0, 0, False), ((3, 4, 4), (2, 3), 0, 2, False), ((1, 8, 8), (4,), 6, 1, False),
+    ((1, 8, 8), (2, 3, 2), 6, 2, False), ((1, 8, 8), (2, 3, 2), 0, 3, True), ((3, 4, 4), (4,), 6, 1, True)])
 @pytest.mark.parametrize("power", [0.0, 0.5])
 def test_the_pathway_rule_under_transpose_feedback_equals_autograd_for_every_parameter(image_shape, channels,
-                                                                                      n_hidden, middle, power):
-    net, gen = _network(image_shape, channels, n_hidden=n_hidden, middle=middle)
+                                                                                      n_hidden, middle, residual,
+                                                                                      power):
+    net, gen = _network(image_shape, channels, n_hidden=n_hidden, middle=middle, residual=residual)
     operator = GaussianOperator(1.0)
     states, heating = _trajectory(net, gen)
     targets = walkback.posterior_targets(operator, heating, states, TEMPERATURES)
@@ -272,6 +275,23 @@ def test_a_pathway_that_cannot_be_built_says_why(channels, image_shape, message)
         ConvPathway(image_shape, channels)
     with pytest.raises(ValueError, match="middle layers are a count, got -1"):
         ConvPathway((1, 8, 8), (2,), middle=-1)
+    with pytest.raises(ValueError, match="residual skips pass the middle layers, but there are none"):
+        ConvPathway((1, 8, 8), (2,), residual=True)
+
+
+def test_a_residual_middle_layer_adds_its_phi_part_to_the_rate_it_reads():
+    """m_k = m_{k-1} + tanh(M_k * m_{k-1} + b + w_T log T), checked against the equation written out."""
+    net, gen = _network((1, 8, 8), (2, 3), middle=2, residual=True)
+    pathway = net.pathway
+    v = torch.randn(4, 64, generator=gen, dtype=torch.float64)
+    cache = pathway.rates(v, 1.7)
+    for k, below in ((1, "h1"), (2, "m1")):
+        shift = getattr(pathway, f"bias_m{k}") + getattr(pathway, f"temperature_m{k}") * np.log(1.7)
+        part = torch.tanh(nnf.conv2d(cache[below], pathway.kernel(f"M{k}"), padding=1) + shift[None, :, None, None])
+        assert torch.allclose(cache[f"m{k}:phi"], part, rtol=0, atol=1e-14)
+        assert torch.allclose(cache[f"m{k}"], cache[below] + part, rtol=0, atol=1e-14)
+    plain, _ = _network((1, 8, 8), (2, 3), middle=2)  # the same draws without the skips
+    assert not torch.allclose(plain.pathway.rates(v, 1.7)["m2"], cache["m2"])
 
 
 def test_the_pathway_is_attached_only_where_it_can_drive_the_visible_units():
@@ -309,6 +329,11 @@ def test_brian_export_refuses_a_pathway_in_one_line():
      r"network.conv_input_gain .* but walkback.heating_kernel is model"),
     ("data: {name: mnist}\nnetwork: {conv_middle: 2}\n", r"network.conv_middle = 2 adds layers .*conv_channels is \[\]"),
     ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_middle: -1}\n", r"network.conv_middle = -1"),
+    ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_residual: true}\n",
+     r"network.conv_residual adds skips past the pathway's middle layers, but network.conv_middle is 0"),
+    ("data: {name: mnist}\nnetwork: {conv_residual: true}\n", r"network.conv_residual adds skips .* network.conv_channels is \[\]"),
+    ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_middle: 2, conv_residual: 2}\n",
+     r"network.conv_residual = 2 is not a boolean"),
     ("data: {name: mnist}\nnetwork: {conv_input_gain: true}\nwalkback: {heating_kernel: noise}\n",
      r"but network.conv_channels is \[\]"),
     ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_input_gain: 1}\n",

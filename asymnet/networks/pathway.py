@@ -8,6 +8,7 @@ U-Net, without normalisation or residual blocks):
     h_0 = phi(E_0 * r_v + b + w_T log T)                       c_0 channels at H x W (3 x 3 kernel)
     h_l = phi(E_l *_2 h_{l-1} + b + w_T log T),  l = 1..L-1      c_l channels at H / 2^l (4 x 4, stride 2)
     m_k = phi(M_k * m_{k-1} + b + w_T log T),  k = 1..n, m_0 = h_{L-1}   (3 x 3, at the lowest level)
+    (``residual``: m_k = m_{k-1} + phi(M_k * m_{k-1} + b + w_T log T), a skip past each middle layer)
     g_{L-1} = m_n;  g_l = phi(U_l *^2 g_{l+1} + S_l * h_l + b + w_T log T),  l = L-2..0
     D = O * g_0                                                   C channels at H x W (3 x 3, starts at 0)
 
@@ -22,6 +23,10 @@ with one set of weights cannot read both. With ``input_gain=(var, sigma_0, f, q)
 k(T) r_v, k(T) = 1 / sqrt(var + V(T)): a divisive gain the temperature broadcast sets, as the U-Net's
 normalisation does for it (studies/mnist_stdp_experiments.md, "A convolutional pathway").
 
+**Residual middle layers.** With ``residual`` each middle unit also receives its own unit of the layer
+below through a fixed one-to-one synapse of weight 1, so depth adds corrections to the deepest units' rates
+instead of replacing them (He et al. 2016); the rule below holds with one more term (see there).
+
 **The local rule.** The visible units' postsynaptic factor e_v (plasticity.trajectory_update: the walk
 back's error over the operator's variance, times 1 - c(T) under the posterior leak) reaches the pathway's
 units through feedback synapses. Each connection c from layer j to layer i has forward kernel K_c and a
@@ -29,6 +34,12 @@ feedback kernel B_c of the same shape that carries layer i's error signal back t
 layer j sums the errors its feedback synapses bring, and gates the sum by its own slope:
 
     delta_j = phi'(a_j) * sum_{c: j -> i} B_c^T delta_i,         delta_v = e_v
+
+With ``residual`` a middle unit m_k's rate is the skip's plus its own phi part p_k: its synapses use the slope
+of p_k, phi'(a_k) = slope(p_k), and its fixed skip synapse carries the error arriving at m_k, unchanged, to
+m_{k-1}: e_k = sum_c B_c^T delta_i (the error arriving at m_k), delta_k = phi'(a_k) e_k, and
+e_{k-1} = (its feedback synapses' errors) + e_k. Each plastic synapse still reads its presynaptic rate, its
+postsynaptic unit's slope and the error there; the skip synapses do not learn.
 
 and each synapse of connection c moves by the product of its presynaptic rate and its postsynaptic signal,
 
@@ -84,12 +95,14 @@ class ConvPathway(nn.Module):
     temperature_gain^2); the feedback kernels are the buffers ``feedback_<name>`` for ``feedback`` random
     or kolen_pollack (N(0, feedback_scale^2 / fan_in), or the forward kernel itself for feedback_scale 0).
     ``input_gain`` (var, sigma_0, f, q): the input gain k(T) of the module docstring; None: 1. ``middle``: n.
+    ``residual``: the middle layers' skips (module docstring); needs ``middle`` > 0.
     """
 
     def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...], phi: str = "tanh",
                  gain: float = 1.0, temperature_gain: float = 0.2, feedback: str = "transpose",
                  feedback_scale: float = 0.0, generator: torch.Generator | None = None,
-                 input_gain: tuple[float, float, float, float] | None = None, middle: int = 0):
+                 input_gain: tuple[float, float, float, float] | None = None, middle: int = 0,
+                 residual: bool = False):
         super().__init__()
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"the pathway's channels are positive counts, one per level, got {list(channels)}")
@@ -105,6 +118,9 @@ class ConvPathway(nn.Module):
         self._phi, self._slope = ACTIVATIONS[phi], RATE_SLOPES[phi]
         if middle < 0:
             raise ValueError(f"the pathway's middle layers are a count, got {middle}")
+        if residual and not middle:
+            raise ValueError("residual skips pass the middle layers, but there are none; add middle layers or drop "
+                             "the skips")
         L = len(channels)
         middles = [f"m{k}" for k in range(1, middle + 1)]
         self.layers = [f"h{l}" for l in range(L)] + middles + [f"g{l}" for l in range(L - 2, -1, -1)]
@@ -121,6 +137,8 @@ class ConvPathway(nn.Module):
                             Connection(f"S{l}", f"h{l}", f"g{l}", 3, 1)]
         connections.append(Connection("O", top(0), "v", 3, 1))
         self.connections = connections
+        # residual: each middle layer's skip, from the layer it reads (post -> pre); the skips do not learn
+        self.skips = {c.post: c.pre for c in connections if c.name.startswith("M")} if residual else {}
         # the presynaptic units each postsynaptic unit reads (a transposed stride-2 kernel reads 1 / stride^2 of its taps)
         fan_in = {c.name: sizes[c.pre] * c.size * c.size // (c.stride**2 if c.transposed else 1) for c in connections}
         for c in connections:
@@ -161,7 +179,8 @@ class ConvPathway(nn.Module):
         """Every layer's rates at visible rates (..., C H W) and temperatures T (a float, or a tensor
         broadcastable to visible_rates[..., :1]): a dict from layer name ("v", "h0", ..., "g0") to
         (rows, channels, height, width), rows = the product of the leading axes ("v": the input the encoder
-        reads, the visible rates times the input gain); "logT" (rows, or 1 for a float T, 1, 1, 1)."""
+        reads, the visible rates times the input gain); "logT" (rows, or 1 for a float T, 1, 1, 1); for a
+        residual middle layer m_k also "m_k:phi", its phi part p_k."""
         C, H, W = self.image_shape
         lead = visible_rates.shape[:-1]
         rows = visible_rates.reshape(-1, C, H, W)
@@ -179,7 +198,11 @@ class ConvPathway(nn.Module):
         for layer in self.layers:
             potential = sum(self._conv(c, out[c.pre], self.kernel(c.name)) for c in by_post[layer])
             shift = getattr(self, f"bias_{layer}") + getattr(self, f"temperature_{layer}") * log_T.reshape(-1, 1)
-            out[layer] = self._phi(potential + shift[:, :, None, None])
+            rate = self._phi(potential + shift[:, :, None, None])
+            if layer in self.skips:  # the residual unit: the skip's rate plus its own phi part
+                out[layer + ":phi"] = rate
+                rate = out[self.skips[layer]] + rate
+            out[layer] = rate
         return out
 
     def gain(self, T: float | torch.Tensor) -> float | torch.Tensor:
@@ -213,9 +236,13 @@ class ConvPathway(nn.Module):
         by_pre: dict[str, list[Connection]] = {}
         for c in self.connections:
             by_pre.setdefault(c.pre, []).append(c)
+        skipped_from = {pre: post for post, pre in self.skips.items()}
+        arriving: dict[str, torch.Tensor] = {}
         for layer in reversed(self.layers):  # every layer after all the layers it projects to
-            arriving = sum(self._carry_back(c, delta[c.post], cache[c.pre].shape) for c in by_pre[layer])
-            delta[layer] = arriving * self._slope(cache[layer])
+            arriving[layer] = sum(self._carry_back(c, delta[c.post], cache[c.pre].shape) for c in by_pre[layer])
+            if layer in skipped_from:  # the fixed skip synapse carries the error arriving at the unit it feeds
+                arriving[layer] = arriving[layer] + arriving[skipped_from[layer]]
+            delta[layer] = arriving[layer] * self._slope(cache[layer + ":phi" if layer in self.skips else layer])
             grads[f"bias_{layer}"] = -delta[layer].sum((0, 2, 3)) / batch
             grads[f"temperature_{layer}"] = -(delta[layer] * log_T).sum((0, 2, 3)) / batch
         for c in self.connections:
