@@ -83,6 +83,7 @@ def to_unit_interval(images_uint8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images_uint8).reshape(len(images_uint8), -1).float() / 255.0
 
 
+@torch.enable_grad()
 def train_classifier(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -92,7 +93,8 @@ def train_classifier(
     lr: float = 2e-3,
     progress: bool = True,
 ) -> MnistClassifier:
-    """Adam with cosine-decayed learning rate on cross-entropy; images (N, 784) in [0, 1], labels (N,)."""
+    """Adam with cosine-decayed learning rate on cross-entropy; images (N, 784) in [0, 1], labels (N,). It
+    trains with gradients on even when called under torch.no_grad (a sampling tool's first scoring)."""
     generator = torch.Generator().manual_seed(seed)
     model = MnistClassifier(generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

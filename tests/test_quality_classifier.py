@@ -126,6 +126,17 @@ def test_three_short_epochs_on_2000_images_beat_90_percent():
     assert accuracy(model, to_unit_interval(test_images[:2000]), torch.from_numpy(test_labels[:2000])) > 0.90
 
 
+def test_training_under_no_grad_still_learns():
+    # A sampling tool scores under torch.no_grad and trains the classifier on its first use.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 10
+    images = (torch.rand(200, 784, generator=generator) * 0.2 + (labels[:, None] == torch.arange(784) % 10) * 0.8)
+    with torch.no_grad():
+        model = train_classifier(images, labels, epochs=10, seed=0, batch_size=20, progress=False)
+    assert torch.is_grad_enabled()
+    assert accuracy(model, images, labels) == 1.0
+
+
 @needs_shared
 @pytest.mark.slow
 def test_full_training_reaches_98_percent_and_scores_real_digits(tmp_path):
