@@ -10,6 +10,7 @@ import torch
 
 from studies.mnist_stdp.contraction import (band_variance, band_vectors, leading_slopes, principal_directions, slopes,
                                             stationary_variance)
+from studies.mnist_stdp.slope_hinge import leading_direction, slope_hinge
 from studies.mnist_stdp.slow_noise import project_out, random_basis
 
 
@@ -97,3 +98,21 @@ def test_project_out_removes_exactly_each_rows_subspace():
     assert torch.allclose(inside, torch.zeros(5, 3, 1, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(project_out(kept, basis), kept, atol=1e-12)  # a projection
     assert torch.allclose((eps - kept).norm(dim=1) ** 2 + kept.norm(dim=1) ** 2, eps.norm(dim=1) ** 2)
+
+
+def test_the_slope_hinge_finds_and_prices_a_linear_maps_expanding_direction():
+    gen = torch.Generator().manual_seed(9)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, generator=gen, dtype=torch.float64))
+    scales = torch.tensor([1.3, 0.9, 0.5, 0.4, 0.3, 0.2, 0.2, 0.1, 0.1, 0.0], dtype=torch.float64)
+    A = torch.nn.Parameter(q @ torch.diag(scales) @ q.T)
+    points = torch.randn(4, 10, generator=gen, dtype=torch.float64)
+    u = leading_direction(lambda s: s @ A.T, points, 60, gen)
+    assert torch.allclose((u @ q[:, 0]).abs(), torch.ones(4, dtype=torch.float64), atol=1e-6)
+    term, slope = slope_hinge(lambda s: s @ A.T, points, u)
+    assert torch.allclose(slope, torch.full((4,), 1.3, dtype=torch.float64), atol=1e-6)
+    assert term.item() == pytest.approx(0.09, abs=1e-6)  # (1.3 - 1)^2
+    term.backward()  # d/dA (||A u|| - 1)^2 = 2 (||A u|| - 1) (A u) u^T / ||A u||, the same for every row
+    top = q[:, :1]
+    assert torch.allclose(A.grad, 2 * 0.3 * top @ top.T, atol=1e-5)
+    contraction, slope = slope_hinge(lambda s: s @ (A.detach() * 0.5).T, points, u)
+    assert contraction.item() == 0.0 and torch.allclose(slope, torch.full((4,), 0.65, dtype=torch.float64))
