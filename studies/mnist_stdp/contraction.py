@@ -67,10 +67,8 @@ def band_vectors(directions: torch.Tensor, first: int, last: int, n: int, genera
 def slopes(mean_map, points: torch.Tensor, vectors: torch.Tensor, h: float = 1e-3) -> torch.Tensor:
     """u^T J(x) u for each point x (row of ``points``) and unit vector u (row of ``vectors``), J the Jacobian of
     ``mean_map`` at x, by central differences of step h: (n_points, n_vectors)."""
-    out = torch.empty(len(points), len(vectors), dtype=points.dtype)
-    for j, u in enumerate(vectors):
-        out[:, j] = ((mean_map(points + h * u) - mean_map(points - h * u)) @ u) / (2 * h)
-    return out
+    V = vectors.T.expand(len(points), -1, -1)
+    return (jacobian_products(mean_map, points, V, h) * V).sum(1)
 
 
 def leading_slopes(mean_map, points: torch.Tensor, k: int, iterations: int, generator: torch.Generator,

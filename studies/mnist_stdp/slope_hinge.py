@@ -36,8 +36,8 @@ from asymnet import walkback
 from asymnet.evaluate import ImageScorer, mnist_classifier
 from asymnet.long_run import log_spaced_steps
 from asymnet.model import cooling_corrector, eval_temperatures, load_run
-from studies.mnist_stdp.chain_noise import posterior_std
-from studies.mnist_stdp.contraction import principal_directions, print_leading
+from studies.mnist_stdp.chain_noise import posterior_std, scaled_chain
+from studies.mnist_stdp.contraction import jacobian_products, principal_directions, print_leading
 from studies.mnist_stdp.heated_chain import row
 
 H = 1e-2  # the central differences' step (float32 states, pixels of order 1)
@@ -49,14 +49,14 @@ def leading_direction(mean_map, s: torch.Tensor, rounds: int, generator: torch.G
     u = u / u.norm(dim=1, keepdim=True)
     with torch.no_grad():
         for _ in range(rounds):
-            u = (mean_map(s + H * u) - mean_map(s - H * u)) / (2 * H)
+            u = jacobian_products(mean_map, s, u.unsqueeze(2), H).squeeze(2)
             u = u / u.norm(dim=1, keepdim=True)
     return u
 
 
 def slope_hinge(mean_map, s: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean of relu(||J u|| - 1)^2 over the rows, differentiable, and the slopes ||J u|| (detached)."""
-    slope = ((mean_map(s + H * u) - mean_map(s - H * u)) / (2 * H)).norm(dim=1)
+    slope = jacobian_products(mean_map, s, u.unsqueeze(2), H).squeeze(2).norm(dim=1)
     return torch.relu(slope - 1).pow(2).mean(), slope.detach()
 
 
@@ -130,10 +130,7 @@ def evaluate(run, tau: float, n_steps: int) -> None:
                           torch.Generator().manual_seed(0), corrector=cooling_corrector(model, study))
     done, clock, noise = 0, time.perf_counter(), torch.Generator().manual_seed(1)
     for stop in log_spaced_steps(n_steps):
-        for _ in range(stop - done):
-            drive = net(s, 1.0)
-            mean = op.mean(s, drive)
-            s = mean + op.std(drive, 1.0) * torch.randn(s.shape, generator=noise)
+        s, mean = scaled_chain(net, op, s, stop - done, 1.0, noise)  # the run's own T = 1 chain
         done = stop
         print(f"chain {stop} | {row(scorer.figures(mean))} | {time.perf_counter() - clock:.0f} s", flush=True)
 
