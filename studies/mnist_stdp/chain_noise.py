@@ -29,7 +29,10 @@ import torch
 
 from asymnet.long_run import log_spaced_steps
 from asymnet.model import eval_temperatures
+from studies.mnist_stdp import positional, positive_int, run_script
 from studies.mnist_stdp.heated_chain import cooled_starts, row
+
+USAGE = "python -m studies.mnist_stdp.chain_noise RUN_DIR [STEPS [CHAINS [C,C,...]]]"
 
 
 def posterior_std(trained) -> tuple[float, torch.Tensor]:
@@ -51,6 +54,18 @@ def noise_levels(trained, start: torch.Tensor) -> str:
             f"{posterior.pow(2).mean().sqrt().item():.4f}, median {posterior.median().item():.4f}")
 
 
+def noise_scales(text: str) -> list[str]:
+    """C,C,...: numbers or ``posterior``, kept as typed."""
+    scales = text.split(",")
+    for c in scales:
+        if c != "posterior":
+            try:
+                float(c)
+            except ValueError:
+                raise ValueError("a comma-separated list of numbers or posterior") from None
+    return scales
+
+
 def scaled_chain(network, operator, s: torch.Tensor, n_steps: int, c: float, generator,
                  pixel_std: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """n_steps of s <- mean + c std eps at T = 1 (with ``pixel_std``: mean + pixel_std eps): (the last state,
@@ -66,10 +81,9 @@ def scaled_chain(network, operator, s: torch.Tensor, n_steps: int, c: float, gen
 
 @torch.no_grad()
 def main(argv: list[str]) -> int:
-    run_dir = argv[0]
-    n_steps = int(argv[1]) if len(argv) > 1 else 1_000
-    n_chains = int(argv[2]) if len(argv) > 2 else 50
-    scales = argv[3].split(",") if len(argv) > 3 else ["0", "0.5", "1"]
+    run_dir, n_steps, n_chains, scales = positional(argv, USAGE, ("RUN_DIR", str), ("STEPS", positive_int, 1_000),
+                                                    ("CHAINS", positive_int, 50),
+                                                    ("C,C,...", noise_scales, ["0", "0.5", "1"]))
     trained, scorer, start = cooled_starts(run_dir, n_chains, "scaled T = 1 chain")
     model = trained.model
     visible = slice(0, trained.data.n_visible)
@@ -90,4 +104,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.chain_noise", main))

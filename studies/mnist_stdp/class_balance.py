@@ -22,6 +22,9 @@ from asymnet import walkback
 from asymnet.evaluate import chunks, mnist_classifier
 from asymnet.metrics import quality
 from asymnet.model import cooling_corrector, generation_temperatures, load_run, sampling_generator
+from studies.mnist_stdp import number_text, positional, run_script
+
+USAGE = "python -m studies.mnist_stdp.class_balance RUN_DIR T [T ...]"
 
 
 def levels_up_to(temperatures: list[float], T_start: float) -> tuple[list[float], float | None]:
@@ -60,11 +63,12 @@ def heat_and_cool(run, T_start: float) -> torch.Tensor:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    run = load_run(argv[0])
+    run_dir, levels = positional(argv, USAGE, ("RUN_DIR", str), ("T ...", number_text))
+    run = load_run(run_dir)
     classifier = mnist_classifier(None, True)
     labels = run.data.labels_test[: run.study.evaluation.n_samples]
     print(f"test images: labels {torch.bincount(labels, minlength=10).tolist()}", flush=True)
-    for T in argv[1:]:
+    for T in levels:
         start = time.perf_counter()
         images = heat_and_cool(run, float(T)).clamp(0, 1).float()
         scores = quality.classifier_scores(classifier, images)
@@ -75,4 +79,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("studies.mnist_stdp.class_balance", main))

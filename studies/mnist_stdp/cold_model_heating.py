@@ -27,7 +27,10 @@ from asymnet.evaluate import ImageScorer, mnist_classifier
 from asymnet.model import eval_temperatures, load_run
 from asymnet.runlog import read_summary
 from asymnet.study import parse_study
+from studies.mnist_stdp import nonnegative_int, positional, positive_int, run_script
 from studies.mnist_stdp.t1_chain import N_CHAINS, _line, denoising_error, score_chain
+
+USAGE = "python -m studies.mnist_stdp.cold_model_heating RUN_DIR UPDATES LR FRACTION LEVELS"
 
 
 def cold_update(model, study, data, levels: int) -> float:
@@ -49,7 +52,8 @@ def cold_update(model, study, data, levels: int) -> float:
 
 
 def main(argv: list[str]) -> int:
-    run_dir, n_updates, lr, fraction, levels = argv[0], int(argv[1]), float(argv[2]), float(argv[3]), int(argv[4])
+    run_dir, n_updates, lr, fraction, levels = positional(argv, USAGE, ("RUN_DIR", str), ("UPDATES", nonnegative_int),
+                                                          ("LR", float), ("FRACTION", float), ("LEVELS", positive_int))
     run = load_run(run_dir)
     study = parse_study(read_summary(run.run_dir).attrs["study_resolved"])
     model, net = run.model, run.model.network
@@ -83,4 +87,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.cold_model_heating", main))

@@ -45,8 +45,10 @@ from asymnet import walkback
 from asymnet.long_run import log_spaced_steps
 from asymnet.model import eval_temperatures
 from studies.mnist_stdp.chain_noise import posterior_std
+from studies.mnist_stdp import nonnegative_int, positional, positive_int, run_script
 from studies.mnist_stdp.heated_chain import cooled_starts
 
+USAGE = "python -m studies.mnist_stdp.contraction RUN_DIR [STEPS [CHAINS]]"
 BANDS = ((1, 1), (2, 5), (6, 20), (21, 50), (51, 100), (101, 200), (201, 400), (401, 784))
 
 
@@ -128,10 +130,9 @@ def print_leading(label: str, mean_map, points: torch.Tensor, directions: torch.
 
 @torch.no_grad()
 def main(argv: list[str]) -> int:
-    run_dir = argv[0]
-    n_steps = int(argv[1]) if len(argv) > 1 else 1_000
-    n_chains = int(argv[2]) if len(argv) > 2 else 200
-    trained, _, start = cooled_starts(run_dir, n_chains, "contraction study")
+    run_dir, n_steps, n_chains = positional(argv, USAGE, ("RUN_DIR", str), ("STEPS", nonnegative_int, 1_000),
+                                            ("CHAINS", positive_int, 200))
+    trained, _, start = cooled_starts(run_dir, n_chains, "contraction study", scored=False)
     model, data, study = trained.model, trained.data, trained.study
     visible = slice(0, data.n_visible)
     tau, _ = posterior_std(trained)
@@ -182,4 +183,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.contraction", main))

@@ -19,11 +19,13 @@ import torch
 from asymnet.metrics.quality import nearest_distance
 from asymnet.model import load_run
 from asymnet.runlog import open_log
+from studies.mnist_stdp import positional, positive_int, run_script
+
+USAGE = "python -m studies.mnist_stdp.copies RUN_DIR [RESAMPLES]"
 
 
 def main(argv: list[str]) -> int:
-    run_dir = argv[0]
-    resamples = int(argv[1]) if len(argv) > 1 else 2000
+    run_dir, resamples = positional(argv, USAGE, ("RUN_DIR", str), ("RESAMPLES", positive_int, 2000))
     trained = load_run(run_dir)
     with open_log(run_dir) as log:
         samples = torch.as_tensor(log["samples/final"][()]).clamp(0, 1).float()
@@ -43,4 +45,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.copies", main))

@@ -23,6 +23,9 @@ from asymnet.metrics import quality
 from asymnet.evaluate import ImageScorer, chunks, generate_visible, mnist_classifier
 from asymnet.model import generation_temperatures, load_run, sampling_generator
 from asymnet.study import replace_in
+from studies.mnist_stdp import positional, run_script
+
+USAGE = "python -m studies.mnist_stdp.corrector RUN_DIR C [C ...]"
 
 
 @torch.no_grad()
@@ -45,11 +48,25 @@ def split_cooling(run, counts: list[int], splits: list[float]) -> torch.Tensor:
     return torch.cat(out)
 
 
+def corrector_steps(text: str) -> str:
+    """C as typed, once it reads as a count or as N1/.../Nk@T1/.../Tk-1 (k counts, k - 1 temperatures)."""
+    counts, at, splits = text.partition("@")
+    try:
+        n = [int(c) for c in counts.split("/")]
+        T = [float(t) for t in splits.split("/")] if at else []
+    except ValueError:
+        n, T = [], []
+    if not n or min(n) < 0 or len(n) != len(T) + 1:
+        raise ValueError("a non-negative integer or N1/.../Nk@T1/.../Tk-1 (k counts, k - 1 temperatures)")
+    return text
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    run = load_run(argv[0])
+    run_dir, cs = positional(argv, USAGE, ("RUN_DIR", str), ("C ...", corrector_steps))
+    run = load_run(run_dir)
     scorer = ImageScorer.build(mnist_classifier(None, True), run.data, run.study.evaluation.n_samples)
-    for steps in argv[1:]:
+    for steps in cs:
         start = time.perf_counter()
         if "@" in steps:
             counts, splits = steps.split("@")
@@ -66,4 +83,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("studies.mnist_stdp.corrector", main))

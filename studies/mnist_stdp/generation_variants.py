@@ -14,7 +14,9 @@ Used for studies/mnist_stdp_experiments.md.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ import torch
 from asymnet.evaluate import ImageScorer, mnist_classifier
 from asymnet.model import eval_temperatures, load_run
 from asymnet.plots import plot_image_grid
+from studies.mnist_stdp import run_script
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,12 +52,25 @@ def generate_variant(run, lam: float = 1.0, per_T: int = 1, extra: int = 0, fina
     return s[:, : run.data.n_visible]
 
 
+def variant(text: str) -> str:
+    """A VARIANT as typed, once it reads as a JSON object of generate_variant's keywords."""
+    keywords = list(inspect.signature(generate_variant).parameters)[1:]
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError:
+        options = None
+    if not isinstance(options, dict) or not set(options) <= set(keywords):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of keywords among {', '.join(keywords)}")
+    return text
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m studies.mnist_stdp.generation_variants",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
     parser.add_argument("tag", help="the grids' file name prefix")
-    parser.add_argument("variants", nargs="+", metavar="VARIANT", help="a JSON object of generate_variant's keywords")
+    parser.add_argument("variants", nargs="+", metavar="VARIANT", type=variant,
+                        help="a JSON object of generate_variant's keywords")
     args = parser.parse_args(argv)
     run = load_run(args.run_dir)
     scorer = ImageScorer.build(mnist_classifier(None, True), run.data, 1000)
@@ -69,4 +85,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("studies.mnist_stdp.generation_variants", main))

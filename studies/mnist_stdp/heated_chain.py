@@ -32,7 +32,9 @@ import torch
 from asymnet import walkback
 from asymnet.long_run import image_scorer, log_spaced_steps
 from asymnet.model import cooling_corrector, eval_temperatures, load_run
+from studies.mnist_stdp import positional, positive_int, run_script
 
+USAGE = "python -m studies.mnist_stdp.heated_chain RUN_DIR [STEPS [CHAINS]]"
 FIGURES = ("confident_fraction", "label_entropy", "frechet_distance", "precision", "recall", "nearest_train_distance")
 
 
@@ -49,14 +51,14 @@ def row(figures: dict[str, float]) -> str:
 
 
 @torch.no_grad()
-def cooled_starts(run_dir: str, n_chains: int, chain: str):
-    """A finished noise-heated run, its image scorer and n_chains cooled draws (its cooling, seed 0): the start
-    of the long chains of this study and of studies.mnist_stdp.restart_chain."""
+def cooled_starts(run_dir: str, n_chains: int, chain: str, scored: bool = True):
+    """A finished noise-heated run, its image scorer (None with ``scored=False``) and n_chains cooled draws (its
+    cooling, seed 0): the start of the long chains of this study and of studies.mnist_stdp.restart_chain."""
     trained = load_run(run_dir)
     model, study = trained.model, trained.study
     if model.heating is None:
         raise SystemExit(f"{run_dir}: the {chain} needs a noise-heated run (walkback.heating_kernel: noise)")
-    scorer = image_scorer(trained, None, True, n_chains)
+    scorer = image_scorer(trained, None, True, n_chains) if scored else None
     start = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study), n_chains,
                               torch.Generator().manual_seed(0), corrector=cooling_corrector(model, study))
     return trained, scorer, start
@@ -64,9 +66,8 @@ def cooled_starts(run_dir: str, n_chains: int, chain: str):
 
 @torch.no_grad()
 def main(argv: list[str]) -> int:
-    run_dir = argv[0]
-    n_steps = int(argv[1]) if len(argv) > 1 else 10_000
-    n_chains = int(argv[2]) if len(argv) > 2 else 50
+    run_dir, n_steps, n_chains = positional(argv, USAGE, ("RUN_DIR", str), ("STEPS", positive_int, 10_000),
+                                            ("CHAINS", positive_int, 50))
     trained, scorer, start = cooled_starts(run_dir, n_chains, "heated chain")
     model, study = trained.model, trained.study
     first = eval_temperatures(model, study)[0]
@@ -94,4 +95,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.heated_chain", main))

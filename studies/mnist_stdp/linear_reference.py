@@ -19,14 +19,18 @@ from asymnet import schedule, walkback
 from asymnet.model import load_data, load_run
 from asymnet.operators import GaussianOperator
 from asymnet.study import load_study
+from studies.mnist_stdp import positional, run_script
+
+USAGE = "python -m studies.mnist_stdp.linear_reference [RUN_DIR]"
 
 
 @torch.no_grad()
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    run_dir, = positional(argv, USAGE, ("RUN_DIR", str, None))
     study, _ = load_study("studies/mnist_stdp.yaml")
     data = load_data(study, None)
-    run = load_run(argv[0]) if argv else None
+    run = load_run(run_dir) if run_dir is not None else None
     op, heating = GaussianOperator(0.5), walkback.NoiseHeating(0.05)
     temps = schedule.heating_temperatures(4, schedule.n_heating_steps(400.0, 2.0), 2.0)
     g = torch.Generator().manual_seed(0)
@@ -51,4 +55,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("studies.mnist_stdp.linear_reference", main))

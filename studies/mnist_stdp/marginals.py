@@ -21,6 +21,9 @@ import torch
 from asymnet import walkback
 from asymnet.model import eval_temperatures, load_run
 from asymnet.plots import plot_image_grid
+from studies.mnist_stdp import positional, run_script
+
+USAGE = "python -m studies.mnist_stdp.marginals RUN_DIR [GRID.png] [--matched]"
 
 
 @torch.no_grad()
@@ -53,8 +56,8 @@ def marginals(run, n: int = 1000, scale: dict | None = None):
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     matched = "--matched" in argv
-    argv = [a for a in argv if a != "--matched"]
-    run = load_run(argv[0])
+    run_dir, grid = positional([a for a in argv if a != "--matched"], USAGE, ("RUN_DIR", str), ("GRID.png", str, None))
+    run = load_run(run_dir)
     scale = None
     if matched:
         from studies.mnist_stdp.reverse_noise import error_ratios
@@ -64,11 +67,11 @@ def main(argv=None) -> None:
           "distance to the heated mean: heated / generated")
     for T, ma, mb, va, vb, within, cross in rows:
         print(f"T {T:6.1f}  {ma:7.4f} {mb:7.4f}   {va:7.4f} {vb:7.4f}   {within:8.2f} {cross:8.2f}")
-    if len(argv) > 1:
+    if grid is not None:
         v = run.data.n_visible
         frames = np.stack([c[:10, :v].numpy() for c in reversed(cooled)], 1).reshape(-1, v)
-        plot_image_grid(np.clip(frames, 0, 1), argv[1], n_cols=len(cooled))
+        plot_image_grid(np.clip(frames, 0, 1), grid, n_cols=len(cooled))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("studies.mnist_stdp.marginals", main))

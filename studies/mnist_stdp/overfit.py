@@ -20,7 +20,9 @@ import torch
 
 from asymnet import walkback
 from asymnet.model import eval_temperatures, load_run
+from studies.mnist_stdp import positional, positive_int, run_script
 
+USAGE = "python -m studies.mnist_stdp.overfit RUN_DIR [N]"
 BLOCK = 7
 
 
@@ -41,8 +43,7 @@ def level_figures(trained, images: torch.Tensor, seed: int) -> tuple[torch.Tenso
 
 
 def main(argv: list[str]) -> int:
-    run_dir = argv[0]
-    n = int(argv[1]) if len(argv) > 1 else 256
+    run_dir, n = positional(argv, USAGE, ("RUN_DIR", str), ("N", positive_int, 256))
     trained = load_run(run_dir)
     if trained.model.heating is None:
         raise SystemExit(f"{run_dir}: needs a noise-heated run (walkback.heating_kernel: noise)")
@@ -62,4 +63,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.overfit", main))

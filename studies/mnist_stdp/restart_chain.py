@@ -28,8 +28,11 @@ from asymnet.metrics.quality import nearest_distance
 from asymnet.long_run import log_spaced_steps
 from asymnet.model import cooling_corrector, generation_temperatures
 
+from studies.mnist_stdp import positional, positive_int, run_script
 from studies.mnist_stdp.class_balance import heat_to, levels_up_to
 from studies.mnist_stdp.heated_chain import cooled_starts, row
+
+USAGE = "python -m studies.mnist_stdp.restart_chain RUN_DIR T [ROUNDS [CHAINS]]"
 
 
 def nearest_pair(images: torch.Tensor, data) -> str:
@@ -43,9 +46,8 @@ def nearest_pair(images: torch.Tensor, data) -> str:
 
 @torch.no_grad()
 def main(argv: list[str]) -> int:
-    run_dir, T_start = argv[0], float(argv[1])
-    n_rounds = int(argv[2]) if len(argv) > 2 else 100
-    n_chains = int(argv[3]) if len(argv) > 3 else 50
+    run_dir, T_start, n_rounds, n_chains = positional(argv, USAGE, ("RUN_DIR", str), ("T", float),
+                                                      ("ROUNDS", positive_int, 100), ("CHAINS", positive_int, 50))
     trained, scorer, s = cooled_starts(run_dir, n_chains, "restart chain")
     model, study = trained.model, trained.study
     levels, top = levels_up_to(generation_temperatures(model, study), T_start)
@@ -69,4 +71,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.restart_chain", main))

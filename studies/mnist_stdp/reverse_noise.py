@@ -20,6 +20,9 @@ from asymnet import walkback
 from asymnet.evaluate import ImageScorer, mnist_classifier
 from asymnet.model import eval_temperatures, generation_temperatures, load_run
 from asymnet.plots import plot_image_grid
+from studies.mnist_stdp import positional, run_script
+
+USAGE = "python -m studies.mnist_stdp.reverse_noise RUN_DIR [GRID.png]"
 
 
 @torch.no_grad()
@@ -63,7 +66,8 @@ def generate(run, scale: dict[float, float] | None = None, n: int = 1000, seed: 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    run = load_run(argv[0])
+    run_dir, grid = positional(argv, USAGE, ("RUN_DIR", str), ("GRID.png", str, None))
+    run = load_run(run_dir)
     rows = error_ratios(run)
     for T, error, variance in rows:
         print(f"T {T:6.1f}  error {error:.5f}  variance {variance:.5f}  ratio {error / variance:.3f}")
@@ -76,9 +80,9 @@ def main(argv=None) -> None:
         images = generate(run, s)
         figures = scorer.figures(images)
         print(name, {k: round(v, 4) for k, v in figures.items()})
-        if len(argv) > 1 and name == "matched above T = 1":
-            plot_image_grid(images[:100].clamp(0, 1).numpy(), argv[1])
+        if grid is not None and name == "matched above T = 1":
+            plot_image_grid(images[:100].clamp(0, 1).numpy(), grid)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("studies.mnist_stdp.reverse_noise", main))

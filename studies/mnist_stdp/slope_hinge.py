@@ -36,10 +36,12 @@ from asymnet import walkback
 from asymnet.evaluate import ImageScorer, mnist_classifier
 from asymnet.long_run import log_spaced_steps
 from asymnet.model import cooling_corrector, eval_temperatures, load_run
+from studies.mnist_stdp import nonnegative_int, positional, positive_int, run_script
 from studies.mnist_stdp.chain_noise import posterior_std, scaled_chain
 from studies.mnist_stdp.contraction import jacobian_products, principal_directions, print_leading
 from studies.mnist_stdp.heated_chain import row
 
+USAGE = "python -m studies.mnist_stdp.slope_hinge RUN_DIR UPDATES LR BETA [ROUNDS [T [STEPS]]]"
 H = 1e-2  # the central differences' step (float32 states, pixels of order 1)
 
 
@@ -60,11 +62,22 @@ def slope_hinge(mean_map, s: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tenso
     return torch.relu(slope - 1).pow(2).mean(), slope.detach()
 
 
+def autograd_step(model, study, loss: torch.Tensor) -> None:
+    """One optimizer step of a run's network on the autograd gradient of ``loss``, its pathway's feedback
+    kernels moved as the run's own updates move them (Kolen-Pollack)."""
+    net = model.network
+    model.optimizer.zero_grad(set_to_none=False)
+    loss.backward()
+    kernels = net.pathway.kernels_before()
+    model.optimizer.step()
+    if study.network.feedback == "kolen_pollack":
+        net.pathway.kolen_pollack_step(kernels, study.network.feedback_decay)
+
+
 def main(argv: list[str]) -> int:
-    run_dir, n_updates, lr, beta = argv[0], int(argv[1]), float(argv[2]), float(argv[3])
-    rounds = int(argv[4]) if len(argv) > 4 else 3
-    T = float(argv[5]) if len(argv) > 5 else 1.0
-    n_steps = int(argv[6]) if len(argv) > 6 else 1_000
+    run_dir, n_updates, lr, beta, rounds, T, n_steps = positional(
+        argv, USAGE, ("RUN_DIR", str), ("UPDATES", nonnegative_int), ("LR", float), ("BETA", float),
+        ("ROUNDS", nonnegative_int, 3), ("T", float, 1.0), ("STEPS", positive_int, 1_000))
     run = load_run(run_dir)
     model, study, data = run.model, run.study, run.data
     net, op = model.network, model.operator
@@ -90,12 +103,7 @@ def main(argv: list[str]) -> int:
         u = leading_direction(mean_map, s, rounds, gen)
         if beta:
             term, slope = slope_hinge(mean_map, s, u)
-            model.optimizer.zero_grad(set_to_none=False)
-            (beta * term).backward()
-            kernels = net.pathway.kernels_before()
-            model.optimizer.step()
-            if study.network.feedback == "kolen_pollack":
-                net.pathway.kolen_pollack_step(kernels, study.network.feedback_decay)
+            autograd_step(model, study, beta * term)
         else:
             with torch.no_grad():
                 term, slope = slope_hinge(mean_map, s, u)
@@ -113,7 +121,7 @@ def main(argv: list[str]) -> int:
 
 def evaluate(run, tau: float, n_steps: int) -> None:
     """The fine-tuned network's leading eigenvalues at 50 heated test images, its cooled samples and chain."""
-    model, study, data = run.model, run.study, run.data
+    model, data = run.model, run.data
     net, op = model.network, model.operator
     test = data.batch(data.test[:5000], torch.Generator().manual_seed(0), torch.float64)
     directions = principal_directions(test)[1]
@@ -121,6 +129,14 @@ def evaluate(run, tau: float, n_steps: int) -> None:
     heated = test[:50] + tau**0.5 * torch.randn(50, data.n_visible, generator=gen, dtype=torch.float64)
     network = copy.deepcopy(net).double()
     print_leading("50 heated test images, T = 1", lambda s: op.mean(s, network(s, 1.0)), heated, directions, gen)
+    cooled_and_chain(run, n_steps)
+
+
+def cooled_and_chain(run, n_steps: int) -> None:
+    """A run's 200 cooled samples' figures (its own cooling) and its T = 1 chain of n_steps steps from 50 cooled
+    draws, read as each chain's last mean at 10, 30, ..., n_steps steps."""
+    model, study, data = run.model, run.study, run.data
+    net, op = model.network, model.operator
     scorer = ImageScorer.build(mnist_classifier(None, True), data, 200)
     cooled = walkback.generate(net, op, model.p_star, eval_temperatures(model, study), 200,
                                torch.Generator().manual_seed(0), corrector=cooling_corrector(model, study),
@@ -136,4 +152,4 @@ def evaluate(run, tau: float, n_steps: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.slope_hinge", main))

@@ -28,7 +28,10 @@ import torch
 
 from asymnet.long_run import log_spaced_steps
 from studies.mnist_stdp.contraction import jacobian_products, leading_slopes
+from studies.mnist_stdp import nonnegative_int, positional, positive_int, run_script
 from studies.mnist_stdp.heated_chain import cooled_starts, row
+
+USAGE = "python -m studies.mnist_stdp.slow_noise RUN_DIR [STEPS [CHAINS [K [EVERY [ROUNDS]]]]]"
 
 
 def project_out(eps: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -46,12 +49,9 @@ H = 1e-2  # the central differences' step: the chain runs in float32, its states
 
 @torch.no_grad()
 def main(argv: list[str]) -> int:
-    run_dir = argv[0]
-    n_steps = int(argv[1]) if len(argv) > 1 else 3_000
-    n_chains = int(argv[2]) if len(argv) > 2 else 50
-    k = int(argv[3]) if len(argv) > 3 else 16
-    every = int(argv[4]) if len(argv) > 4 else 50
-    rounds = int(argv[5]) if len(argv) > 5 else 5
+    run_dir, n_steps, n_chains, k, every, rounds = positional(
+        argv, USAGE, ("RUN_DIR", str), ("STEPS", positive_int, 3_000), ("CHAINS", positive_int, 50),
+        ("K", positive_int, 16), ("EVERY", positive_int, 50), ("ROUNDS", nonnegative_int, 5))
     trained, scorer, start = cooled_starts(run_dir, n_chains, "slow-noise chain")
     network, operator, n = trained.model.network, trained.model.operator, trained.data.n_visible
     if start.shape[1] != n:
@@ -83,4 +83,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.slow_noise", main))

@@ -34,8 +34,12 @@ from asymnet.evaluate import ImageScorer, mnist_classifier
 from asymnet.model import eval_temperatures, load_run
 from asymnet.study import parse_study
 from asymnet.runlog import read_summary
+from studies.mnist_stdp import nonnegative_int, positional, positive_int, run_script
 
 N_CHAINS = 200
+USAGES = {"chain": "python -m studies.mnist_stdp.t1_chain chain RUN_DIR STEPS VARIANT[,VARIANT...]",
+          "finetune": "python -m studies.mnist_stdp.t1_chain finetune RUN_DIR UPDATES LR [KEY=VALUE ...]",
+          "steps": "python -m studies.mnist_stdp.t1_chain steps RUN_DIR [RUN_DIR ...]"}
 
 
 def _line(figures: dict) -> str:
@@ -115,27 +119,54 @@ def finetune(run, n_updates: int, lr: float, overrides: list[str]) -> None:
     denoising_error(run)
 
 
+def command_name(text: str) -> str:
+    """COMMAND: one of USAGES' keys."""
+    if text not in USAGES:
+        raise ValueError("chain, finetune or steps")
+    return text
+
+
+def variant_names(text: str) -> list[str]:
+    """VARIANT[,VARIANT...]: names :func:`chain_step` reads, checked before the run is loaded."""
+    variants = text.split(",")
+    for variant in variants:
+        try:
+            ok = variant in ("model", "gsn") or variant.startswith("lang") and float(variant[4:] or 2) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("a comma-separated list of model, gsn or langK")
+    return variants
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    command, run = argv[0], load_run(argv[1])
+    command, = positional(argv[:1], " or ".join(USAGES.values()), ("COMMAND", command_name))
+    usage = USAGES[command]
     if command == "steps":
-        for run_dir in argv[1:]:
+        run_dirs, = positional(argv[1:], usage, ("RUN_DIR ...", str))
+        for run_dir in run_dirs:
             step_losses(load_run(run_dir))
         return
+    if command == "chain":
+        run_dir, n_steps, variants = positional(argv[1:], usage, ("RUN_DIR", str), ("STEPS", positive_int),
+                                                ("VARIANT[,VARIANT...]", variant_names))
+    else:
+        run_dir, n_updates, lr, overrides = positional(argv[1:], usage, ("RUN_DIR", str), ("UPDATES", nonnegative_int),
+                                                       ("LR", float), ("KEY=VALUE ...", str, []))
+    run = load_run(run_dir)
     scorer = ImageScorer.build(mnist_classifier(None, True), run.data, N_CHAINS)
     if command == "chain":
-        score_chain(run, scorer, argv[3].split(","), int(argv[2]))
-    elif command == "finetune":
-        finetune(run, int(argv[2]), float(argv[3]), argv[4:])
+        score_chain(run, scorer, variants, n_steps)
+    else:
+        finetune(run, n_updates, lr, overrides)
         net, op, T = run.model.network, run.model.operator, eval_temperatures(run.model, run.study)
         with torch.no_grad():
             images = walkback.generate(net, op, run.model.p_star, T, N_CHAINS, torch.Generator().manual_seed(0),
                                        final_mean=True)
         print(f"cooled (the last step's mean): {_line(scorer.figures(images[:, : run.data.n_visible]))}", flush=True)
         score_chain(run, scorer, ["model"], 3000)
-    else:
-        raise SystemExit(f"unknown command {command!r}; use chain or finetune")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script("studies.mnist_stdp.t1_chain", main))

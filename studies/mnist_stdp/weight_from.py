@@ -17,6 +17,9 @@ import sys
 import torch
 
 from asymnet import plasticity, run, walkback
+from studies.mnist_stdp import positional, run_script
+
+USAGE = "python -m studies.mnist_stdp.weight_from T0 [asymnet.run's arguments]"
 
 
 def gain_from(start: float):
@@ -33,10 +36,10 @@ def gain_from(start: float):
 
 
 def main(argv: list[str]) -> int:
-    start, rest = float(argv[0]), argv[1:]
+    start, rest = positional(argv, USAGE, ("T0", float), ("ARGUMENTS ...", str, []))
     walkback.drift_gain = plasticity.drift_gain = gain_from(start)
     return run.main(rest)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_script("studies.mnist_stdp.weight_from", main))
