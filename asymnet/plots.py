@@ -280,7 +280,8 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
     exact data draws, with the draws' 5-95 % band, and the mean log p of held-out data) as a dashed line,
     and the MMD^2's Monte-Carlo p-value on a log axis; the MNIST panels the test images' own figure where the
     log holds it (/eval/test_<figure>: n_samples test images, written at the start of training; a long run
-    of other --chains is at another size). Where the log holds the grid's stationary law
+    of other --chains is at another size) and, dotted, the same figure of as many of the end of training's cooled
+samples (/eval/long_run_cooled_<figure>). Where the log holds the grid's stationary law
     (/samples/stationary, asymnet.metrics.stationary), a last panel shows it: log10 of each cell's mass, six
     decades, with the last stored step's chains over it."""
     with _open_log(log_path) as log:
@@ -295,6 +296,8 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
         tests = {name: float(log[f"eval/test_{name}"][()]) for name in curves if f"eval/test_{name}" in log}
         tests = {name: value for name, value in tests.items() if np.isfinite(value)}  # NaN: never written
         baselines.update(tests)
+        cooled = {name: float(log[f"eval/long_run_cooled_{name}"][()]) for name in curves
+                  if f"eval/long_run_cooled_{name}" in log}
         law = None
         if "samples/stationary/law" in log:
             law = (log["samples/stationary/law"][()], log["samples/stationary/box_and_cell"][()],
@@ -321,6 +324,9 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
             if name in nulls and len(nulls[name]) > 1:
                 low, high = np.quantile(nulls[name], [0.05, 0.95])
                 ax.axhspan(low, high, color="0.85", zorder=0, label="exact draws, 5-95 %")
+            ax.legend(fontsize=8)
+        if name in cooled:
+            ax.axhline(cooled[name], ls=":", color="C1", label="cooled samples, as many")
             ax.legend(fontsize=8)
         if name == "mmd_p_value":
             ax.set_yscale("log")

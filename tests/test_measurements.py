@@ -472,3 +472,31 @@ def test_the_studys_long_run_runs_on_long_run_chains_chains(tiny_study, tmp_path
     assert result.returncode == 2 and "evaluation.long_run_chains = 1 gives the long run's quality figures one " \
                                       "sample" in result.stderr
     assert not (tmp_path / "other").exists()
+
+
+@needs_shared
+def test_an_image_long_run_scores_as_many_cooled_samples_as_it_has_chains(tmp_path, monkeypatch):
+    from asymnet import long_run as long_run_module
+    from asymnet.classifier import train_classifier
+    from asymnet.data import load_dataset
+    from asymnet.evaluate import ImageScorer
+
+    data = load_dataset("mnist", 2000, 200, str(SHARED), torch.Generator().manual_seed(0))
+    classifier = train_classifier(data.train.float() / 255.0, data.labels_train, epochs=1)
+    for module in (run, long_run_module):
+        monkeypatch.setattr(module, "mnist_classifier", lambda *args: classifier)
+    study = tmp_path / "mnist.yaml"
+    study.write_text("name: m\ndata: {name: mnist, n_train: 2000, n_test: 200}\n"
+                     "network: {kind: recurrent, n_hidden: 16}\noperator: {sigma: 0.05}\n"
+                     "training: {steps: 2, batch_size: 20}\nlogging: {checkpoint_every: 2, eval_every: 2}\n"
+                     "evaluation: {n_samples: 40, n_bound: 10, ep_chains: 0}\n")
+    assert run.main([str(study), "--out", str(tmp_path / "run"), "--quiet", "--data", str(SHARED)]) == 0
+    measure_long_run(tmp_path / "run", 10, n_chains=25, data_dir=str(SHARED))
+    trained = load_run(tmp_path / "run", str(SHARED))
+    scorer = ImageScorer.build(classifier, trained.data, 25)  # the long run's scorer: the test images after 25
+    with open_log(tmp_path / "run") as log:
+        want = scorer.figures(torch.from_numpy(log["samples/final"][:25]))
+        got = {name: float(log[f"eval/long_run_cooled_{name}"][()]) for name in want}
+        assert "cooled reference: the first 25 of samples/final" in log.attrs["long_run"]
+    assert got == pytest.approx(want, rel=1e-12)
+    assert 0 < got["frechet_distance"] and 0 <= got["recall"] <= 1

@@ -171,7 +171,7 @@ def test_the_scorer_gives_the_reference_itself_precision_and_recall_one_and_copi
     assert 0.0 < unseen["nearest_train_distance"] == pytest.approx((middle[9] + middle[10]).item() / 2, rel=1e-9)
 
 
-def test_the_long_run_figure_draws_the_test_images_own_figure_where_the_log_holds_it(tmp_path, monkeypatch):
+def test_the_long_run_figure_draws_the_test_images_and_cooled_samples_figures_where_the_log_holds_them(tmp_path, monkeypatch):
     path = tmp_path / "log.h5"
     with h5py.File(path, "w", libver="latest") as log:
         log["samples/long_run/steps"] = np.array([10, 30])
@@ -179,6 +179,7 @@ def test_the_long_run_figure_draws_the_test_images_own_figure_where_the_log_hold
         log["samples/long_run/nearest_train_distance"] = np.array([5.0, 5.5])
         log["eval/test_precision"] = 0.88
         log["eval/test_nearest_train_distance"] = np.nan  # declared, never written (a resumed older log)
+        log["eval/long_run_cooled_precision"] = 0.7
         log.swmr_mode = True
     drawn = {}
     monkeypatch.setattr(plots, "_save", lambda figure, where: drawn.setdefault("figure", figure))
@@ -186,4 +187,6 @@ def test_the_long_run_figure_draws_the_test_images_own_figure_where_the_log_hold
     axes = {ax.get_title(): ax for ax in drawn["figure"].axes}
     reference = [line for line in axes["precision"].get_lines() if line.get_label() == "test images"]
     assert [line.get_ydata()[0] for line in reference] == [0.88]
+    cooled = [line for line in axes["precision"].get_lines() if line.get_label() == "cooled samples, as many"]
+    assert [line.get_ydata()[0] for line in cooled] == [0.7]
     assert len(axes["nearest_train_distance"].get_lines()) == 1  # the curve alone: no line at NaN
