@@ -219,11 +219,6 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
     chains are (/eval/long_run_cooled_<figure>): the reference of the same size that the curve's figures are
     read against, as a Fréchet distance or a recall on 50 images reads worse than on 1,000 of the same law."""
     n_chains = len(samples[stops[-1]])
-    cooled = None
-    if trained.data.toy is None:
-        with open_log(trained.log_path) as log:
-            if "samples/final" in log and log["samples/final"].shape[0] >= n_chains:
-                cooled = torch.from_numpy(log["samples/final"][:n_chains])
     if trained.data.toy is not None:
         reference = trained.data.test[:n_chains].to(torch.float64)  # as quality_figures scores the chains
         null = quality.toy_null(trained.data.toy, reference, n_chains, null_draws,
@@ -235,6 +230,7 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
     stored.update({f"long_run/{name}": torch.tensor(values, dtype=torch.float64) for name, values in curves.items()})
     evals = {f"long_run_{name}": values[-1] for name, values in curves.items()}
     evals["long_run_steps"] = float(stops[-1])
+    cooled = _cooled_reference(trained, n_chains)
     if cooled is not None:
         evals.update({f"long_run_cooled_{name}": value for name, value in quality_figures(trained, cooled, scorer).items()})
         description += f"; cooled reference: the first {n_chains} of samples/final, scored as the chains are"
@@ -263,6 +259,17 @@ def _store_long_run(trained: TrainedRun, stops: list[int], samples: dict, curves
     add_results(trained.log_path, evals=evals, samples=stored, attrs={"long_run": description}, remove=stale)
     plots.plot_long_run(trained.log_path, trained.run_dir / "long_run.png")
     return curves
+
+
+def _cooled_reference(trained: TrainedRun, n: int) -> torch.Tensor | None:
+    """The first n of an image run's end-of-training samples (/samples/final), None for a toy or a log that
+    holds fewer."""
+    if trained.data.toy is not None:
+        return None
+    with open_log(trained.log_path) as log:
+        if "samples/final" not in log or log["samples/final"].shape[0] < n:
+            return None
+        return torch.from_numpy(log["samples/final"][:n])
 
 
 STATIONARY_FIGURES = ("occupancy_tv", "log_density", "leak")

@@ -280,8 +280,8 @@ def plot_long_run(log_path: str | Path, path: str | Path) -> Path:
     exact data draws, with the draws' 5-95 % band, and the mean log p of held-out data) as a dashed line,
     and the MMD^2's Monte-Carlo p-value on a log axis; the MNIST panels the test images' own figure where the
     log holds it (/eval/test_<figure>: n_samples test images, written at the start of training; a long run
-    of other --chains is at another size) and, dotted, the same figure of as many of the end of training's cooled
-samples (/eval/long_run_cooled_<figure>). Where the log holds the grid's stationary law
+    of other --chains is at another size) and, dotted, the same figure of as many of the end of training's
+    cooled samples (/eval/long_run_cooled_<figure>). Where the log holds the grid's stationary law
     (/samples/stationary, asymnet.metrics.stationary), a last panel shows it: log10 of each cell's mass, six
     decades, with the last stored step's chains over it."""
     with _open_log(log_path) as log:

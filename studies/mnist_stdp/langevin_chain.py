@@ -44,6 +44,7 @@ from asymnet import walkback
 from asymnet.long_run import log_spaced_steps
 from asymnet.model import cooling_corrector, eval_temperatures, generation_temperatures
 from studies.mnist_stdp import positional, positive_int, run_script
+from studies.mnist_stdp.chain_noise import scaled_chain
 from studies.mnist_stdp.class_balance import heat_to, levels_up_to
 from studies.mnist_stdp.heated_chain import cooled_starts, row
 
@@ -90,11 +91,9 @@ def arm_names(text: str) -> list[str]:
 
 def langevin_chain(network, operator, s: torch.Tensor, n_steps: int, level: float, tau: float, eta: float,
                    generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n_steps of s <- s + (eta / tau) (F(s, T_1) - s) + sqrt(2 eta) eps: (the last state, F at it)."""
-    for _ in range(n_steps):
-        estimate = operator.mean(s, network(s, level))
-        s = s + (eta / tau) * (estimate - s) + (2 * eta) ** 0.5 * torch.randn(s.shape, generator=generator,
-                                                                                dtype=s.dtype)
+    """:func:`level_chain` at the schedule's first level T_1 (its leak c(T_1) is 0, so F is the drive's mean):
+    (the last state, F at it)."""
+    s = level_chain(network, operator, s, n_steps, level, tau, eta, generator)
     return s, operator.mean(s, network(s, level))
 
 
@@ -106,16 +105,6 @@ def level_chain(network, operator, s: torch.Tensor, n_steps: int, T: float, V: f
         estimate = (mu - keep * s) / (1.0 - keep)
         s = s + (eta / V) * (estimate - s) + (2 * eta) ** 0.5 * torch.randn(s.shape, generator=generator, dtype=s.dtype)
     return s
-
-
-def operator_chain(network, operator, s: torch.Tensor, n_steps: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n_steps of the run's T = 1 chain: (the last state, the last step's mean)."""
-    mean = s
-    for _ in range(n_steps):
-        drive = network(s, 1.0)
-        mean = operator.mean(s, drive)
-        s = operator.sample(s, drive, 1.0, generator)
-    return s, mean
 
 
 @torch.no_grad()
@@ -146,8 +135,7 @@ def main(argv: list[str]) -> int:
             levels, top = levels_up_to(cooling, T_arm)
             if top is None:
                 raise SystemExit(f"{run_dir}: {arm} is above the schedule's top level")
-            V = sum(model.heating.step_variances(operator, T) for T in levels)
-            V = float(V)
+            V = float(sum(model.heating.step_variances(operator, T) for T in levels))
             print(f"{arm}: level T = {top:g}, V_T {V:.5f}, eta {fraction * V:.5f}, readout cooled over "
                   f"{len(levels)} levels", flush=True)
             s = heat_to(trained, start, levels, gen)
@@ -157,7 +145,7 @@ def main(argv: list[str]) -> int:
                 readout = walkback.cool_levels(network, operator, s.clone(), levels, readout_gen,
                                                study.evaluation.final_mean, corrector=corrector)
             elif eta is None:
-                s, readout = operator_chain(network, operator, s, stop - done, gen)
+                s, readout = scaled_chain(network, operator, s, stop - done, 1.0, gen)  # the run's T = 1 chain
             else:
                 s, readout = langevin_chain(network, operator, s, stop - done, level, tau, eta, gen)
             done = stop
