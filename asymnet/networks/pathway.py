@@ -73,10 +73,10 @@ FEEDBACK_KINDS = ("transpose", "random", "kolen_pollack")
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     """x (rows, channels, height, width) stored channel-fastest (NHWC). Every convolution of the pathway,
     forward, carried back or correlated for a kernel's update, runs on such operands, on which oneDNN's
-    CPU kernels for these few channels run faster (the stride-2 transposed ones 2 to 3 times): a local-rule
-    update of the main study about 1.2 times (benchmarks/training.py), a 250-row evaluation chunk about
-    1.5 times, with the same values to float rounding. Kernels are converted too: a one-channel tensor is
-    both layouts at once, and only the kernel then tells the convolution which to use."""
+    CPU kernels for these few channels run faster: a local-rule update of the main study about 1.2 times
+    (benchmarks/training.py on the two layouts' checkouts, alternated), a network call 1.02 to 1.14 times
+    (benchmarks/layout.py), with the same values to float rounding. Kernels are converted too: a one-channel
+    tensor is both layouts at once, and only the kernel then tells the convolution which to use."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
