@@ -21,7 +21,8 @@ from asymnet.data.mnist import load_mnist
 from asymnet.dequantization import bits_per_dim
 from asymnet.metrics import balance, quality
 from asymnet.metrics.symmetry import jacobian_symmetry, weight_symmetry
-from asymnet.model import Model, cooling_corrector, eval_temperatures, generation_temperatures, sampling_generator
+from asymnet.model import (Model, cooling_corrector, eval_temperatures, generation_temperatures, sampling_autocast,
+                           sampling_generator)
 from asymnet.networks import RecurrentNetwork
 from asymnet.runlog import RunLog
 from asymnet.study import Study
@@ -59,7 +60,7 @@ def detailed_balance(model, study, data, device, n_chains: int, n_steps: int, bu
     """EP and relative irreversibility of the T = 1 chain of ``model`` (asymnet.model.Model), started from
     generated samples; H on the 8-bit scale of the visible units for images (asymnet.measure.EP_CONVENTION)."""
     on = sampling_generator(generator, device)
-    with torch.no_grad():
+    with torch.no_grad(), sampling_autocast(study, device):
         s0 = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
                                n_chains, on, corrector=cooling_corrector(model, study))
     offset = data.n_visible * math.log(1.0 / data.rescaling.scale) if data.rescaling is not None else 0.0
@@ -157,12 +158,13 @@ def final_evaluation(log: RunLog, model: Model, study: Study, data: Dataset, dev
 
 def generate_visible(model: Model, study: Study, data: Dataset, device) -> torch.Tensor:
     """n_samples generated visible states (n, n_visible) by cooling from p*, from a fixed evaluation seed, in
-    :func:`chunks` drawn one after the other."""
+    :func:`chunks` drawn one after the other, their network calls under :func:`sampling_autocast`."""
     gen = torch.Generator().manual_seed(study.seed + 7919)
-    states = [walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, study),
-                                rows, sampling_generator(gen, device), final_mean=study.evaluation.final_mean,
-                                corrector=cooling_corrector(model, study))[:, : data.n_visible].cpu()
-              for rows in chunks(study.evaluation.n_samples, device)]
+    with sampling_autocast(study, device):
+        states = [walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, study),
+                                    rows, sampling_generator(gen, device), final_mean=study.evaluation.final_mean,
+                                    corrector=cooling_corrector(model, study))[:, : data.n_visible].cpu()
+                  for rows in chunks(study.evaluation.n_samples, device)]
     return torch.cat(states)
 
 

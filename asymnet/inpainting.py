@@ -20,7 +20,8 @@ import torch
 from asymnet import plots, walkback
 from asymnet.errors import RunError
 from asymnet.evaluate import has_classifier, mnist_classifier
-from asymnet.model import TrainedRun, cooling_corrector, generation_temperatures, load_run, sampling_generator
+from asymnet.model import (TrainedRun, cooling_corrector, generation_temperatures, load_run, sampling_autocast,
+                           sampling_generator)
 from asymnet.runlog import add_results
 
 
@@ -60,10 +61,11 @@ def inpaint(trained: TrainedRun, unknown: torch.Tensor, images: torch.Tensor, ge
     values = torch.zeros(len(images), model.network.n_units, dtype=images.dtype, device=trained.device)
     values[:, :n_visible] = images.to(trained.device)
     on = sampling_generator(generator, trained.device)
-    states = walkback.generate(model.network, model.operator, model.p_star, generation_temperatures(model, trained.study),
-                               len(images), on, known=known, values=values,
-                               final_mean=trained.study.evaluation.final_mean,
-                               corrector=cooling_corrector(model, trained.study))
+    with sampling_autocast(trained.study, trained.device):
+        states = walkback.generate(model.network, model.operator, model.p_star,
+                                   generation_temperatures(model, trained.study), len(images), on, known=known,
+                                   values=values, final_mean=trained.study.evaluation.final_mean,
+                                   corrector=cooling_corrector(model, trained.study))
     return states[:, :n_visible].cpu()
 
 

@@ -36,7 +36,8 @@ from asymnet import plots, walkback
 from asymnet.errors import RunError
 from asymnet.evaluate import ImageScorer, has_classifier, mnist_classifier, toy_mmd_figures
 from asymnet.metrics import quality, stationary
-from asymnet.model import TrainedRun, cooling_corrector, eval_temperatures, load_run, sampling_generator
+from asymnet.model import (TrainedRun, cooling_corrector, eval_temperatures, load_run, sampling_autocast,
+                           sampling_generator, sampling_precision)
 from asymnet.operators import GaussianOperator
 from asymnet.runlog import add_results, open_log
 from asymnet.study import replace_in
@@ -93,7 +94,8 @@ def chain_description(trained: TrainedRun, n_chains: int, n_steps: int) -> str:
     """How many chains ran which steps, for the log's ``long_run`` attribute."""
     level = chain_level(trained)
     steps = "T = 1 steps" if level is None else f"heated steps at T_1 = {level:g}"
-    return f"{n_chains} chains, {n_steps} {steps} after cooling from p*"
+    cooled = " (its network calls in bfloat16)" if sampling_precision(trained.study, trained.device) == "bfloat16" else ""
+    return f"{n_chains} chains, {n_steps} {steps} after cooling from p*{cooled}"
 
 
 def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.Generator, scorer=None,
@@ -107,7 +109,7 @@ def long_run(trained: TrainedRun, n_steps: int, n_chains: int, generator: torch.
     model, study, data = trained.model, trained.study, trained.data
     on = sampling_generator(generator, trained.device)
     stops = log_spaced_steps(n_steps)
-    with torch.no_grad():
+    with torch.no_grad(), sampling_autocast(study, trained.device):
         s = walkback.generate(model.network, model.operator, model.p_star, eval_temperatures(model, study),
                               n_chains, on, corrector=cooling_corrector(model, study))
     samples, curves, done = {}, {}, 0

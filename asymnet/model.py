@@ -266,6 +266,31 @@ def generation_temperatures(model: Model, study: Study) -> list[float]:
     return [1.0] * study.evaluation.extra_cooling_steps + eval_temperatures(model, study)
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX tiles (elsewhere a CPU emulates bfloat16, often more slowly than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # a torch before the keyword
+            return torch.cuda.is_bf16_supported()
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def sampling_precision(study: Study, device: torch.device) -> str:
+    """What evaluation.autocast resolves to on ``device``: "bfloat16", or "none" (training.dtype)."""
+    mode = study.evaluation.autocast
+    return "bfloat16" if mode == "bf16" or (mode == "auto" and native_bfloat16(device)) else "none"
+
+
+def sampling_autocast(study: Study, device: torch.device) -> torch.autocast:
+    """The context the evaluation's coolings run their network calls in (evaluation.autocast)."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=sampling_precision(study, device) == "bfloat16")
+
+
 def cooling_corrector(model: Model, study: Study) -> walkback.Corrector | None:
     """The coolings' corrector steps (evaluation.corrector_steps and corrector_bands), None when there are
     none at any level of the generation schedule."""

@@ -28,7 +28,8 @@ from asymnet.evaluate import (IMAGE_FIGURES, ImageScorer, detailed_balance_figur
 from asymnet.inpainting import check_mask, measure_inpainting
 from asymnet.long_run import measure_long_run
 from asymnet.model import (CHECKPOINT_NAME, Model, ReplicaModel, build_model, build_replica_model, check_finite,
-                           load_checkpoint, load_data, noise_exponent, pick_device, save_checkpoint, single_models)
+                           load_checkpoint, load_data, noise_exponent, pick_device, sampling_precision, save_checkpoint,
+                           single_models)
 from asymnet.networks import RecurrentNetwork
 from asymnet.operators import Drive
 from asymnet.runlog import LOG_NAME, LogLayout, RunLog, open_log
@@ -407,7 +408,8 @@ def _run(args, shard: Shard, device: torch.device) -> Path:
                  "device": str(device), "study_yaml": text, "study_resolved": _resolved_yaml(study),
                  "dtype": study.training.dtype, "noise_scaling": study.operator.noise_scaling,
                  "n_heating_steps": single_models(model)[0].n_heating, "replicas": study.replicas,
-                 "world_size": shard.world_size, "created": datetime.datetime.now().isoformat()}
+                 "world_size": shard.world_size, "created": datetime.datetime.now().isoformat(),
+                 "sampling_precision": sampling_precision(study, device)}
         if data.image_shape is not None:
             attrs["image_shape"] = list(data.image_shape)
         made = not run_dir.exists()

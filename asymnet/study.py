@@ -245,7 +245,10 @@ class EvaluationConfig:
     the starts of the long run and of the EP chains): heat by the noise heating's step at that level, walk
     back again (walkback.Corrector; noise heating only); the held-out bound keeps the plain walk back.
     corrector_bands: [T_high, T_low, n] triplets: the levels with T_low < T_t <= T_high take n corrector
-    steps instead of corrector_steps (T_high may be .inf); the bands may not overlap."""
+    steps instead of corrector_steps (T_high may be .inf); the bands may not overlap.
+    autocast: the network calls of those coolings (not the T = 1 chains, the bounds or EP's log-probabilities,
+    which stay in training.dtype) in bfloat16: bf16, or auto (bf16 where the device computes it natively, a
+    CUDA GPU with bfloat16 or a CPU with AVX512-BF16 or AMX, none elsewhere; model.sampling_precision)."""
 
     n_samples: int = _check("positive", 2000)
     n_bound: int = _check("positive", 1000)
@@ -261,6 +264,7 @@ class EvaluationConfig:
     inpaint_images: int = _check("positive", 1000)
     corrector_steps: int = _check("non_negative", 0)
     corrector_bands: tuple = ()
+    autocast: str = _check(("none", "bf16", "auto"), "none")
 
 
 # Keys whose value may differ between the replicas of one batched run: those that change a replica's seed,
