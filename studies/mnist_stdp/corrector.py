@@ -1,18 +1,20 @@
 """A finished noise-heated MNIST run's samples with other numbers of corrector steps (evaluation.corrector_steps,
 walkback.Corrector), no retraining, scored with the run's image figures.
 
-    python -m studies.mnist_stdp.corrector RUN_DIR C [C ...]
+    python -m studies.mnist_stdp.corrector RUN_DIR C [C ...] [--autocast=bf16]
 
 For each C: the run's final evaluation's generation (its n_samples, its seed, its final_mean) with C
 corrector steps after each walk-back step; C = 0 is the run's own cooling and repeats the figures its log
 holds. C may also be "N1/N2/.../Nk@T1/.../Tk-1" (T1 > T2 > ...): N1 steps at the levels with T_t > T1, N2 at
 those with T1 >= T_t > T2, ..., Nk at the rest (a trial of where the steps pay, outside the package's key);
 "HOT/COLD@T" is the two-band case. Prints the image figures, the label histogram and the seconds the
-cooling took. Used for studies/mnist_stdp_experiments.md.
+cooling took. ``--autocast=bf16`` (or auto, none) replaces the run's evaluation.autocast: the coolings' network
+calls in bfloat16. Used for studies/mnist_stdp_experiments.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -21,11 +23,11 @@ import torch
 from asymnet import walkback
 from asymnet.metrics import quality
 from asymnet.evaluate import ImageScorer, chunks, generate_visible, mnist_classifier
-from asymnet.model import generation_temperatures, load_run, sampling_generator
+from asymnet.model import generation_temperatures, load_run, sampling_autocast, sampling_generator
 from asymnet.study import replace_in
 from studies.mnist_stdp import positional, run_script
 
-USAGE = "python -m studies.mnist_stdp.corrector RUN_DIR C [C ...]"
+USAGE = "python -m studies.mnist_stdp.corrector RUN_DIR C [C ...] [--autocast=bf16]"
 
 
 @torch.no_grad()
@@ -39,11 +41,12 @@ def split_cooling(run, counts: list[int], splits: list[float]) -> torch.Tensor:
     out = []
     for rows in chunks(study.evaluation.n_samples, device):
         s = model.p_star.sample(rows, gen)
-        for level, T in enumerate(reversed(temperatures)):
-            band = sum(T <= split for split in splits)
-            corrector = walkback.Corrector(model.heating, counts[band])
-            s = corrector.cool(model.network, model.operator, s, [T], gen,
-                               study.evaluation.final_mean and level == len(temperatures) - 1)
+        with sampling_autocast(study, device):
+            for level, T in enumerate(reversed(temperatures)):
+                band = sum(T <= split for split in splits)
+                corrector = walkback.Corrector(model.heating, counts[band])
+                s = corrector.cool(model.network, model.operator, s, [T], gen,
+                                   study.evaluation.final_mean and level == len(temperatures) - 1)
         out.append(s[:, : run.data.n_visible].cpu())
     return torch.cat(out)
 
@@ -63,8 +66,12 @@ def corrector_steps(text: str) -> str:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    run_dir, cs = positional(argv, USAGE, ("RUN_DIR", str), ("C ...", corrector_steps))
+    autocast = [a.partition("=")[2] for a in argv if a.startswith("--autocast=")]
+    run_dir, cs = positional([a for a in argv if not a.startswith("--autocast=")], USAGE, ("RUN_DIR", str),
+                             ("C ...", corrector_steps))
     run = load_run(run_dir)
+    if autocast:
+        run = dataclasses.replace(run, study=replace_in(run.study, "evaluation.autocast", autocast[-1]))
     scorer = ImageScorer.build(mnist_classifier(None, True), run.data, run.study.evaluation.n_samples)
     for steps in cs:
         start = time.perf_counter()
