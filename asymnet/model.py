@@ -84,7 +84,8 @@ def build_network(study: Study, data: Dataset, generator: torch.Generator) -> to
                                                    net_cfg.feedback if study.training.learning == "local" else "transpose",
                                                    net_cfg.feedback_scale, generator,
                                                    pathway_input_gain(study, data) if net_cfg.conv_input_gain else None,
-                                                   net_cfg.conv_middle, net_cfg.conv_residual))
+                                                   net_cfg.conv_middle, net_cfg.conv_residual,
+                                                   net_cfg.conv_groups))
             except ValueError as error:
                 raise StudyError(f"network.conv_channels = {list(net_cfg.conv_channels)}: {error}") from None
         return network

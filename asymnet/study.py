@@ -80,7 +80,9 @@ class NetworkConfig:
     per-pixel variance and V(T) the variance the heating added by T, so its units see states of one spread
     at every temperature (networks.pathway). conv_middle: that many 3 x 3 layers at the pathway's lowest
     level, each widening its deepest units' field. conv_residual: each middle layer adds its output to its
-    input through fixed one-to-one synapses (a residual skip; networks.pathway)."""
+    input through fixed one-to-one synapses (a residual skip; networks.pathway). conv_groups: each hidden
+    layer's potentials normalised per image over that many groups of its channels before phi, with a learned
+    gain per channel (group normalisation; 0: none; it must divide every entry of conv_channels)."""
 
     kind: str = _check(("recurrent", "mlp", "unet"), "recurrent")
     n_hidden: int = _check("non_negative", 64)
@@ -108,6 +110,7 @@ class NetworkConfig:
     conv_input_gain: bool = False
     conv_middle: int = _check("non_negative", 0)
     conv_residual: bool = False
+    conv_groups: int = _check("non_negative", 0)
 
 
 @dataclass(frozen=True)
@@ -544,6 +547,10 @@ def _check_hidden_learning(study: Study, where) -> None:
         raise StudyError(f"{where('network.conv_residual')}network.conv_residual adds skips past a convolutional "
                          "pathway's middle layers, but network.conv_channels is []; set network.conv_channels and "
                          "network.conv_middle, or drop network.conv_residual")
+    elif net.conv_groups:
+        raise StudyError(f"{where('network.conv_groups')}network.conv_groups = {net.conv_groups} normalises the "
+                         "layers of a convolutional pathway, but network.conv_channels is []; set "
+                         "network.conv_channels (e.g. [16, 32, 64]) or drop network.conv_groups")
     elif net.conv_input_gain:
         raise StudyError(f"{where('network.conv_input_gain')}network.conv_input_gain scales the input of a "
                          "convolutional pathway, but network.conv_channels is []; set network.conv_channels (e.g. "
@@ -616,6 +623,10 @@ def _check_pathway(study: Study, where) -> None:
                          "the spread of a noise-heated state, but walkback.heating_kernel is model, whose states "
                          "spread as the model makes them; set walkback.heating_kernel: noise or "
                          "network.conv_input_gain: false")
+    if net.conv_groups and any(c % net.conv_groups for c in net.conv_channels):
+        raise StudyError(f"{where('network.conv_groups')}network.conv_groups = {net.conv_groups} must divide every "
+                         f"entry of network.conv_channels = {list(net.conv_channels)}; pick a common divisor (e.g. "
+                         f"{math.gcd(*net.conv_channels)}) or 0 for no normalisation")
     if net.conv_residual and not net.conv_middle:
         raise StudyError(f"{where('network.conv_residual')}network.conv_residual adds skips past the pathway's "
                          "middle layers, but network.conv_middle is 0; set network.conv_middle (e.g. 4) or drop "

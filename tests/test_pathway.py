@@ -24,7 +24,7 @@ TEMPERATURES = [1.1, 1.21, 1.331, 1.4641]
 
 
 def _network(image_shape=(1, 8, 8), channels=(3, 4, 5), feedback="transpose", n_hidden=0, leak=(1.1, 1.0),
-             seed=0, phi="tanh", phi_visible="identity", middle=0, residual=False):
+             seed=0, phi="tanh", phi_visible="identity", middle=0, residual=False, groups=0):
     """A float64 recurrent network with a pathway, moved off its zero output kernel and zero biases."""
     gen = torch.Generator().manual_seed(seed)
     n_visible = int(np.prod(image_shape))
@@ -34,12 +34,14 @@ def _network(image_shape=(1, 8, 8), channels=(3, 4, 5), feedback="transpose", n_
                            posterior_leak=leak, **learned)
     net.attach_pathway(ConvPathway(image_shape, channels, phi, feedback=feedback,
                                    feedback_scale=1.0 if feedback == "random" else 0.0, generator=gen, middle=middle,
-                                   residual=residual))
+                                   residual=residual, groups=groups))
     net = net.double()
     with torch.no_grad():
         for name, p in net.pathway.named_parameters():
             if name.startswith(("bias", "kernel_O")):
                 p.normal_(0.0, 0.3, generator=gen)
+            if name.startswith("norm_gain"):
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
         if n_hidden:
             net.W[:n_visible, n_visible:].normal_(0.0, 0.1, generator=gen)
     return net, gen
@@ -62,14 +64,15 @@ def _trajectory(net, gen, batch=5):
     return walkback.heating_trajectory(net, GaussianOperator(1.0), x, TEMPERATURES, gen, heating), heating
 
 
-@pytest.mark.parametrize("image_shape, channels, n_hidden, middle, residual", [
-    ((1, 8, 8), (3, 4, 5), 0, 0, False), ((3, 4, 4), (2, 3), 0, 2, False), ((1, 8, 8), (4,), 6, 1, False),
-    ((1, 8, 8), (2, 3, 2), 6, 2, False), ((1, 8, 8), (2, 3, 2), 0, 3, True), ((3, 4, 4), (4,), 6, 1, True)])
+@pytest.mark.parametrize("image_shape, channels, n_hidden, middle, residual, groups", [
+    ((1, 8, 8), (3, 4, 5), 0, 0, False, 0), ((3, 4, 4), (2, 3), 0, 2, False, 0), ((1, 8, 8), (4,), 6, 1, False, 0),
+    ((1, 8, 8), (2, 3, 2), 6, 2, False, 0), ((1, 8, 8), (2, 3, 2), 0, 3, True, 0), ((3, 4, 4), (4,), 6, 1, True, 0),
+    ((1, 8, 8), (4, 8, 4), 0, 2, False, 2), ((1, 8, 8), (4, 4), 6, 1, True, 4), ((3, 4, 4), (3,), 0, 0, False, 1)])
 @pytest.mark.parametrize("power", [0.0, 0.5])
 def test_the_pathway_rule_under_transpose_feedback_equals_autograd_for_every_parameter(image_shape, channels,
                                                                                       n_hidden, middle, residual,
-                                                                                      power):
-    net, gen = _network(image_shape, channels, n_hidden=n_hidden, middle=middle, residual=residual)
+                                                                                      groups, power):
+    net, gen = _network(image_shape, channels, n_hidden=n_hidden, middle=middle, residual=residual, groups=groups)
     operator = GaussianOperator(1.0)
     states, heating = _trajectory(net, gen)
     targets = walkback.posterior_targets(operator, heating, states, TEMPERATURES)
@@ -294,6 +297,27 @@ def test_a_residual_middle_layer_adds_its_phi_part_to_the_rate_it_reads():
     assert not torch.allclose(plain.pathway.rates(v, 1.7)["m2"], cache["m2"])
 
 
+def test_group_normalisation_is_the_equation_and_group_norm_of_the_potentials():
+    """n = (a - mean_g a) / sqrt(var_g a + eps) over each row's groups, gamma n + shift under phi: written out,
+    and against torch's group_norm of the same potentials; a row's rates do not depend on the other rows."""
+    net, gen = _network((1, 8, 8), (4, 8), middle=1, groups=2)
+    pathway = net.pathway
+    v = torch.randn(3, 64, generator=gen, dtype=torch.float64)
+    cache = pathway.rates(v, 2.3)
+    a = nnf.conv2d(cache["h0"], pathway.kernel("E1"), stride=2, padding=1)  # h1's potentials: E1 * h0
+    grouped = a.reshape(3, 2, -1)
+    written = ((grouped - grouped.mean(-1, keepdim=True)) / (grouped.var(-1, correction=0, keepdim=True)
+                                                             + 1e-5).sqrt()).reshape(a.shape)
+    assert torch.allclose(cache["h1:norm"], written, rtol=0, atol=1e-12)
+    assert torch.allclose(cache["h1:norm"], nnf.group_norm(a, 2, eps=1e-5), rtol=0, atol=1e-12)
+    gamma, shift = pathway.norm_gain_h1, pathway.bias_h1 + pathway.temperature_h1 * np.log(2.3)
+    rate = torch.tanh(gamma[None, :, None, None] * written + shift[None, :, None, None])
+    assert torch.allclose(cache["h1"], rate, rtol=0, atol=1e-12)
+    assert torch.allclose(pathway.rates(v[:1], 2.3)["g0"], cache["g0"][:1], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"groups must divide every level's channels \[4, 6\]; got 4"):
+        ConvPathway((1, 8, 8), (4, 6), groups=4)
+
+
 def test_the_pathway_is_attached_only_where_it_can_drive_the_visible_units():
     slow = RecurrentNetwork(64, 4, hidden_units="slow")
     with pytest.raises(ValueError, match="use fast hidden units"):
@@ -334,6 +358,11 @@ def test_brian_export_refuses_a_pathway_in_one_line():
     ("data: {name: mnist}\nnetwork: {conv_residual: true}\n", r"network.conv_residual adds skips .* network.conv_channels is \[\]"),
     ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_middle: 2, conv_residual: 2}\n",
      r"network.conv_residual = 2 is not a boolean"),
+    ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [16, 24], conv_groups: 16}\n",
+     r"network.conv_groups = 16 must divide every entry of network.conv_channels = \[16, 24\]; .*\(e.g. 8\)"),
+    ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_groups: -2}\n", r"network.conv_groups = -2"),
+    ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_groups: 2.5}\n", r"network.conv_groups = 2.5"),
+    ("data: {name: mnist}\nnetwork: {conv_groups: 4}\n", r"network.conv_groups = 4 normalises .*conv_channels is \[\]"),
     ("data: {name: mnist}\nnetwork: {conv_input_gain: true}\nwalkback: {heating_kernel: noise}\n",
      r"but network.conv_channels is \[\]"),
     ("data: {name: mnist}\nnetwork: {n_hidden: 0, conv_channels: [4], conv_input_gain: 1}\n",

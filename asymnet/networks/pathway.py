@@ -3,7 +3,7 @@
 For image data (C, H, W) the pathway adds D(v, T) to the visible units' drive F(s) = W phi(s) + b + w_T log T.
 Its units are fast: they hold no state of the chain and relax within each step to their input. With
 ``channels`` (c_0, ..., c_{L-1}) they form an encoder and a decoder (the 28 -> 14 -> 7 -> 14 -> 28 shape of a
-U-Net, without normalisation or residual blocks):
+U-Net, without its residual blocks; normalisation and middle-layer skips are options below):
 
     h_0 = phi(E_0 * r_v + b + w_T log T)                       c_0 channels at H x W (3 x 3 kernel)
     h_l = phi(E_l *_2 h_{l-1} + b + w_T log T),  l = 1..L-1      c_l channels at H / 2^l (4 x 4, stride 2)
@@ -26,6 +26,24 @@ normalisation does for it (studies/mnist_stdp_experiments.md, "A convolutional p
 **Residual middle layers.** With ``residual`` each middle unit also receives its own unit of the layer
 below through a fixed one-to-one synapse of weight 1, so depth adds corrections to the deepest units' rates
 instead of replacing them (He et al. 2016); the rule below holds with one more term (see there).
+
+**Group normalisation.** With ``groups`` = G > 0 each layer's potential a (the sum of its connections'
+drives) is normalised within each row over groups of c / G channels and all positions before the shift and
+phi, as the U-Net's GroupNorm does (Wu and He 2018):
+
+    n = (a - mean_g a) / sqrt(var_g a + eps),   rate = phi(gamma * n + b + w_T log T)
+
+with one gain gamma per channel (a parameter ``norm_gain_<layer>``, started at 1). A group is a pool of units
+that divides its members' potentials by its spread (a divisive normalisation, Carandini and Heeger 2012); the
+pool carries the errors back to its members as its forward map's adjoint: the error z_j reaching unit j's
+normalised potential (z = gamma * delta, delta as below) arrives at its potential as
+
+    delta_a = (z - mean_g z - n * mean_g(z * n)) / sqrt(var_g a + eps),
+
+two pool averages broadcast to every member beside the member's own error. gamma moves by the sum of
+delta * n over positions and rows: its unit's error times its own normalised potential. Every synapse still
+reads its presynaptic rate and the error at its postsynaptic unit; with B = K the rule stays the exact gradient
+(tests/test_pathway.py, float64).
 
 **The local rule.** The visible units' postsynaptic factor e_v (plasticity.trajectory_update: the walk
 back's error over the operator's variance, times 1 - c(T) under the posterior leak) reaches the pathway's
@@ -105,14 +123,17 @@ class ConvPathway(nn.Module):
     temperature_gain^2); the feedback kernels are the buffers ``feedback_<name>`` for ``feedback`` random
     or kolen_pollack (N(0, feedback_scale^2 / fan_in), or the forward kernel itself for feedback_scale 0).
     ``input_gain`` (var, sigma_0, f, q): the input gain k(T) of the module docstring; None: 1. ``middle``: n.
-    ``residual``: the middle layers' skips (module docstring); needs ``middle`` > 0.
+    ``residual``: the middle layers' skips (module docstring); needs ``middle`` > 0. ``groups``: G of the
+    module docstring's group normalisation (0: none); it must divide every layer's channel count.
     """
+
+    NORM_EPS = 1.0e-5
 
     def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, ...], phi: str = "tanh",
                  gain: float = 1.0, temperature_gain: float = 0.2, feedback: str = "transpose",
                  feedback_scale: float = 0.0, generator: torch.Generator | None = None,
                  input_gain: tuple[float, float, float, float] | None = None, middle: int = 0,
-                 residual: bool = False):
+                 residual: bool = False, groups: int = 0):
         super().__init__()
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"the pathway's channels are positive counts, one per level, got {list(channels)}")
@@ -131,6 +152,10 @@ class ConvPathway(nn.Module):
         if residual and not middle:
             raise ValueError("residual skips pass the middle layers, but there are none; add middle layers or drop "
                              "the skips")
+        if groups < 0 or (groups and any(c % groups for c in channels)):
+            raise ValueError(f"the pathway's normalisation groups must divide every level's channels "
+                             f"{list(channels)}; got {groups}")
+        self.groups = groups
         L = len(channels)
         middles = [f"m{k}" for k in range(1, middle + 1)]
         self.layers = [f"h{l}" for l in range(L)] + middles + [f"g{l}" for l in range(L - 2, -1, -1)]
@@ -161,6 +186,8 @@ class ConvPathway(nn.Module):
             self.register_parameter(f"bias_{layer}", nn.Parameter(torch.zeros(sizes[layer])))
             weights = torch.randn(sizes[layer], generator=generator) * temperature_gain
             self.register_parameter(f"temperature_{layer}", nn.Parameter(weights))
+            if groups:
+                self.register_parameter(f"norm_gain_{layer}", nn.Parameter(torch.ones(sizes[layer])))
         if feedback != "transpose":
             for c in connections:
                 K = getattr(self, f"kernel_{c.name}").detach()
@@ -191,7 +218,8 @@ class ConvPathway(nn.Module):
         broadcastable to visible_rates[..., :1]): a dict from layer name ("v", "h0", ..., "g0") to
         (rows, channels, height, width), rows = the product of the leading axes ("v": the input the encoder
         reads, the visible rates times the input gain); "logT" (rows, or 1 for a float T, 1, 1, 1); for a
-        residual middle layer m_k also "m_k:phi", its phi part p_k."""
+        residual middle layer m_k also "m_k:phi", its phi part p_k; with ``groups`` also "<layer>:norm", the
+        normalised potential n, and "<layer>:istd", 1 / sqrt(var_g a + eps) (rows, groups, 1)."""
         C, H, W = self.image_shape
         lead = visible_rates.shape[:-1]
         rows = visible_rates.reshape(-1, C, H, W)
@@ -208,6 +236,10 @@ class ConvPathway(nn.Module):
             by_post.setdefault(c.post, []).append(c)
         for layer in self.layers:
             potential = sum(self._conv(c, out[c.pre], self.kernel(c.name)) for c in by_post[layer])
+            if self.groups:
+                normed, out[layer + ":istd"] = self._normalise(potential)
+                out[layer + ":norm"] = normed
+                potential = normed * getattr(self, f"norm_gain_{layer}")[:, None, None]
             shift = getattr(self, f"bias_{layer}") + getattr(self, f"temperature_{layer}") * log_T.reshape(-1, 1)
             rate = self._phi(potential + shift[:, :, None, None])
             if layer in self.skips:  # the residual unit: the skip's rate plus its own phi part
@@ -215,6 +247,21 @@ class ConvPathway(nn.Module):
                 rate = out[self.skips[layer]] + rate
             out[layer] = rate
         return out
+
+    def _normalise(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, 1 / sqrt(var_g a + eps)) of the module docstring for potentials a (rows, channels, height,
+        width), the statistics over each row's groups of channels and all positions."""
+        grouped = a.reshape(a.shape[0], self.groups, -1)
+        var, mean = torch.var_mean(grouped, dim=-1, correction=0, keepdim=True)
+        istd = (var + self.NORM_EPS).rsqrt()
+        return ((grouped - mean) * istd).reshape(a.shape), istd
+
+    def _normalise_back(self, z: torch.Tensor, normed: torch.Tensor, istd: torch.Tensor) -> torch.Tensor:
+        """delta_a of the module docstring: the error z (rows, channels, height, width) at the normalised
+        potentials n carried back through the group's normalisation to the potentials."""
+        z_g, n_g = z.reshape(z.shape[0], self.groups, -1), normed.reshape(z.shape[0], self.groups, -1)
+        back = z_g - z_g.mean(-1, keepdim=True) - n_g * (z_g * n_g).mean(-1, keepdim=True)
+        return (back * istd).reshape(z.shape)
 
     def gain(self, T: float | torch.Tensor) -> float | torch.Tensor:
         """k(T) = 1 / sqrt(var + V(T)) of ``input_gain`` (module docstring); a float for a float T."""
@@ -256,6 +303,11 @@ class ConvPathway(nn.Module):
             delta[layer] = arriving[layer] * self._slope(cache[layer + ":phi" if layer in self.skips else layer])
             grads[f"bias_{layer}"] = -delta[layer].sum((0, 2, 3)) / batch
             grads[f"temperature_{layer}"] = -(delta[layer] * log_T).sum((0, 2, 3)) / batch
+            if self.groups:  # the group's pool carries the error on to the potentials
+                normed, gamma = cache[layer + ":norm"], getattr(self, f"norm_gain_{layer}").detach()
+                grads[f"norm_gain_{layer}"] = -(delta[layer] * normed).sum((0, 2, 3)) / batch
+                delta[layer] = self._normalise_back(delta[layer] * gamma[:, None, None], normed,
+                                                    cache[layer + ":istd"])
         for c in self.connections:
             K = self.kernel(c.name)
             pre, post_signal = _channels_last(cache[c.pre]), _channels_last(delta[c.post])
