@@ -318,6 +318,22 @@ def test_group_normalisation_is_the_equation_and_group_norm_of_the_potentials():
         ConvPathway((1, 8, 8), (4, 6), groups=4)
 
 
+def test_group_statistics_stay_float32_under_bfloat16_autocast():
+    """Under the coolings' bfloat16 autocast the convolutions run in bfloat16 and the group statistics in
+    float32: the normalised potentials part from float32's by bfloat16's rounding, not by a lost variance."""
+    gen = torch.Generator().manual_seed(3)
+    pathway = ConvPathway((1, 28, 28), (16, 32), middle=1, groups=8, generator=gen)
+    v = torch.randn(6, 784, generator=gen) * 3.0 + 5.0  # potentials far from zero mean: a one-pass variance fails
+    exact = pathway.rates(v, 1.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = pathway.rates(v, 1.5)
+    assert rounded["h1:norm"].dtype == torch.bfloat16 and rounded["h1:istd"].dtype == torch.float32
+    for layer in ("h0", "h1", "m1", "g0"):
+        gap = (rounded[layer + ":norm"].float() - exact[layer + ":norm"]).abs().max().item()
+        assert 1e-4 < gap < 0.1, layer
+        assert torch.allclose(rounded[layer + ":istd"], exact[layer + ":istd"], rtol=0.05), layer
+
+
 def test_the_pathway_is_attached_only_where_it_can_drive_the_visible_units():
     slow = RecurrentNetwork(64, 4, hidden_units="slow")
     with pytest.raises(ValueError, match="use fast hidden units"):
