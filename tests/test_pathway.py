@@ -323,7 +323,7 @@ def test_group_statistics_stay_float32_under_bfloat16_autocast():
     float32: the normalised potentials part from float32's by bfloat16's rounding, not by a lost variance."""
     gen = torch.Generator().manual_seed(3)
     pathway = ConvPathway((1, 28, 28), (16, 32), middle=1, groups=8, generator=gen)
-    v = torch.randn(6, 784, generator=gen) * 3.0 + 5.0  # potentials far from zero mean: a one-pass variance fails
+    v = torch.randn(6, 784, generator=gen) * 3.0 + 5.0  # inputs off zero mean, so the potentials are too
     exact = pathway.rates(v, 1.5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rounded = pathway.rates(v, 1.5)
