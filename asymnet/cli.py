@@ -9,6 +9,8 @@ that cannot be honoured) becomes one ``prog: error: ...`` line on stderr and the
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -33,13 +35,18 @@ def error_line(prog: str, error: AsymnetError) -> str:
 def run_command(prog: str, work: Callable[[], dict[str, float] | None], print_figures: bool = True) -> int:
     """Call ``work()`` and return the command's exit status: 0, or the status of the AsymnetError it
     raised, after printing that error as one line on stderr. The figures it returns (if any) are printed
-    one per line when ``print_figures``."""
+    one per line when ``print_figures``. A reader of stdout that goes away (``... | head``) ends the
+    command quietly with status 141, as a shell tool killed by SIGPIPE ends."""
     try:
         figures = work()
+        if print_figures:
+            for name, value in (figures or {}).items():
+                print(f"{name}  {value:.6g}")
+        sys.stdout.flush()
     except AsymnetError as error:
         print(error_line(prog, error), file=sys.stderr)
         return error.exit_status
-    if print_figures:
-        for name, value in (figures or {}).items():
-            print(f"{name}  {value:.6g}")
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush finds a reader
+        return 128 + signal.SIGPIPE
     return 0

@@ -48,6 +48,7 @@ class Model:
     shard: Shard = Shard()
     scaler: "torch.amp.GradScaler | None" = None
     heating: walkback.NoiseHeating | None = None  # walkback.heating_kernel: noise; None: the model heats
+    contrast_chains: torch.Tensor | None = None  # walkback.contrast_weight's persistent T = 1 chains (asymnet.contrast)
 
     def __post_init__(self):
         if self.noise_generator is None:
@@ -323,6 +324,8 @@ def save_checkpoint(path: Path, model: Model | ReplicaModel, step: int) -> None:
     }
     if _noise_generator(model) is not None:  # the GPU's heating noise
         state["noise_generator"] = _noise_generator(model).get_state()
+    if isinstance(model, Model) and model.contrast_chains is not None:
+        state["contrast_chains"] = model.contrast_chains
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as handle:
         torch.save(state, handle)
@@ -373,6 +376,8 @@ def load_checkpoint(path: Path, model: Model | ReplicaModel) -> int:
                 gen.set_state(row.clone())  # a row of the stack is a view, and set_state wants a tensor of its own
         if _noise_generator(model) is not None and "noise_generator" in state:
             _noise_generator(model).set_state(state["noise_generator"])
+        if isinstance(model, Model) and "contrast_chains" in state:
+            model.contrast_chains = state["contrast_chains"].to(next(model.network.parameters()).device)
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
         reason = str(error).strip().splitlines()[0]
         raise RunError(f"{path} does not fit the study in its log ({reason[:200]}); it belongs to another run: "

@@ -18,7 +18,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from asymnet import __version__, anchor, distributed, plasticity, plots, readout, schedule, walkback
+from asymnet import __version__, anchor, contrast, distributed, plasticity, plots, readout, schedule, walkback
 from asymnet.cli import run_command
 from asymnet.data import Dataset
 from asymnet.distributed import Shard
@@ -152,6 +152,8 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     unit, weight = None, study.walkback.unit_step_weight / scale  # the trajectory's update is times K / m below
     if heating is not None and weight:  # walkback.unit_step_weight: one T = 1 step of the heating, walked back
         unit = walkback.heating_trajectory_with_drives(net, operator, s0, [1.0], noise, shard, heating)[0]
+    pairs_c = contrast.draw_pairs(model, study, data, dtype) if study.walkback.contrast_weight else None
+    contrast_weight = study.walkback.contrast_weight / scale
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
         terms = [readout.regression(net, operator, states, temperatures, power)]
@@ -169,6 +171,9 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
         if unit is not None:
             update = plasticity.add_update(update, plasticity.trajectory_update(
                 net, operator, unit, [1.0], None, with_terms), weight)
+        if pairs_c is not None:
+            contrast_update, gap = contrast.local_update(net, operator, pairs_c)
+            update = plasticity.add_update(update, contrast_update, contrast_weight)
         plasticity.write_gradients(net, update)
         loss = update.loss.detach()
         terms = [update.temporal_norm, update.equal_time_norm] if with_terms else []
@@ -178,6 +183,9 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
             if unit is not None:
                 loss = loss + weight * walkback.walkback_losses(net, operator, unit, [1.0]).sum(0)
             total = loss + study.anchor.weight * anchor.score_anchor_loss(net, operator, *pairs) if pairs else loss
+        if pairs_c is not None:
+            gap = contrast.energy_gap(net, operator, pairs_c)
+            total, gap = total + contrast_weight * gap, gap.detach()
         (model.scaler.scale(total.sum()) if model.scaler else total.sum()).backward()
         loss, terms = loss.detach(), []
     reported = torch.stack([loss.to(dtype), *(torch.as_tensor(t, dtype=dtype, device=loss.device) for t in terms)])
@@ -207,8 +215,12 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     if kernels_before is not None:
         net.pathway.kolen_pollack_step(kernels_before, study.network.feedback_decay)
     model.p_star.update(last, study.walkback.p_star_momentum, shard)
+    if pairs_c is not None:
+        model.contrast_chains = pairs_c.states
     names = ("loss", "stdp_temporal", "stdp_equal_time")[: len(reported)]
     figures = [dict(zip(names, row)) for row in reported.reshape(len(names), -1).T.tolist()]
+    if pairs_c is not None:  # E(x) - E(c) at this update's pairs, before its step (every process holds them all)
+        figures[0]["contrast_gap"] = gap.item()
     if check is not None:
         for name, values in check.items():
             for row, value in zip(figures, torch.as_tensor(values).reshape(-1).tolist()):
@@ -299,6 +311,8 @@ def _network_layout(study: Study, model: Model, data: Dataset) -> LogLayout:
         metrics += ["feedback_alignment", "rule_gradient_cosine"]
     if learns_pathway_locally(study):
         metrics += ["pathway_alignment", "pathway_gradient_cosine"]
+    if study.walkback.contrast_weight:
+        metrics += ["contrast_gap"]
     evals = ["bound"]
     if data.rescaling is not None:
         samples["untrained"] = samples["final"]

@@ -146,7 +146,11 @@ class WalkbackConfig:
     run, learns to denoise its own noise level, which is what the T = 1 chain does (Proposition 1; 0: no
     such step). step_weighting (noise heating, walkback.n_extra_max 0): elbo (each step's drift gradient as the
     loss weighs it) or continuous (times 1 - T_t^-q, so each step weighs what the continuous-time limit weighs
-    its noise level, 1 / V_t, and the schedule's coarse first steps no more; walkback.drift_gain)."""
+    its noise level, 1 / V_t, and the schedule's coarse first steps no more; walkback.drift_gain).
+    contrast_weight (noise heating): a negative phase for the first level's implied energy: the loss adds that
+    weight times E(x) - E(c), the energy the first level's mean implies between heated training images x and
+    the states c of contrast_chains persistent T = 1 chains of the operator, each advanced contrast_steps steps
+    per update (asymnet.contrast; 0: no such term)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -161,6 +165,9 @@ class WalkbackConfig:
     target: str = _check(("sample", "posterior"), "sample")
     sampled_steps: int = _check("non_negative", 0)
     unit_step_weight: float = _check("non_negative", 0.0)
+    contrast_weight: float = _check("non_negative", 0.0)
+    contrast_chains: int = _check("positive", 32)
+    contrast_steps: int = _check("positive", 10)
 
 
 @dataclass(frozen=True)
@@ -492,6 +499,20 @@ def _check_joined_keys(study: Study, where) -> None:
                              f"walkback.heating_kernel: noise (with the model's heating walkback.n_extra_max gives "
                              f"T = 1 steps), replicas: 1 and training.optimizer: adam, but {', '.join(wrong)}; set "
                              "those or walkback.unit_step_weight: 0")
+    if study.walkback.contrast_weight:
+        wrong = [f"{name} is {value}" for name, value, ok in (
+            ("walkback.heating_kernel", study.walkback.heating_kernel, study.walkback.heating_kernel == "noise"),
+            ("replicas", study.replicas, study.replicas == 1),
+            ("training.optimizer", study.training.optimizer, study.training.optimizer != "least_squares"),
+            ("network.hidden_units", study.network.hidden_units, study.network.kind != "recurrent"
+             or not study.network.n_hidden or study.network.hidden_units == "fast")) if not ok]
+        if wrong:
+            raise StudyError(f"{where('walkback.contrast_weight')}walkback.contrast_weight = "
+                             f"{study.walkback.contrast_weight:g} compares the first noise level's energy at "
+                             "heated training images with its T = 1 chains' states, which needs "
+                             "walkback.heating_kernel: noise, replicas: 1, training.optimizer: adam and a state of "
+                             f"the visible units alone (network.hidden_units: fast), but {', '.join(wrong)}; set "
+                             "those or walkback.contrast_weight: 0")
     if study.walkback.model_heating_fraction and study.replicas > 1:
         raise StudyError(f"{where('walkback.model_heating_fraction')}walkback.model_heating_fraction draws each "
                          "step's heating kernel, which replicas (one batched program) cannot draw apart; set "

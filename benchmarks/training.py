@@ -1,12 +1,14 @@
 """Time one training update of a study's network, local STDP rule vs autograd, and their peak memory.
 
-    python benchmarks/training.py [STUDY.yaml] [--updates N] [--threads T] [--device cpu|cuda]
+    python benchmarks/training.py [STUDY.yaml] [--updates N] [--threads T] [--device cpu|cuda] [--set KEY=VALUE]
 
 Each mode runs in its own subprocess (so peak resident memory, ru_maxrss, is that mode's alone) on
 synthetic 8-bit images of the study's shape (no data folder needed), after warm-up updates, from
 the same seed; as in training between metric rows, the local rule skips its STDP-term diagnostics. On a
 GPU each update is timed to a ``torch.cuda.synchronize`` and the peak is the GPU memory torch allocated.
-Prints a table and writes benchmarks/results/training.json (training_cuda.json on a GPU).
+``--set`` overrides a study key as ``asymnet.run`` does (repeatable), so that two settings can be timed in
+turn, e.g. the main study with and without its group normalisation (``--set network.conv_groups=0``). Prints a
+table and writes benchmarks/results/training.json (training_cuda.json on a GPU).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the checkout's asymnet, installed or not
 
 
-def measure(study_path: str, learning: str, updates: int, threads: int, device_name: str = "cpu") -> dict:
+def measure(study_path: str, learning: str, updates: int, threads: int, device_name: str = "cpu",
+            overrides: tuple[str, ...] = ()) -> dict:
     from asymnet import run
     from asymnet.data import Dataset
     from asymnet.dequantization import DEQUANTIZED
@@ -34,7 +37,7 @@ def measure(study_path: str, learning: str, updates: int, threads: int, device_n
     from asymnet.study import NetworkConfig, load_study, replace_in
 
     torch.set_num_threads(threads)
-    study, _ = load_study(study_path)
+    study, _ = load_study(study_path, overrides)
     learned = study.network.hidden_learning == "learned" or study.network.conv_channels
     if learning == "autograd" and learned and study.network.feedback != "transpose":
         # autograd's gradient is the transpose feedback's, the feedback keys of the local rule back at their defaults
@@ -71,28 +74,33 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a study key, as asymnet.run does (repeatable)")
     parser.add_argument("--child", choices=["local", "autograd"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.study, args.child, args.updates, args.threads, args.device)))
+        print(json.dumps(measure(args.study, args.child, args.updates, args.threads, args.device,
+                                 tuple(args.overrides))))
         return
     rows = []
     for learning in ("local", "autograd"):
         out = subprocess.run([sys.executable, __file__, args.study, "--updates", str(args.updates), "--threads",
-                              str(args.threads), "--device", args.device, "--child", learning],
+                              str(args.threads), "--device", args.device, "--child", learning,
+                              *(f"--set={o}" for o in args.overrides)],
                              capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     local, autograd = rows
     ratio = autograd["seconds_per_update"] / local["seconds_per_update"]
     peak = "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib"
-    print(f"study {args.study}: {local['n_units']} units, batch {local['batch_size']}, "
+    overrides = "".join(f" --set {o}" for o in args.overrides)
+    print(f"study {args.study}{overrides}: {local['n_units']} units, batch {local['batch_size']}, "
           f"{local.get('gpu', f'{args.threads} CPU threads')}, {args.updates} updates per mode")
     print(f"{'learning':<10}{'ms/update':>12}{'updates/s':>12}{'peak GPU MiB' if args.device == 'cuda' else 'peak RSS MiB':>15}")
     for row in rows:
         print(f"{row['learning']:<10}{1000 * row['seconds_per_update']:>12.1f}{1 / row['seconds_per_update']:>12.2f}"
               f"{row[peak]:>15.0f}")
     print(f"local rule speed-up over autograd: {ratio:.2f}x")
-    result = {"study": args.study, "device": args.device, "threads": args.threads, "updates": args.updates, "rows": rows,
+    result = {"study": args.study, "overrides": args.overrides, "device": args.device, "threads": args.threads, "updates": args.updates, "rows": rows,
               "speedup_local_over_autograd": ratio, "machine": platform.processor() or platform.machine(),
               "torch": torch.__version__}
     (HERE / "results").mkdir(exist_ok=True)

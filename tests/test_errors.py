@@ -5,6 +5,8 @@ wrong magic number, a key that moved."""
 import contextlib
 import gzip
 import pickle
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -50,6 +52,17 @@ def test_the_handler_folds_a_message_into_one_line_and_returns_its_status(capsys
     assert one_line(capsys, "asymnet.x") == "first line second line"
     assert run_command("asymnet.x", lambda: {"figure": 0.5}) == 0
     assert capsys.readouterr().out == "figure  0.5\n"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    # `python -m asymnet.inspect RUN | head -1`: the pipe closes while the command still prints
+    code = ("import sys; from asymnet.cli import run_command; "
+            "sys.exit(run_command('asymnet.x', lambda: {f'figure{k}': k for k in range(200_000)}))")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout.readline() == b"figure0  0\n"
+    child.stdout.close()
+    assert child.wait(timeout=60) == 141
+    assert child.stderr.read() == b""
 
 
 @pytest.mark.parametrize("text", ["", "# a study still to write\n"])

@@ -12,7 +12,7 @@ from studies.mnist_stdp import (UsageError, nonnegative_int, number_text, positi
 
 USAGE = "python -m studies.mnist_stdp.chain_noise RUN_DIR [STEPS [CHAINS [C,C,...]]]"
 SPECS = (("RUN_DIR", str), ("STEPS", positive_int, 1_000), ("CHAINS", positive_int, 50), ("C,C,...", str, "0,1"))
-SCRIPTS = ("chain_noise", "chain_targets", "class_balance", "cold_model_heating", "contraction", "copies", "corrector", "heated_chain",
+SCRIPTS = ("chain_contrast", "chain_noise", "chain_targets", "class_balance", "cold_model_heating", "contraction", "copies", "corrector", "heated_chain",
            "langevin_chain", "linear_reference", "marginals", "overfit", "regenerate", "restart_chain", "reverse_noise",
            "slope_hinge", "slow_noise", "weight_from")
 
@@ -94,6 +94,8 @@ def test_run_script_prints_one_line_and_returns_the_status(capsys):
     ("slope_hinge", "slope_hinge", ["runs/m8", "500", "1e-4"], "missing BETA"),
     ("slope_hinge", "slope_hinge", ["runs/m8", "500", "1e-4", "1", "3", "1", "0"],
      "STEPS must be a positive integer, got '0'"),
+    ("chain_contrast", "chain_contrast", ["runs/m8", "1000", "2e-4", "strong"], "BETA must be a number, got 'strong'"),
+    ("chain_contrast", "chain_contrast", ["runs/m8", "1000", "2e-4", "1", "0"], "STEPS must be a positive integer, got '0'"),
     ("restart_chain", "heated_chain", ["runs/m8"], "missing T"),
     ("restart_chain", "heated_chain", ["runs/m8", "hot"], "T must be a number, got 'hot'"),
     ("restart_chain", "heated_chain", ["runs/m8", "2", "10", "50", "more"], "too many arguments: 'more' after CHAINS"),

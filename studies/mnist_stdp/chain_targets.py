@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -48,25 +49,21 @@ def chain_term(net, op, chains: torch.Tensor, target: torch.Tensor, T_1: float) 
     return -op.log_prob(target, chains, net(chains, T_1), T_1).mean()
 
 
-def main(argv: list[str]) -> int:
-    run_dir, n_updates, lr, beta, T_hot, n_steps = positional(
-        argv, USAGE, ("RUN_DIR", str), ("UPDATES", nonnegative_int), ("LR", float), ("BETA", float),
-        ("T_HOT", float, 5.0), ("STEPS", positive_int, 10_000))
-    run = load_run(run_dir)
+def fine_tune_with_chains(run, n_updates: int, lr: float, n_steps: int, term: Callable, description: str) -> None:
+    """The fine-tune both chain studies share: ``n_updates`` updates of a finished run, each the run's own
+    training step (learning rate ``lr``, half cosine to 0), then CHAINS persistent T = 1 chains (started from
+    cooled samples) advanced STEPS_PER_UPDATE steps, then ``term(chains, generator)``, which takes the study's
+    own optimizer step and returns its figures (name: value); their means over each 250 updates are printed.
+    Then cooled_and_chain's 200 cooled samples and the T = 1 chain over ``n_steps`` steps."""
     model, study, data = run.model, run.study, run.data
     net, op = model.network, model.operator
-    if model.heating is None or net.pathway is None:
-        raise SystemExit(f"{run_dir}: needs a noise-heated run with a convolutional pathway")
-    temperatures = eval_temperatures(model, study)
-    levels, top = levels_up_to(generation_temperatures(model, study), T_hot)
-    if top is None:
-        raise SystemExit(f"{run_dir}: T_HOT = {T_hot:g} is above the schedule's top level")
-    print(f"{run_dir}: {n_updates} updates at learning rate {lr:g} (half cosine), chain-target weight {beta:g}, "
-          f"{CHAINS} chains of {STEPS_PER_UPDATE} T = 1 steps per update, targets cooled from T = {top:g}")
+    print(f"{run.run_dir}: {n_updates} updates at learning rate {lr:g} (half cosine), {description}, {CHAINS} chains "
+          f"of {STEPS_PER_UPDATE} T = 1 steps per update")
     gen = torch.Generator().manual_seed(12345)
     with torch.no_grad():
-        chains = walkback.generate(net, op, model.p_star, temperatures, CHAINS, torch.Generator().manual_seed(7))
-    clock, losses, terms = time.perf_counter(), [], []
+        chains = walkback.generate(net, op, model.p_star, eval_temperatures(model, study), CHAINS,
+                                   torch.Generator().manual_seed(7))
+    clock, losses, figures = time.perf_counter(), [], {}
     net.train()
     for k in range(n_updates):
         for group in model.optimizer.param_groups:
@@ -75,20 +72,44 @@ def main(argv: list[str]) -> int:
         with torch.no_grad():
             for _ in range(STEPS_PER_UPDATE):
                 chains = op.sample(chains, net(chains, 1.0), 1.0, gen)
-            target = walkback.cool_levels(net, op, heat_to(run, chains, levels, gen), levels, gen, True)
-        if beta:
-            term = chain_term(net, op, chains, target, temperatures[0])
-            autograd_step(model, study, beta * term)
-        else:
-            with torch.no_grad():
-                term = chain_term(net, op, chains, target, temperatures[0])
-        terms.append(term.item())
+        for name, value in term(chains, gen).items():
+            figures.setdefault(name, []).append(value)
         if (k + 1) % 250 == 0:
-            print(f"update {k + 1}: loss {sum(losses[-250:]) / 250:.0f}, chain term {sum(terms[-250:]) / 250:.0f} "
-                  f"nats, {time.perf_counter() - clock:.0f} s", flush=True)
+            shown = "".join(f", {name} {sum(v[-250:]) / 250:.1f}" for name, v in figures.items())
+            print(f"update {k + 1}: loss {sum(losses[-250:]) / 250:.0f}{shown}; {time.perf_counter() - clock:.0f} s",
+                  flush=True)
     net.eval()
     with torch.no_grad():
         cooled_and_chain(run, n_steps)
+
+
+def main(argv: list[str]) -> int:
+    run_dir, n_updates, lr, beta, T_hot, n_steps = positional(
+        argv, USAGE, ("RUN_DIR", str), ("UPDATES", nonnegative_int), ("LR", float), ("BETA", float),
+        ("T_HOT", float, 5.0), ("STEPS", positive_int, 10_000))
+    run = load_run(run_dir)
+    model, study = run.model, run.study
+    net, op = model.network, model.operator
+    if model.heating is None or net.pathway is None:
+        raise SystemExit(f"{run_dir}: needs a noise-heated run with a convolutional pathway")
+    T_1 = eval_temperatures(model, study)[0]
+    levels, top = levels_up_to(generation_temperatures(model, study), T_hot)
+    if top is None:
+        raise SystemExit(f"{run_dir}: T_HOT = {T_hot:g} is above the schedule's top level")
+
+    def scored(chains: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+        with torch.no_grad():
+            target = walkback.cool_levels(net, op, heat_to(run, chains, levels, gen), levels, gen, True)
+        if beta:
+            term = chain_term(net, op, chains, target, T_1)
+            autograd_step(model, study, beta * term)
+        else:
+            with torch.no_grad():
+                term = chain_term(net, op, chains, target, T_1)
+        return {"chain term (nats)": term.item()}
+
+    fine_tune_with_chains(run, n_updates, lr, n_steps, scored,
+                          f"chain-target weight {beta:g}, targets cooled from T = {top:g}")
     return 0
 
 
