@@ -115,7 +115,7 @@ def continuous_weighting(study: Study) -> float:
 
 
 def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, with_terms: bool = True,
-               gradient_check: bool = False) -> dict[str, float] | list[dict[str, float]]:
+               gradient_check: bool = False, step: int | None = None) -> dict[str, float] | list[dict[str, float]]:
     """One minibatch of Algorithm 1: heat, score the walk back, update by autograd or the local rule
     (with the sizes of its STDP and equal-time terms when ``with_terms``), plus the anchor's term when the
     study has one. In a data-parallel run this process takes its rows of the global batch and the gradients
@@ -123,7 +123,9 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     tensors carry a leading replica axis through the same code) a list of them, one per replica.
     Learned hidden units under the local rule: with ``gradient_check`` the figures hold
     ``rule_gradient_cosine``, the rule's W_hv update against autograd's on this minibatch (this process's
-    rows), and under network.feedback: kolen_pollack B follows W_vh's update (plasticity.kolen_pollack_step)."""
+    rows), and under network.feedback: kolen_pollack B follows W_vh's update (plasticity.kolen_pollack_step).
+    ``step`` is the update's number, counted from 1 (None: any update); walkback.contrast_weight's term acts
+    on those after the first contrast_start(study)."""
     net, operator, shard, power = model.network, model.operator, model.shard, study.walkback.step_weight_power
     q = continuous_weighting(study)
     replicated = isinstance(model, ReplicaModel)
@@ -152,7 +154,8 @@ def train_step(model: Model | ReplicaModel, study: Study, data: Dataset, device,
     unit, weight = None, study.walkback.unit_step_weight / scale  # the trajectory's update is times K / m below
     if heating is not None and weight:  # walkback.unit_step_weight: one T = 1 step of the heating, walked back
         unit = walkback.heating_trajectory_with_drives(net, operator, s0, [1.0], noise, shard, heating)[0]
-    pairs_c = contrast.draw_pairs(model, study, data, dtype) if study.walkback.contrast_weight else None
+    contrasted = study.walkback.contrast_weight and (step is None or step > contrast_start(study))
+    pairs_c = contrast.draw_pairs(model, study, data, dtype) if contrasted else None
     contrast_weight = study.walkback.contrast_weight / scale
     model.optimizer.zero_grad(set_to_none=False)
     if isinstance(model.optimizer, readout.LeastSquaresReadout):
@@ -242,15 +245,21 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, study: Study, step: int)
         group["lr"] = learning_rate(study, step)
 
 
+def contrast_start(study: Study) -> int:
+    """The number of updates before walkback.contrast_weight's term acts: walkback.contrast_start (a share of
+    training.steps) times training.steps, rounded."""
+    return round(study.walkback.contrast_start * study.training.steps)
+
+
 def train_members(model: Model | ReplicaModel, study: Study, data: Dataset, device, dtype, step: int,
                   with_terms: bool, gradient_check: bool = False) -> list[dict[str, float]]:
     """One training step of every network of the run (the single one, or all replicas, each with the
     learning rate of its own study): figures of each."""
     if isinstance(model, ReplicaModel):
         model.optimizer.param_groups[0]["lr"] = [learning_rate(single, step) for single in model.studies]
-        return train_step(model, study, data, device, dtype, with_terms, gradient_check)
+        return train_step(model, study, data, device, dtype, with_terms, gradient_check, step)
     set_learning_rate(model.optimizer, study, step)
-    return [train_step(model, study, data, device, dtype, with_terms, gradient_check)]
+    return [train_step(model, study, data, device, dtype, with_terms, gradient_check, step)]
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,9 @@ class WalkbackConfig:
     contrast_weight (noise heating): a negative phase for the first level's implied energy: the loss adds that
     weight times E(x) - E(c), the energy the first level's mean implies between heated training images x and
     the states c of contrast_chains persistent T = 1 chains of the operator, each advanced contrast_steps steps
-    per update (asymnet.contrast; 0: no such term)."""
+    per update (asymnet.contrast; 0: no such term), on the updates after the first contrast_start x
+    training.steps, rounded (0: on every update; 0.7: a fine-tune of the last 30 %, where the cosine schedule's
+    learning rate has fallen to a fifth)."""
 
     n_extra_max: int = _check("non_negative", 4)
     heating_factor: float = _check("above_one", 2.0)
@@ -168,6 +170,7 @@ class WalkbackConfig:
     contrast_weight: float = _check("non_negative", 0.0)
     contrast_chains: int = _check("positive", 32)
     contrast_steps: int = _check("positive", 10)
+    contrast_start: float = _check("unit_closed_open", 0.0)
 
 
 @dataclass(frozen=True)
@@ -513,6 +516,10 @@ def _check_joined_keys(study: Study, where) -> None:
                              "walkback.heating_kernel: noise, replicas: 1, training.optimizer: adam and a state of "
                              f"the visible units alone (network.hidden_units: fast), but {', '.join(wrong)}; set "
                              "those or walkback.contrast_weight: 0")
+    if study.walkback.contrast_start and not study.walkback.contrast_weight:
+        raise StudyError(f"{where('walkback.contrast_start')}walkback.contrast_start = "
+                         f"{study.walkback.contrast_start:g} starts a term that walkback.contrast_weight: 0 leaves "
+                         "out; set walkback.contrast_weight > 0 or drop walkback.contrast_start")
     if study.walkback.model_heating_fraction and study.replicas > 1:
         raise StudyError(f"{where('walkback.model_heating_fraction')}walkback.model_heating_fraction draws each "
                          "step's heating kernel, which replicas (one batched program) cannot draw apart; set "

@@ -4,7 +4,9 @@
 
 Each mode runs in its own subprocess (so peak resident memory, ru_maxrss, is that mode's alone) on
 synthetic 8-bit images of the study's shape (no data folder needed), after warm-up updates, from
-the same seed; as in training between metric rows, the local rule skips its STDP-term diagnostics. On a
+the same seed; as in training between metric rows, the local rule skips its STDP-term diagnostics. Each
+update is timed as a run's first updates run, so a term that a study starts later (the main study's negative
+phase, ``walkback.contrast_start``) is left out; ``--set walkback.contrast_start=0`` times the updates with it. On a
 GPU each update is timed to a ``torch.cuda.synchronize`` and the peak is the GPU memory torch allocated.
 ``--set`` overrides a study key as ``asymnet.run`` does (repeatable), so that two settings can be timed in
 turn, e.g. the main study with and without its group normalisation (``--set network.conv_groups=0``). Prints a
@@ -52,11 +54,11 @@ def measure(study_path: str, learning: str, updates: int, threads: int, device_n
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     model = build_model(study, data, device, torch.float32)
     for _ in range(3):
-        run.train_step(model, study, data, device, torch.float32)
+        run.train_step(model, study, data, device, torch.float32, step=1)
     sync()
     start = time.perf_counter()
     for _ in range(updates):
-        run.train_step(model, study, data, device, torch.float32, with_terms=False)
+        run.train_step(model, study, data, device, torch.float32, with_terms=False, step=1)
     sync()
     seconds = (time.perf_counter() - start) / updates
     row = {"learning": learning, "seconds_per_update": seconds, "device": device_name,

@@ -86,8 +86,9 @@ def test_the_local_update_is_autograds_gradient_of_the_gap(middle, groups, n_hid
     assert update.loss.abs().max() == 0 and update.temporal_norm == 0.0
 
 
-def _model(learning, weight=0.5):
-    study = parse_study(STUDY.replace("LEARNING", learning).replace("contrast_weight: 0.5", f"contrast_weight: {weight}"))
+def _model(learning, weight=0.5, start=0):
+    study = parse_study(STUDY.replace("LEARNING", learning).replace(
+        "contrast_weight: 0.5", f"contrast_weight: {weight}, contrast_start: {start}"))
     data = load_data(study, None)
     return study, data, build_model(study, data, torch.device("cpu"), torch.float64)
 
@@ -109,6 +110,22 @@ def test_the_training_step_takes_the_same_update_under_both_rules():
     assert plain.contrast_chains is None
     moved = (plain.network.W.grad - local_grads["W"]).norm() / local_grads["W"].norm()
     assert moved > 1e-3  # the term is in the update
+
+
+def test_the_term_acts_only_on_the_updates_after_its_start():
+    device = torch.device("cpu")
+    study, data, late = _model("local", start=0.3)  # of 10 updates: the term from the 4th
+    plain_study, _, plain = _model("local", weight=0)
+    for step in (1, 2, 3):  # the same draws as a run without the term, and no chains yet
+        late_rows = run_module.train_members(late, study, data, device, torch.float64, step, with_terms=False)
+        plain_rows = run_module.train_members(plain, plain_study, data, device, torch.float64, step, with_terms=False)
+        assert late.contrast_chains is None and "contrast_gap" not in late_rows[0]
+        assert late_rows[0]["loss"] == plain_rows[0]["loss"]
+        assert torch.equal(late.network.W, plain.network.W)
+    rows = run_module.train_members(late, study, data, device, torch.float64, 4, with_terms=False)
+    assert late.contrast_chains.shape == (6, late.network.n_visible) and "contrast_gap" in rows[0]
+    run_module.train_members(plain, plain_study, data, device, torch.float64, 4, with_terms=False)
+    assert not torch.equal(late.network.W, plain.network.W)
 
 
 def test_the_chains_come_back_from_the_checkpoint_so_a_resumed_run_steps_as_the_uninterrupted_one(tmp_path):
@@ -136,6 +153,11 @@ def test_the_chains_come_back_from_the_checkpoint_so_a_resumed_run_steps_as_the_
     ("contrast_chains: 6", "contrast_chains: 0", "walkback.contrast_chains = 0"),
     ("contrast_steps: 3", "contrast_steps: 2.5", "walkback.contrast_steps = 2.5"),
     ("contrast_steps: 3", "contrast_step: 3", "contrast_step"),
+    ("contrast_steps: 3", "contrast_steps: 3, contrast_start: -0.2", "walkback.contrast_start = -0.2"),
+    ("contrast_steps: 3", "contrast_steps: 3, contrast_start: 1", "walkback.contrast_start = 1"),
+    ("contrast_steps: 3", "contrast_steps: 3, contrast_start: late", "walkback.contrast_start = 'late'"),
+    ("contrast_weight: 0.5", "contrast_weight: 0, contrast_start: 0.4",
+     "walkback.contrast_start = 0.4 starts a term that walkback.contrast_weight: 0 leaves out"),
 ])
 def test_bad_values_fail_in_one_line(good, bad, message):
     with pytest.raises(StudyError) as error:
