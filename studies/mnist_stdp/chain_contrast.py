@@ -32,24 +32,18 @@ mean (studies.mnist_stdp.slope_hinge.cooled_and_chain). Used for studies/mnist_s
 
 from __future__ import annotations
 
-import math
 import sys
 
 import torch
 
-from asymnet.contrast import ContrastPairs, energy_gap, segment_points
+from asymnet.contrast import ContrastPairs, energy_gap, heated_images, segment_points
 from asymnet.model import eval_temperatures, load_run
 from studies.mnist_stdp import nonnegative_int, positional, positive_int, run_script
 from studies.mnist_stdp.chain_noise import posterior_std
 from studies.mnist_stdp.chain_targets import CHAINS, fine_tune_with_chains
-from studies.mnist_stdp.slope_hinge import autograd_step
+from studies.mnist_stdp.slope_hinge import autograd_step, parameter_grad_norm
 
 USAGE = "python -m studies.mnist_stdp.chain_contrast RUN_DIR UPDATES LR BETA [STEPS]"
-
-
-def parameter_grad_norm(net) -> float:
-    """The norm over a network's parameters of the gradients they hold (the last update's)."""
-    return math.sqrt(sum(p.grad.pow(2).sum().item() for p in net.parameters() if p.grad is not None))
 
 
 def main(argv: list[str]) -> int:
@@ -66,8 +60,7 @@ def main(argv: list[str]) -> int:
 
     def contrast(chains: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
         rule_norm = parameter_grad_norm(net)  # the run's own update, just taken
-        x = data.batch(data.train[torch.randint(len(data.train), (CHAINS,), generator=gen)], gen, torch.float32)
-        x = x + tau**0.5 * torch.randn(x.shape, generator=gen)
+        x = heated_images(data, CHAINS, tau, gen, torch.float32, chains.device)
         points, directions = segment_points(x, chains, gen)
         pairs = ContrastPairs(points, directions, T_1, tau, chains)
         if beta:

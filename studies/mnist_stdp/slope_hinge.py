@@ -62,6 +62,11 @@ def slope_hinge(mean_map, s: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tenso
     return torch.relu(slope - 1).pow(2).mean(), slope.detach()
 
 
+def parameter_grad_norm(net) -> float:
+    """The norm over a network's parameters of the gradients they hold (the last update's)."""
+    return math.sqrt(sum(p.grad.pow(2).sum().item() for p in net.parameters() if p.grad is not None))
+
+
 def autograd_step(model, study, loss: torch.Tensor) -> float:
     """One optimizer step of a run's network on the autograd gradient of ``loss``, its pathway's feedback
     kernels moved as the run's own updates move them (Kolen-Pollack). Returns that gradient's norm over all
@@ -69,7 +74,7 @@ def autograd_step(model, study, loss: torch.Tensor) -> float:
     net = model.network
     model.optimizer.zero_grad(set_to_none=False)
     loss.backward()
-    norm = math.sqrt(sum(p.grad.pow(2).sum().item() for p in net.parameters() if p.grad is not None))
+    norm = parameter_grad_norm(net)
     kernels = net.pathway.kernels_before()
     model.optimizer.step()
     if study.network.feedback == "kolen_pollack":
